@@ -1,0 +1,63 @@
+"""The ``cocolake`` command: one sub-module per sub-command.
+
+Each module in ``COMMANDS`` exposes ``add_parser(subparsers)`` (registers its options) and
+``run(args) -> int`` (the exit status). ``main(argv)`` is what tests call in-process.
+Errors that are ``CocolakeError`` print as one line on stderr with exit status 1 (2 for
+usage errors), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ..errors import CocolakeError
+
+# sub-command name -> module under pipeline.cli
+COMMANDS = {
+    "synth": "synth",
+    "ingest": "ingest",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cocolake",
+        description="COCO-format annotations as a columnar warehouse: ingest, SQL, export.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        mod = importlib.import_module(f"{__name__}.{module}")
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s" if not args.verbose else "%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # quieten libraries that log per task
+    for noisy in ("distributed", "fsspec", "asyncio", "numexpr"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not args.verbose else logging.INFO)
+    try:
+        return int(args._run(args) or 0)
+    except CocolakeError as err:
+        print(f"cocolake {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"cocolake {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""One ``pa.schema`` per warehouse table: the contract every writer and reader shares.
+
+Every table also carries ``source_file`` (the JSON file's name, e.g.
+``instances_val2017.json``), ``kind`` (instances | stuff | person_keypoints | captions |
+image_info) and ``record_index`` (position of the record in its source array, so that an
+export can restore the source order exactly). ``split`` is not stored in the files: it is
+the Hive partition (``<table>/split=<split>/``).
+
+Ids are int64; a file whose ids are consistently JSON strings keeps them as strings
+(``id_type="string"``), never renumbered.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TABLES = ("images", "annotations", "keypoints", "captions", "categories", "licenses", "info", "rejects")
+
+KINDS = ("instances", "stuff", "person_keypoints", "captions", "image_info")
+
+SEGMENTATION_FORMATS = ("polygon", "rle", "uncompressed_rle", "none")
+
+_PROVENANCE = [
+    pa.field("source_file", pa.string(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("record_index", pa.int64(), nullable=False),
+]
+
+
+def id_arrow_type(id_type: str) -> pa.DataType:
+    if id_type == "int64":
+        return pa.int64()
+    if id_type == "string":
+        return pa.string()
+    raise ValueError(f"unknown id type {id_type!r}")
+
+
+def images_schema(id_type: str = "int64") -> pa.Schema:
+    t = id_arrow_type(id_type)
+    return pa.schema(
+        [
+            pa.field("id", t, nullable=False),
+            pa.field("file_name", pa.string()),
+            pa.field("height", pa.int64()),
+            pa.field("width", pa.int64()),
+            pa.field("license", pa.int64()),
+            pa.field("coco_url", pa.string()),
+            pa.field("flickr_url", pa.string()),
+            pa.field("date_captured", pa.string()),
+            # JSON object text of the keys the schema does not know (null when none)
+            pa.field("extra", pa.string()),
+            # JSON object text of known keys whose values did not fit the typed column
+            # (e.g. a float height); restores them exactly on export
+            pa.field("raw", pa.string()),
+            *_PROVENANCE,
+        ]
+    )
+
+
+def annotations_schema(id_type: str = "int64") -> pa.Schema:
+    t = id_arrow_type(id_type)
+    return pa.schema(
+        [
+            pa.field("id", t, nullable=False),
+            pa.field("image_id", t),
+            pa.field("category_id", t),
+            pa.field("iscrowd", pa.int32()),
+            pa.field("area", pa.float64()),
+            pa.field("bbox", pa.list_(pa.float64())),
+            # compressed COCO RLE, byte-equal to pycocotools annToRLE(ann)["counts"]
+            pa.field("rle_counts", pa.string()),
+            # [height, width] of the mask
+            pa.field("rle_size", pa.list_(pa.int32())),
+            # the source polygons (null when the source was RLE or had none)
+            pa.field("polygons", pa.list_(pa.list_(pa.float64()))),
+            pa.field("segmentation_format", pa.string(), nullable=False),
+            pa.field("extra", pa.string()),
+            pa.field("raw", pa.string()),
+            *_PROVENANCE,
+        ]
+    )
+
+
+def keypoints_schema(id_type: str = "int64") -> pa.Schema:
+    t = id_arrow_type(id_type)
+    return pa.schema(
+        [
+            pa.field("annotation_id", t, nullable=False),
+            pa.field("image_id", t),
+            pa.field("num_keypoints", pa.int64()),
+            # x, y, v per joint; doubles so that datasets with sub-pixel keypoints survive
+            pa.field("keypoints", pa.list_(pa.float64())),
+            *_PROVENANCE,
+        ]
+    )
+
+
+def captions_schema(id_type: str = "int64") -> pa.Schema:
+    t = id_arrow_type(id_type)
+    return pa.schema(
+        [
+            pa.field("id", t, nullable=False),
+            pa.field("image_id", t),
+            pa.field("caption", pa.string()),
+            pa.field("extra", pa.string()),
+            pa.field("raw", pa.string()),
+            *_PROVENANCE,
+        ]
+    )
+
+
+def categories_schema(id_type: str = "int64") -> pa.Schema:
+    t = id_arrow_type(id_type)
+    return pa.schema(
+        [
+            pa.field("id", t, nullable=False),
+            pa.field("name", pa.string()),
+            pa.field("supercategory", pa.string()),
+            pa.field("keypoints", pa.list_(pa.string())),
+            pa.field("skeleton", pa.list_(pa.list_(pa.int64()))),
+            pa.field("extra", pa.string()),
+            pa.field("raw", pa.string()),
+            *_PROVENANCE,
+        ]
+    )
+
+
+def licenses_schema(id_type: str = "int64") -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.int64()),
+            pa.field("name", pa.string()),
+            pa.field("url", pa.string()),
+            pa.field("extra", pa.string()),
+            pa.field("raw", pa.string()),
+            *_PROVENANCE,
+        ]
+    )
+
+
+def info_schema(id_type: str = "int64") -> pa.Schema:
+    return pa.schema(
+        [
+            # JSON text of the "info" object (null when the file has none)
+            pa.field("info", pa.string()),
+            # JSON text of the whole top-level object with the record arrays emptied:
+            # keeps the top-level key order and every unknown top-level key
+            pa.field("document", pa.string(), nullable=False),
+            pa.field("id_type", pa.string(), nullable=False),
+            *_PROVENANCE,
+        ]
+    )
+
+
+def rejects_schema(id_type: str = "int64") -> pa.Schema:
+    return pa.schema(
+        [
+            # images | annotations | categories | licenses
+            pa.field("section", pa.string(), nullable=False),
+            # the record's id as JSON text (null when it has none)
+            pa.field("record_id", pa.string()),
+            pa.field("reason", pa.string(), nullable=False),
+            # the record as JSON text, cut at 1 MB
+            pa.field("raw", pa.string()),
+            *_PROVENANCE,
+        ]
+    )
+
+
+SCHEMAS = {
+    "images": images_schema,
+    "annotations": annotations_schema,
+    "keypoints": keypoints_schema,
+    "captions": captions_schema,
+    "categories": categories_schema,
+    "licenses": licenses_schema,
+    "info": info_schema,
+    "rejects": rejects_schema,
+}
+
+
+def schema_for(table: str, id_type: str = "int64") -> pa.Schema:
+    return SCHEMAS[table](id_type)
+
+
+def empty_table(table: str, id_type: str = "int64") -> pa.Table:
+    return schema_for(table, id_type).empty_table()
