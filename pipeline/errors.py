@@ -23,6 +23,9 @@ class SourceError(CocolakeError):
         self.problem = problem
         super().__init__(f"{source}: {problem}")
 
+    def __reduce__(self):  # picklable across Dask workers
+        return (type(self), (self.source, self.problem))
+
 
 class BadFileError(SourceError):
     """A whole file is unusable: not JSON, truncated, wrong shape, duplicate ids."""
@@ -38,6 +41,9 @@ class BadRecordError(CocolakeError):
         self.record_id = record_id
         self.problem = problem
         super().__init__(f"{source}: {describe_record(section, index, record_id)}: {problem}")
+
+    def __reduce__(self):  # picklable across Dask workers
+        return (type(self), (self.source, self.section, self.index, self.record_id, self.problem))
 
 
 class WarehouseError(CocolakeError):

@@ -1,0 +1,130 @@
+"""``cocolake ingest``: sources → warehouse, as a Dask job; prints a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pathlib
+import sys
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "ingest",
+        help="ingest COCO JSON files into the warehouse",
+        description="Ingest COCO-format JSON (files, .json.gz, .zip, directories, http(s), any fsspec URL) "
+        "into <warehouse>/<dataset>/ as Hive-partitioned Parquet.",
+    )
+    p.add_argument("--config", help="YAML config (see configs/); options given here override it")
+    p.add_argument("--source", action="append", metavar="URL", help="a source URL; repeat for several")
+    p.add_argument("--warehouse", help="warehouse directory or fsspec URL (default: warehouse)")
+    p.add_argument("--dataset", help="dataset name: the warehouse sub-directory (default: demo)")
+    p.add_argument("--split", help="put every source into this split instead of the one in its file name")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core; 1 = synchronous)")
+    p.add_argument("--scheduler", metavar="ADDR", help="address of an existing Dask scheduler, tcp://host:port")
+    p.add_argument("--on-bad-record", choices=("error", "skip"),
+                   help="stop at the first bad record (default) or skip bad records into the rejects table")
+    p.add_argument("--chunk-mb", type=float, help="MB of JSON per task (default 16)")
+    p.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
+    return p
+
+
+def load_settings(args):
+    from ..config import Config, load_config
+
+    if args.config:
+        cfg = load_config(args.config)
+    elif args.source:
+        cfg = Config(sources=[{"url": u} for u in args.source])
+    else:
+        raise ConfigError("nothing to ingest: give --source URL (repeatable) or --config FILE")
+    overrides = {
+        "warehouse": args.warehouse,
+        "dataset": args.dataset,
+        "workers": args.workers,
+        "scheduler": args.scheduler,
+        "on_bad_record": args.on_bad_record,
+        "chunk_mb": args.chunk_mb,
+    }
+    if args.source and args.config:
+        overrides["sources"] = [{"url": u} for u in args.source]
+    return cfg.with_overrides(**overrides)
+
+
+def ensure_synth(cfg) -> None:
+    """Generate the synthetic demo dataset a config asks for, once per parameter set."""
+    if cfg.synth is None:
+        return
+    from .. import synth
+
+    out = pathlib.Path(cfg.synth.out)
+    marker = out / ".cocolake-synth.json"
+    params = {"images": cfg.synth.images, "seed": cfg.synth.seed}
+    if marker.is_file() and json.loads(marker.read_text()) == params:
+        return
+    log.info("generating the synthetic dataset in %s (%d images, seed %d)", out, cfg.synth.images, cfg.synth.seed)
+    synth.generate(out, images=cfg.synth.images, seed=cfg.synth.seed)
+    marker.write_text(json.dumps(params))
+
+
+def make_progress(disabled: bool):
+    if not disabled and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bars: dict = {}
+
+        def show(phase, done, total):
+            bar = bars.get(phase)
+            if bar is None:
+                bar = bars[phase] = tqdm(total=total, desc=phase, unit="task", leave=False)
+            bar.n = done
+            bar.refresh()
+            if done >= total:
+                bar.close()
+
+        return show
+    last: dict = {}
+
+    def log_lines(phase, done, total):
+        step = max(1, total // 10)
+        if done == total or done - last.get(phase, -step) >= step:
+            last[phase] = done
+            log.info("%s: %d/%d tasks", phase, done, total)
+
+    return log_lines
+
+
+def run(args) -> int:
+    from ..runner import run_ingest
+
+    cfg = load_settings(args)
+    ensure_synth(cfg)
+    checksums = {s.url: {"md5": s.md5, "sha256": s.sha256} for s in cfg.sources if s.md5 or s.sha256}
+    report = run_ingest(
+        [s.url for s in cfg.sources],
+        warehouse=cfg.warehouse,
+        dataset=cfg.dataset,
+        split=args.split or _single_split(cfg),
+        workers=cfg.workers,
+        scheduler=cfg.scheduler,
+        chunk_bytes=int(cfg.chunk_mb * (1 << 20)),
+        on_bad_record=cfg.on_bad_record,
+        cache_dir=cfg.cache_dir,
+        checksums=checksums,
+        progress=make_progress(args.no_progress),
+    )
+    for line in report.lines():
+        print(line)
+    return 0
+
+
+def _single_split(cfg):
+    splits = {s.split for s in cfg.sources if s.split}
+    if len(splits) > 1:
+        raise ConfigError("sources with different `split` values must be ingested in separate runs")
+    return splits.pop() if splits else None

@@ -1,0 +1,114 @@
+"""graph: builds the Dask graphs of an ingest; never computes them.
+
+Two graphs, because the second one's shape depends on what the first finds:
+
+1. ``plan_graph``: one ``plan_file`` task per source document (the structural scan).
+2. ``ingest_graph``: per document, one ``ingest_chunk`` task per chunk of ``licenses``,
+   ``categories`` and ``images``; their id → size lookups merge into one small object
+   that every ``annotations`` chunk task of that document depends on; one ``write_info``
+   task. Workers read their byte ranges from the source URL and write their parts to the
+   warehouse URL themselves; only counts and ids travel back.
+
+Part numbers come from the chunk's position (document order, section order, chunk
+order) on top of a per-split base, so the same input writes the same files whatever the
+number of workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import dask
+from dask.delayed import Delayed
+
+from .flatten import ImageSizes
+from .ingest import SECTION_ORDER, ChunkTask, FilePlan, IngestOptions, ingest_chunk, plan_file, write_info
+from .warehouse import Part, Warehouse
+
+
+def plan_graph(source_files: list, opts: IngestOptions) -> list[Delayed]:
+    return [
+        dask.delayed(plan_file, pure=True)(sf, opts, dask_key_name=f"plan-{i}-{sf.name}")
+        for i, sf in enumerate(source_files)
+    ]
+
+
+@dataclasses.dataclass
+class IngestGraph:
+    tasks: list[Delayed]  # -> ChunkResult, or rows written (info), in the order of ``meta``
+    meta: list[tuple[str, str, str, str]]  # (kind of task, table hint, split, source_file)
+    info_parts: list[Part]
+    planned_paths: list[str]  # every part path a task may write (for cleanup on failure)
+
+
+def _merge_sizes(results, id_type):
+    return ImageSizes.merge([r.image_sizes for r in results], id_type)
+
+
+def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], opts: IngestOptions) -> IngestGraph:
+    counters = dict(bases)
+    storage = tuple(sorted(wh.storage_options.items()))
+    tasks: list[Delayed] = []
+    meta: list = []
+    info_parts: list[Part] = []
+    planned: list[str] = []
+
+    def targets(split: str, tables: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        n = counters[split]
+        counters[split] = n + 1
+        out = []
+        for table in tables + ("rejects",):
+            rel = Warehouse.part_rel(table, split, n)
+            planned.append(rel)
+            out.append((table, f"{wh.root}/{rel}"))
+        return tuple(out)
+
+    for p_i, plan in enumerate(plans):
+        ctx = plan.context
+        split = plan.split
+        image_results = []
+        for section in SECTION_ORDER:
+            if section == "annotations" and "annotations" in plan.chunks:
+                sizes = dask.delayed(_merge_sizes, pure=True)(
+                    image_results, plan.id_type, dask_key_name=f"sizes-{p_i}"
+                )
+            else:
+                sizes = None
+            for c_i, (start, end, first_index) in enumerate(plan.chunks.get(section, [])):
+                if section == "annotations":
+                    tables = {"captions": ("captions",), "person_keypoints": ("annotations", "keypoints")}.get(
+                        plan.kind, ("annotations",)
+                    )
+                else:
+                    tables = (section,)
+                task = ChunkTask(
+                    plan_source=plan.source,
+                    section=section,
+                    start=start,
+                    end=end,
+                    first_index=first_index,
+                    context=ctx,
+                    targets=targets(split, tables),
+                    storage_options=storage,
+                    warehouse_protocol=wh.protocol,
+                    sub_batch_bytes=opts.chunk_bytes,
+                )
+                d = dask.delayed(ingest_chunk, pure=True)(
+                    task, sizes, dask_key_name=f"chunk-{p_i}-{section}-{c_i}"
+                )
+                tasks.append(d)
+                meta.append(("chunk", section, split, ctx.source_file))
+                if section == "images":
+                    image_results.append(d)
+        n = counters[split]
+        counters[split] = n + 1
+        rel = Warehouse.part_rel("info", split, n)
+        planned.append(rel)
+        tasks.append(
+            dask.delayed(write_info, pure=True)(
+                plan, f"{wh.root}/{rel}", wh.protocol, storage, dask_key_name=f"info-{p_i}"
+            )
+        )
+        meta.append(("info", "info", split, ctx.source_file))
+        info_parts.append(Part("info", split, ctx.source_file, rel, 1, plan.id_type))
+    return IngestGraph(tasks=tasks, meta=meta, info_parts=info_parts, planned_paths=planned)

@@ -1,0 +1,341 @@
+"""ingest: the per-file and per-chunk task functions of an ingest (no Dask in here).
+
+``plan_file(source)`` scans one document (``split``) and decides its kind, split, id type
+and chunks: a ``FilePlan``. ``ingest_chunk(task)`` reads one chunk's byte range straight
+from the source, parses, validates and flattens it (``flatten``), and writes its Parquet
+parts straight to the warehouse: only counts and ids come back. ``write_info`` writes the
+per-file ``info`` row. Each is a plain function that a test calls directly; ``graph``
+wires them into a Dask graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from . import flatten, sources
+from .errors import BadFileError, CocolakeError
+from .flatten import FileContext, ImageSizes
+from .schema import schema_for
+from .split import RECORD_SECTIONS, StructureScanner, iter_blocks, record_spans, scan_document
+from .warehouse import write_part
+
+log = logging.getLogger(__name__)
+
+# sections in the order their chunks are numbered (images before annotations: they need sizes)
+SECTION_ORDER = ("licenses", "categories", "images", "annotations")
+_NAME_KINDS = (
+    ("person_keypoints_", "person_keypoints"),
+    ("captions_", "captions"),
+    ("stuff_", "stuff"),
+    ("image_info_", "image_info"),
+    ("instances_", "instances"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestOptions:
+    chunk_bytes: int = 16 << 20
+    on_bad_record: str = "error"
+    split: str | None = None  # force every source into this split
+    max_record_bytes: int = 256 << 20
+
+
+@dataclasses.dataclass
+class FilePlan:
+    source: sources.SourceFile
+    split: str
+    kind: str
+    id_type: str
+    skeleton: bytes
+    info: str | None
+    # section -> list of (start, end, first_index)
+    chunks: dict[str, list[tuple[int, int, int]]]
+    records: dict[str, int]
+    context: FileContext
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkTask:
+    plan_source: sources.SourceFile
+    section: str
+    start: int
+    end: int
+    first_index: int
+    context: FileContext
+    # table -> path (within the warehouse filesystem) this chunk writes, if it has rows
+    targets: tuple[tuple[str, str], ...]
+    storage_options: tuple = ()
+    warehouse_protocol: str = "file"
+    sub_batch_bytes: int = 16 << 20
+
+
+@dataclasses.dataclass
+class ChunkResult:
+    section: str
+    source_file: str
+    rows: dict[str, int]
+    written: dict[str, str]  # table -> path
+    rejects: int
+    ids: object = None  # np.ndarray (int64) or list[str] of the record ids kept
+    image_sizes: ImageSizes | None = None
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
+    """Scan one document and decide how to ingest it."""
+    chunk_bytes = opts.chunk_bytes if source.seekable else opts.chunk_bytes * 8
+    with sources.open_document(source) as f:
+        layout = scan_document(
+            iter_blocks(f),
+            source=source.name,
+            chunk_bytes=chunk_bytes,
+            max_record_bytes=opts.max_record_bytes,
+        )
+    try:
+        skeleton = orjson.loads(layout.skeleton)
+    except orjson.JSONDecodeError:
+        import json
+
+        try:
+            skeleton = json.loads(layout.skeleton.decode("utf-8", errors="strict"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise BadFileError(source.name, f"not valid JSON outside the record arrays: {err}") from None
+    sections = layout.sections
+    for key in RECORD_SECTIONS:
+        if key in skeleton and key not in sections and skeleton[key] is not None:
+            raise BadFileError(source.name, f"top-level {key!r} is a {type(skeleton[key]).__name__}, expected a list")
+    if "images" not in sections and "annotations" not in sections:
+        raise BadFileError(
+            source.name,
+            "not a COCO file: it has neither 'images' nor 'annotations' "
+            f"(top-level keys: {', '.join(map(str, skeleton)) or 'none'})",
+        )
+    if "images" not in sections:
+        raise BadFileError(source.name, "has 'annotations' but no 'images'; annotations need their images")
+
+    first_ann = _first_record(sections.get("annotations"))
+    first_img = _first_record(sections.get("images"))
+    kind = detect_kind(source.name, first_ann, "annotations" in sections)
+    if kind in ("instances", "stuff", "person_keypoints") and "categories" not in sections:
+        raise BadFileError(source.name, f"a {kind} file needs 'categories'; the file has none")
+    split = opts.split or sources.split_from_name(source.name)
+    if not split:
+        raise BadFileError(
+            source.name,
+            "cannot tell the split from the file name (expected e.g. instances_val2017.json); give --split",
+        )
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", split):
+        raise BadFileError(source.name, f"split name {split!r}: use letters, digits, '.', '_' or '-'")
+    id_type = _id_type(first_img if first_img is not None else first_ann)
+
+    # categories are small: read them now to validate annotations against them
+    cat_ids = None
+    cat_kp: dict = {}
+    if "categories" in sections:
+        cats = []
+        for start, end in sections["categories"].chunks():
+            cats += flatten.parse_chunk(sources.read_range(source, start, end), source=source.name,
+                                        section="categories", offset=start)
+        cat_ids = frozenset(c.get("id") for c in cats if isinstance(c, dict) and isinstance(c.get("id"), (int, str)))
+        cat_kp = {c.get("id"): len(c["keypoints"]) for c in cats
+                  if isinstance(c, dict) and isinstance(c.get("keypoints"), list)}
+    ctx = FileContext(
+        source_file=source.name,
+        kind=kind,
+        id_type=id_type,
+        on_bad_record=opts.on_bad_record,
+        category_keypoints=cat_kp,
+        category_ids=cat_ids,
+    )
+    info = skeleton.get("info")
+    return FilePlan(
+        source=source,
+        split=split,
+        kind=kind,
+        id_type=id_type,
+        skeleton=layout.skeleton,
+        info=flatten._dumps(info) if "info" in skeleton else None,
+        chunks={name: [(a, b, fi) for (a, b), fi in zip(sec.chunks(), sec.first_index)]
+                for name, sec in sections.items()},
+        records={name: sec.records for name, sec in sections.items()},
+        context=ctx,
+    )
+
+
+def _first_record(section):
+    if section is None or not section.head:
+        return None
+    spans = record_spans(section.head)
+    if not spans:
+        return None
+    a, b = spans[0]
+    try:
+        return orjson.loads(section.head[a:b])
+    except orjson.JSONDecodeError:
+        return None
+
+
+def detect_kind(name: str, first_annotation, has_annotations: bool) -> str:
+    """instances | stuff | person_keypoints | captions | image_info, from content first."""
+    if not has_annotations:
+        return "image_info"
+    if isinstance(first_annotation, dict):
+        if "caption" in first_annotation:
+            return "captions"
+        if "keypoints" in first_annotation:
+            return "person_keypoints"
+        seg = first_annotation.get("segmentation")
+        if isinstance(seg, dict) and isinstance(seg.get("counts"), str) and not first_annotation.get("iscrowd"):
+            return "stuff"
+        return "instances"
+    base = name.rsplit("/", 1)[-1]
+    for prefix, kind in _NAME_KINDS:
+        if base.startswith(prefix):
+            return kind
+    return "instances"
+
+
+def _id_type(first) -> str:
+    if isinstance(first, dict) and isinstance(first.get("id"), str):
+        return "string"
+    return "int64"
+
+
+# ---------------------------------------------------------------------------- chunks
+
+
+def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResult:
+    """Read, parse, validate, flatten and write one chunk; return counts and ids."""
+    import fsspec
+
+    fs = fsspec.filesystem(task.warehouse_protocol, **dict(task.storage_options))
+    ctx = task.context
+    section = task.section
+    targets = dict(task.targets)
+    per_table: dict[str, list[pa.Table]] = {}
+    rejects: list[dict] = []
+    ids: list = []
+    size_parts: list[ImageSizes] = []
+    for buf, offset, first_index in _batches(task):
+        records = flatten.parse_chunk(buf, source=ctx.source_file, section=section, offset=offset)
+        if section == "images":
+            flat = flatten.flatten_images(records, ctx, first_index)
+            size_parts.append(flat.image_sizes)
+        elif section == "annotations":
+            flat = flatten.flatten_annotations(records, ctx, sizes, first_index)
+        elif section == "categories":
+            flat = flatten.flatten_categories(records, ctx, first_index)
+        elif section == "licenses":
+            flat = flatten.flatten_licenses(records, ctx, first_index)
+        else:  # pragma: no cover - planning only emits the sections above
+            raise CocolakeError(f"{ctx.source_file}: unknown section {section!r}")
+        for table, t in flat.tables.items():
+            per_table.setdefault(table, []).append(t)
+            if table in ("images", "annotations", "captions", "categories"):
+                ids.append(t.column("id").to_numpy(zero_copy_only=False) if ctx.id_type == "int64"
+                           else t.column("id").to_pylist())
+        rejects += flat.rejects
+    if rejects:
+        per_table["rejects"] = [flatten.rejects_table(rejects)]
+    rows, written = {}, {}
+    for table, tables in per_table.items():
+        path = targets[table]
+        n = write_part(fs, path, tables, schema_for(table, ctx.id_type))
+        rows[table] = n
+        if n:
+            written[table] = path
+    if ctx.id_type == "int64":
+        id_arr = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    else:
+        id_arr = [x for part in ids for x in part]
+    return ChunkResult(
+        section=section,
+        source_file=ctx.source_file,
+        rows=rows,
+        written=written,
+        rejects=len(rejects),
+        ids=id_arr,
+        image_sizes=ImageSizes.merge(size_parts, ctx.id_type) if section == "images" else None,
+    )
+
+
+def _batches(task: ChunkTask):
+    """(bytes, offset, first_index) pieces of the chunk, each holding whole records.
+
+    A chunk is read in pieces of ``sub_batch_bytes`` so that memory stays bounded even when
+    a chunk is large (streamed sources use few, large chunks).
+    """
+    if task.end <= task.start:
+        return
+    if task.end - task.start <= task.sub_batch_bytes:
+        yield sources.read_range(task.plan_source, task.start, task.end), task.start, task.first_index
+        return
+    first_index = task.first_index
+    pending = b""
+    pending_at = task.start
+    for block_start, block in _read_pieces(task):
+        if not pending:
+            pending_at = block_start
+        pending += block
+        scanner = StructureScanner(depth=0)
+        positions, depth_after, delta, _ = scanner.feed(pending)
+        ends = positions[(depth_after == 0) & (delta < 0)]
+        if scanner.in_string or ends.size == 0:
+            continue
+        cut = int(ends[-1]) + 1
+        yield pending[:cut], pending_at, first_index
+        first_index += int(ends.size)
+        pending = pending[cut:]
+        pending_at += cut
+    if pending.strip(b" \t\r\n,"):
+        yield pending, pending_at, first_index
+
+
+def _read_pieces(task: ChunkTask):
+    step = task.sub_batch_bytes
+    if task.plan_source.seekable:
+        for a in range(task.start, task.end, step):
+            yield a, sources.read_range(task.plan_source, a, min(a + step, task.end))
+        return
+    with sources.open_document(task.plan_source) as f:
+        pos = 0
+        while pos < task.start:  # streamed sources: skip to the chunk, bounded memory
+            skipped = f.read(min(step, task.start - pos))
+            if not skipped:
+                raise BadFileError(task.plan_source.name, f"ends at byte {pos}, before byte {task.start}")
+            pos += len(skipped)
+        while pos < task.end:
+            block = f.read(min(step, task.end - pos))
+            if not block:
+                raise BadFileError(task.plan_source.name, f"ends at byte {pos}, before byte {task.end}")
+            yield pos, block
+            pos += len(block)
+
+
+def write_info(plan: FilePlan, path: str, warehouse_protocol: str, storage_options: tuple) -> int:
+    import fsspec
+
+    fs = fsspec.filesystem(warehouse_protocol, **dict(storage_options))
+    ctx = plan.context
+    table = pa.Table.from_pylist(
+        [
+            {
+                "info": plan.info,
+                "document": plan.skeleton.decode("utf-8", errors="replace"),
+                "id_type": plan.id_type,
+                "source_file": ctx.source_file,
+                "kind": ctx.kind,
+                "record_index": 0,
+            }
+        ],
+        schema=schema_for("info"),
+    )
+    return write_part(fs, path, [table], schema_for("info"))

@@ -1,0 +1,254 @@
+"""runner: picks a scheduler, computes the ingest graphs, validates, commits.
+
+The only place (with the CLI) that chooses where the graph runs:
+``workers=1`` → Dask's synchronous scheduler (debuggable, no processes);
+``scheduler="tcp://host:port"`` → an existing distributed cluster;
+otherwise a local cluster of one single-threaded worker process per core.
+
+A run either commits a new warehouse version or leaves the previous one as it was: on
+any error the parts it wrote are removed and nothing is committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import dask
+import numpy as np
+
+from . import sources
+from .errors import BadFileError, CocolakeError
+from .graph import ingest_graph, plan_graph
+from .ingest import IngestOptions
+from .warehouse import Part, Warehouse
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclasses.dataclass
+class IngestReport:
+    warehouse: str
+    dataset: str
+    version: int
+    seconds: float
+    rows: dict[tuple[str, str], int]  # (table, split) -> rows
+    rejects: int
+    files: list[dict]
+
+    def lines(self) -> list[str]:
+        out = [f"{self.warehouse}/{self.dataset}: version {self.version}, {self.seconds:.1f} s"]
+        splits = sorted({s for _, s in self.rows})
+        tables = ["images", "annotations", "keypoints", "captions", "categories", "licenses", "rejects"]
+        width = max([len(s) for s in splits] + [5])
+        out.append(f"  {'split':<{width}}  " + "  ".join(f"{t:>11}" for t in tables))
+        for s in splits:
+            out.append(f"  {s:<{width}}  " + "  ".join(f"{self.rows.get((t, s), 0):>11}" for t in tables))
+        if self.rejects:
+            out.append(f"  {self.rejects} bad records skipped (see the rejects table)")
+        return out
+
+
+@contextlib.contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None):
+    """None for the synchronous scheduler, else a ``distributed.Client``."""
+    if scheduler:
+        from distributed import Client
+
+        try:
+            client = Client(scheduler, timeout="20s", set_as_default=False)
+        except OSError as err:
+            raise CocolakeError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = workers or os.cpu_count() or 1
+    if n <= 1:
+        with dask.config.set(scheduler="synchronous"):
+            yield None
+        return
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.worker.daemon": False, "distributed.logging.distributed": "error"}):
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster, set_as_default=False)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+
+
+def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
+    total = len(tasks)
+    if progress:
+        progress(phase, 0, total)
+    if client is None:
+        from dask.callbacks import Callback
+
+        done = [0]
+        keys = {t.key for t in tasks}
+
+        def posttask(key, result, dsk, state, worker_id):
+            if key in keys:
+                done[0] += 1
+                if progress:
+                    progress(phase, done[0], total)
+
+        with Callback(posttask=posttask):
+            return list(dask.compute(*tasks, scheduler="synchronous"))
+    from distributed import as_completed
+
+    futures = client.compute(tasks)
+    try:
+        for i, fut in enumerate(as_completed(futures), 1):
+            if fut.status == "error":
+                fut.result()  # raises the task's exception
+            if progress:
+                progress(phase, i, total)
+        return client.gather(futures)
+    finally:
+        for fut in futures:
+            fut.cancel()
+
+
+def run_ingest(
+    urls: list[str],
+    *,
+    warehouse: str,
+    dataset: str,
+    split: str | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    chunk_bytes: int = 16 << 20,
+    on_bad_record: str = "error",
+    cache_dir: str = ".cache/cocolake",
+    checksums: dict | None = None,
+    members: dict | None = None,
+    storage_options: dict | None = None,
+    progress: Progress | None = None,
+) -> IngestReport:
+    t0 = time.perf_counter()
+    opts = IngestOptions(chunk_bytes=int(chunk_bytes), on_bad_record=on_bad_record, split=split)
+    wh = Warehouse(warehouse, dataset, storage_options)
+    source_files = sources.resolve(urls, cache_dir=cache_dir, checksums=checksums or {})
+    if not source_files:
+        raise CocolakeError(f"no COCO JSON documents found in {', '.join(urls)}")
+    written: list[str] = []
+    with dask_client(workers, scheduler) as client:
+        plans = compute(plan_graph(source_files, opts), client, progress, "scan")
+        _check_unique_files(plans)
+        manifest = wh.read_manifest()
+        bases = {p.split: wh.next_part_number(p.split, manifest) for p in plans}
+        graph = ingest_graph(plans, wh, bases, opts)
+        try:
+            results = compute(graph.tasks, client, progress, "ingest")
+            parts, rows, rejects = _collect(graph, results, plans)
+            written = [p.path for p in parts]
+            _check_duplicates(graph, results)
+            replaced = {(p.split, p.source.name) for p in plans}
+            now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            src_meta = [
+                {
+                    "split": p.split,
+                    "source_file": p.source.name,
+                    "url": p.source.url,
+                    "kind": p.kind,
+                    "id_type": p.id_type,
+                    "records": p.records,
+                    "ingested_at": now,
+                }
+                for p in plans
+            ]
+            committed = wh.commit(parts, replaced, src_meta)
+        except BaseException:
+            wh.remove_parts(graph.planned_paths)
+            raise
+    return IngestReport(
+        warehouse=warehouse,
+        dataset=dataset,
+        version=committed.version,
+        seconds=time.perf_counter() - t0,
+        rows=rows,
+        rejects=rejects,
+        files=src_meta,
+    )
+
+
+def _check_unique_files(plans) -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for p in plans:
+        key = (p.split, p.source.name)
+        if key in seen:
+            raise CocolakeError(
+                f"two sources give {p.source.name} for split {p.split}: {seen[key]} and {p.source.url}"
+            )
+        seen[key] = p.source.url
+
+
+def _collect(graph, results, plans):
+    kinds = {p.source.name: p.id_type for p in plans}
+    parts: list[Part] = []
+    rows: dict[tuple[str, str], int] = {}
+    rejects = 0
+    for (what, _, split, source_file), res in zip(graph.meta, results):
+        if what == "info":
+            continue
+        for table, path in res.written.items():
+            rel = path.split(f"/{table}/split=", 1)[1]
+            rel = f"{table}/split={rel}"
+            parts.append(Part(table, split, source_file, rel, res.rows[table], kinds[source_file]))
+        for table, n in res.rows.items():
+            rows[(table, split)] = rows.get((table, split), 0) + n
+        rejects += res.rejects
+    for part in graph.info_parts:
+        parts.append(part)
+    return parts, rows, rejects
+
+
+def _check_duplicates(graph, results) -> None:
+    """Duplicate ids within one file's section fail the file (they would collapse silently)."""
+    groups: dict[tuple[str, str], list] = {}
+    for (what, section, _split, source_file), res in zip(graph.meta, results):
+        if what == "chunk" and section in ("images", "annotations", "categories"):
+            groups.setdefault((source_file, section), []).append(res.ids)
+    for (source_file, section), parts in groups.items():
+        if parts and isinstance(parts[0], np.ndarray):
+            ids = np.concatenate(parts)
+            if ids.size:
+                s = np.sort(ids)
+                dup = s[1:][s[1:] == s[:-1]]
+                if dup.size:
+                    _raise_dup(source_file, section, [int(x) for x in np.unique(dup)[:5]], int(dup.size))
+        else:
+            seen, dups = set(), []
+            for part in parts:
+                for x in part:
+                    if x in seen:
+                        dups.append(x)
+                    seen.add(x)
+            if dups:
+                _raise_dup(source_file, section, dups[:5], len(dups))
+
+
+def _raise_dup(source_file, section, examples, count) -> None:
+    noun = {"images": "image", "annotations": "annotation", "categories": "category"}[section]
+    shown = ", ".join(map(repr, examples))
+    raise BadFileError(
+        source_file, f"{count} duplicate {noun} id(s) ({shown}); ids must be unique within a file"
+    )

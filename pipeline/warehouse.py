@@ -1,0 +1,267 @@
+"""warehouse: the on-disk (or object-store) layout, part files, and the atomic commit.
+
+Layout: ``<warehouse>/<dataset>/<table>/split=<split>/part-NNNNN.parquet`` plus
+``<warehouse>/<dataset>/_manifest.json``. The manifest is the only source of truth: a
+reader uses exactly the parts it lists, so files a crashed run left behind are never read.
+
+Commit protocol: parts are written under part numbers that neither the current nor the
+previous manifest uses; the new manifest is written to a temporary name and renamed over
+``_manifest.json`` (a single PUT on object stores, which is atomic there). Only then are
+files that no manifest lists removed. The parts of the version just replaced are kept
+until the next commit, so a reader that opened the old manifest a moment ago can finish.
+
+Re-ingesting a source file replaces the rows that came from that file in that split;
+other files and splits stay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import os
+import re
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import WarehouseError
+from .schema import TABLES
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+FORMAT = "cocolake-manifest/1"
+_PART_RE = re.compile(r"part-(\d+)\.parquet$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One Parquet file of one table, split and source file."""
+
+    table: str
+    split: str
+    source_file: str
+    path: str  # relative to the dataset root
+    rows: int
+    id_type: str = "int64"
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Manifest:
+    dataset: str
+    version: int = 0
+    committed_at: str | None = None
+    parts: list[Part] = dataclasses.field(default_factory=list)
+    sources: list[dict] = dataclasses.field(default_factory=list)
+    # parts of the version this one replaced; deleted by the next commit
+    previous_parts: list[str] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "dataset": self.dataset,
+            "version": self.version,
+            "committed_at": self.committed_at,
+            "parts": [p.to_json() for p in self.parts],
+            "sources": self.sources,
+            "previous_parts": self.previous_parts,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, where: str) -> Manifest:
+        if data.get("format") != FORMAT:
+            raise WarehouseError(f"{where}: not a cocolake manifest (format {data.get('format')!r})")
+        return cls(
+            dataset=data["dataset"],
+            version=int(data["version"]),
+            committed_at=data.get("committed_at"),
+            parts=[Part(**p) for p in data["parts"]],
+            sources=list(data.get("sources", [])),
+            previous_parts=list(data.get("previous_parts", [])),
+        )
+
+    def splits(self) -> list[str]:
+        return sorted({p.split for p in self.parts})
+
+    def files(self, table: str, split: str | None = None) -> list[str]:
+        return [p.path for p in self.parts if p.table == table and (split is None or p.split == split)]
+
+    def id_type(self) -> str:
+        types = {p.id_type for p in self.parts if p.table in ("images", "annotations")}
+        return "string" if types == {"string"} else "int64"
+
+
+class Warehouse:
+    """A dataset directory: ``<warehouse>/<dataset>`` on any fsspec filesystem."""
+
+    def __init__(self, warehouse: str, dataset: str, storage_options: dict | None = None):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", dataset or ""):
+            raise WarehouseError(f"dataset name {dataset!r}: use letters, digits, '.', '_' or '-'")
+        self.warehouse = warehouse
+        self.dataset = dataset
+        self.storage_options = storage_options or {}
+        self.fs, base = fsspec.core.url_to_fs(warehouse, **self.storage_options)
+        self.root = f"{base.rstrip('/')}/{dataset}"
+        self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+
+    # -------------------------------------------------------------- paths
+
+    def url(self, rel: str) -> str:
+        """A path that fsspec, pyarrow and DuckDB all understand (local: absolute path)."""
+        full = f"{self.root}/{rel}"
+        if self.protocol in ("file", "local"):
+            return os.path.abspath(full)
+        return f"{self.protocol}://{full}"
+
+    @staticmethod
+    def part_rel(table: str, split: str, number: int) -> str:
+        return f"{table}/split={split}/part-{number:05d}.parquet"
+
+    # -------------------------------------------------------------- manifest
+
+    def read_manifest(self) -> Manifest | None:
+        path = f"{self.root}/{MANIFEST}"
+        try:
+            with self.fs.open(path, "rb") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise WarehouseError(f"{self.url(MANIFEST)}: cannot read the manifest: {err}") from None
+        return Manifest.from_json(data, self.url(MANIFEST))
+
+    def require_manifest(self) -> Manifest:
+        m = self.read_manifest()
+        if m is None:
+            raise WarehouseError(
+                f"{self.url('')}: no warehouse here (no {MANIFEST}); run `cocolake ingest` first"
+            )
+        return m
+
+    def next_part_number(self, split: str, manifest: Manifest | None) -> int:
+        """First part number in ``split`` that neither the current nor the previous version uses."""
+        used = -1
+        if manifest is not None:
+            paths = [p.path for p in manifest.parts] + manifest.previous_parts
+            for path in paths:
+                if f"/split={split}/" in path:
+                    m = _PART_RE.search(path)
+                    if m:
+                        used = max(used, int(m.group(1)))
+        return used + 1
+
+    def commit(self, new_parts: list[Part], replaced: set[tuple[str, str]], sources: list[dict]) -> Manifest:
+        """Atomically publish a version: the old parts minus ``replaced`` (split, source file) plus new."""
+        old = self.read_manifest()
+        kept = [p for p in (old.parts if old else []) if (p.split, p.source_file) not in replaced]
+        dropped = [p.path for p in (old.parts if old else []) if (p.split, p.source_file) in replaced]
+        old_sources = [s for s in (old.sources if old else []) if (s["split"], s["source_file"]) not in replaced]
+        manifest = Manifest(
+            dataset=self.dataset,
+            version=(old.version if old else 0) + 1,
+            committed_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            parts=sorted(kept + new_parts, key=lambda p: (p.table, p.split, p.path)),
+            sources=old_sources + sources,
+            previous_parts=sorted(dropped),
+        )
+        self._write_manifest(manifest)
+        self.collect_garbage(manifest)
+        return manifest
+
+    def _write_manifest(self, manifest: Manifest) -> None:
+        data = json.dumps(manifest.to_json(), indent=1, sort_keys=False).encode()
+        final = f"{self.root}/{MANIFEST}"
+        self.fs.makedirs(self.root, exist_ok=True)
+        if self.protocol in ("file", "local"):
+            tmp = f"{self.root}/.{MANIFEST}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)  # atomic on POSIX
+        else:
+            self.fs.pipe_file(final, data)  # one PUT: atomic on object stores
+
+    def collect_garbage(self, manifest: Manifest) -> list[str]:
+        """Remove part files no manifest lists (leftovers of failed runs, versions before last)."""
+        keep = {p.path for p in manifest.parts} | set(manifest.previous_parts)
+        removed = []
+        for table in TABLES:
+            base = f"{self.root}/{table}"
+            try:
+                found = self.fs.find(base)
+            except FileNotFoundError:
+                continue
+            for path in found:
+                rel = path[len(self.root) + 1:] if path.startswith(self.root) else path
+                rel = rel.lstrip("/")
+                if rel.endswith(".parquet") and rel not in keep:
+                    self.fs.rm(path)
+                    removed.append(rel)
+        for name in self.fs.ls(self.root, detail=False) if self.fs.exists(self.root) else []:
+            if name.rsplit("/", 1)[-1].startswith(f".{MANIFEST}.") and name.endswith(".tmp"):
+                self.fs.rm(name)
+        if removed:
+            log.debug("removed %d unreferenced part files", len(removed))
+        return removed
+
+    def remove_parts(self, rels: list[str]) -> None:
+        """Best effort: delete parts of a failed run (they are unreferenced anyway)."""
+        for rel in rels:
+            try:
+                self.fs.rm(f"{self.root}/{rel}")
+            except (FileNotFoundError, OSError):
+                pass
+
+    # -------------------------------------------------------------- reading
+
+    def read_table(self, table: str, split: str | None = None, manifest: Manifest | None = None) -> pa.Table:
+        """The rows of a table that the manifest lists, in part order (tests and small tables)."""
+        from .schema import schema_for
+
+        manifest = manifest or self.require_manifest()
+        rels = sorted(manifest.files(table, split), key=_part_sort_key)
+        if not rels:
+            return schema_for(table, manifest.id_type()).empty_table()
+        tables = []
+        for rel in rels:
+            with self.fs.open(f"{self.root}/{rel}", "rb") as f:
+                t = pq.read_table(f)
+            split_name = rel.split("/split=", 1)[1].split("/", 1)[0]
+            tables.append(t.append_column("split", pa.array([split_name] * t.num_rows, pa.string())))
+        return pa.concat_tables(tables, promote_options="default")
+
+
+def _part_sort_key(rel: str):
+    m = _PART_RE.search(rel)
+    return (rel.split("/part-")[0], int(m.group(1)) if m else -1)
+
+
+def write_part(fs, path: str, batches, schema: pa.Schema) -> int:
+    """Write record batches/tables to one Parquet file; returns rows (no file when 0 rows)."""
+    rows = 0
+    writer = None
+    f = None
+    try:
+        for t in batches:
+            if t.num_rows == 0:
+                continue
+            if writer is None:
+                fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                f = fs.open(path, "wb")
+                writer = pq.ParquetWriter(f, schema, compression="zstd")
+            writer.write_table(t.cast(schema) if t.schema != schema else t)
+            rows += t.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+        if f is not None:
+            f.close()
+    return rows

@@ -1,0 +1,122 @@
+"""split: structural scan → sections, chunks and skeleton, checked against json.loads."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import BadFileError
+from pipeline.split import record_spans, scan_document
+
+
+def _blocks(raw: bytes, size: int):
+    return (raw[i: i + size] for i in range(0, len(raw), size))
+
+
+def _records(raw: bytes, section) -> list:
+    out = []
+    for (a, b), first in zip(section.chunks(), section.first_index):
+        assert first == len(out)
+        body = raw[a:b].strip(b" \t\r\n,")
+        out += orjson.loads(b"[" + body + b"]")
+    return out
+
+
+@pytest.mark.parametrize("block, chunk", [(61, 20000), (4096, 1), (1 << 22, 1 << 30)])
+def test_chunks_hold_exactly_the_records_of_every_coco_mini_file(coco_mini, block, chunk):
+    for path in sorted((coco_mini / "annotations").glob("*.json")):
+        raw = path.read_bytes()
+        doc = json.loads(raw)
+        layout = scan_document(_blocks(raw, block), source=path.name, chunk_bytes=chunk)
+        skeleton = json.loads(layout.skeleton)
+        assert list(skeleton) == list(doc)
+        assert skeleton["info"] == doc["info"]
+        for name, section in layout.sections.items():
+            assert _records(raw, section) == doc[name]
+            assert section.records == len(doc[name])
+
+
+TRICKY = {
+    "info": {"note": "brackets in strings: ] } [ { and escaped quotes \\\" and backslashes \\\\"},
+    "type": "instances",
+    "images": [
+        {"id": 1, "file_name": "a\\\"]},{\"x.jpg", "height": 2, "width": 3},
+        {"id": 2, "file_name": "\\\\", "height": 2, "width": 3, "nested": [[{"a": []}]]},
+    ],
+    "annotations": [],
+    "categories": [{"id": 1, "name": "ünïcødé \u2603"}],
+    "extra_list": [1, 2, 3],
+}
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 64])
+def test_strings_escapes_and_unknown_keys_survive_any_block_size(block):
+    raw = json.dumps(TRICKY, ensure_ascii=False).encode()
+    layout = scan_document(_blocks(raw, block), source="t.json", chunk_bytes=1)
+    skeleton = json.loads(layout.skeleton)
+    assert list(skeleton) == list(TRICKY)
+    assert skeleton["extra_list"] == [1, 2, 3] and skeleton["type"] == "instances"
+    assert skeleton["images"] == [] and skeleton["annotations"] == []
+    for name in ("images", "annotations", "categories"):
+        assert _records(raw, layout.sections[name]) == TRICKY[name]
+
+
+json_records = st.lists(
+    st.fixed_dictionaries(
+        {"id": st.integers(0, 10**6), "s": st.text(max_size=12), "v": st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=5)}
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=json_records, block=st.integers(1, 300), chunk=st.integers(1, 500), indent=st.sampled_from([None, 1]))
+def test_any_records_any_blocks(records, block, chunk, indent):
+    doc = {"images": records, "annotations": records[::-1]}
+    raw = json.dumps(doc, indent=indent).encode()
+    layout = scan_document(_blocks(raw, block), source="h.json", chunk_bytes=chunk)
+    assert _records(raw, layout.sections["images"]) == records
+    assert _records(raw, layout.sections["annotations"]) == records[::-1]
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b"[1, 2]", "top level is a list"),
+        (b'"text"', "not a JSON object"),
+        (b'{"images": [{"id": 1}', "truncated"),
+        (b'{"images": [{"id": "abc}]}', "truncated"),
+        (b'{"images": []}}', "unbalanced"),
+        (b'{"images": []} {"x": 1}', "after the top-level object"),
+        (b'{"images": [], "images": []}', "appears twice"),
+    ],
+)
+def test_whole_file_problems_name_the_file(raw, message):
+    with pytest.raises(BadFileError, match=message) as err:
+        scan_document(_blocks(raw, 3), source="bad.json")
+    assert str(err.value).startswith("bad.json: ")
+
+
+def test_a_huge_array_of_scalars_is_refused_not_loaded():
+    raw = b'{"images": [], "annotations": [' + b"0," * 5000 + b"0]}"
+    with pytest.raises(BadFileError, match="larger than"):
+        scan_document(_blocks(raw, 1000), source="zeros.json", max_record_bytes=1000)
+
+
+def test_bom_is_accepted():
+    raw = b"\xef\xbb\xbf" + json.dumps({"images": [{"id": 1}]}).encode()
+    layout = scan_document(_blocks(raw, 4), source="bom.json")
+    assert layout.bom == 3
+    assert json.loads(layout.skeleton) == {"images": []}
+
+
+def test_record_spans():
+    buf = b' {"a": "}"}, [1, [2]] ,{"b": {}}'
+    spans = record_spans(buf)
+    assert [json.loads(buf[a:b]) for a, b in spans] == [{"a": "}"}, [1, [2]], {"b": {}}]
