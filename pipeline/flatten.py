@@ -513,6 +513,7 @@ def _flatten_instances(records, ctx, sizes, first_index) -> Flat:
         "bbox": bbox_arr,
         "rle_counts": pa.array(rle_counts, pa.string()),
         "rle_size": pa.array(rle_size, pa.list_(pa.int32())),
+        "mask_area": _mask_areas(rle_counts, rle_size),
         "polygons": polygons,
         "segmentation_format": fmt,
         "extra": extra,
@@ -635,6 +636,16 @@ def _encode_masks(seg_kind, seg_value, heights, widths):
     inner = pa.ListArray.from_arrays(pa.array(part_offsets_arr.astype(np.int32)), pa.array(coords))
     polygons = pa.ListArray.from_arrays(pa.array(outer_offsets), inner, mask=pa.array(poly_mask))
     return rle_counts, rle_size, polygons, fmt, bad
+
+
+def _mask_areas(rle_counts: list, rle_size: list) -> pa.Array:
+    have = [j for j, c in enumerate(rle_counts) if c is not None]
+    out = np.zeros(len(rle_counts), dtype=np.int64)
+    if have:
+        out[have] = masks.area([rle_counts[j] for j in have], [rle_size[j] for j in have])
+    mask = np.ones(len(rle_counts), dtype=bool)
+    mask[have] = False
+    return pa.array(out, pa.int64(), mask=mask)
 
 
 def _one_annotation(coords, part_offsets, ann_parts, k):

@@ -71,6 +71,8 @@ def annotations_schema(id_type: str = "int64") -> pa.Schema:
             pa.field("rle_counts", pa.string()),
             # [height, width] of the mask
             pa.field("rle_size", pa.list_(pa.int32())),
+            # pixels in the mask (pycocotools mask.area), computed once at ingest
+            pa.field("mask_area", pa.int64()),
             # the source polygons (null when the source was RLE or had none)
             pa.field("polygons", pa.list_(pa.list_(pa.float64()))),
             pa.field("segmentation_format", pa.string(), nullable=False),

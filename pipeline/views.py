@@ -1,0 +1,160 @@
+"""views: a DuckDB connection over a warehouse, with the views of ``sql/views``.
+
+Input: a warehouse location and dataset (any fsspec URL), read through its manifest.
+Output: a DuckDB connection where
+
+- ``raw_<table>`` (generated here, from the manifest) are the Parquet parts the manifest
+  lists, exactly as written: one row per source record, per source file, with ``split``;
+- the views of ``sql/views/*.sql`` (one ``CREATE OR REPLACE VIEW`` per file, file name =
+  view name) build on them and never name a path: the location is this module's parameter;
+- the mask functions of ``sqlfuncs`` are registered (when ``functions=True``).
+
+The SQL loader reads files apart from applying them (``load_sql_dir`` / ``apply``), sorts
+them, rejects duplicate names naming both files, applies views in dependency order, and
+re-raises errors with the file name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+
+import duckdb
+import pyarrow as pa
+
+from .errors import QueryError, WarehouseError
+from .schema import TABLES, schema_for
+from .warehouse import Manifest, Warehouse
+
+SQL_DIR = pathlib.Path(__file__).resolve().parent.parent / "sql"
+if not SQL_DIR.is_dir():  # installed without the source tree: sql/ ships as package data
+    SQL_DIR = pathlib.Path(__file__).resolve().parent / "sql"
+
+
+@dataclasses.dataclass(frozen=True)
+class SqlFile:
+    name: str
+    path: pathlib.Path
+    text: str
+
+
+def load_sql_dir(directory: pathlib.Path) -> dict[str, SqlFile]:
+    """Every ``*.sql`` file of a directory, by name; duplicate names are an error."""
+    found: dict[str, SqlFile] = {}
+    for path in sorted(directory.rglob("*.sql")):
+        name = path.stem
+        if name in found:
+            raise QueryError(f"two SQL files define {name!r}: {found[name].path} and {path}")
+        found[name] = SqlFile(name, path, path.read_text(encoding="utf-8"))
+    return found
+
+
+def _duck_type(t: pa.DataType) -> str:
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    if pa.types.is_int32(t):
+        return "INTEGER"
+    if pa.types.is_float64(t):
+        return "DOUBLE"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "VARCHAR"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_binary(t):
+        return "BLOB"
+    if pa.types.is_list(t):
+        return _duck_type(t.value_type) + "[]"
+    raise TypeError(f"no DuckDB type for {t}")
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def raw_relation_sql(wh: Warehouse, manifest: Manifest, table: str) -> str:
+    """SELECT over the parts of ``table`` that the manifest lists (typed empty relation if none)."""
+    schema = schema_for(table, manifest.id_type())
+    files = sorted(manifest.files(table), key=lambda r: (r.split("/part-")[0], r))
+    if not files:
+        cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in schema)
+        return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS split WHERE false"
+    listing = ", ".join(_quote(wh.url(r)) for r in files)
+    cols = ", ".join(f"CAST({f.name} AS {_duck_type(f.type)}) AS {f.name}" for f in schema)
+    return (
+        f"SELECT {cols}, CAST(split AS VARCHAR) AS split FROM read_parquet([{listing}], "
+        "hive_partitioning = true, union_by_name = true)"
+    )
+
+
+_VIEW_REF = re.compile(r"\b([a-z_][a-z0-9_]*)\b")
+
+
+def _view_order(files: dict[str, SqlFile]) -> list[str]:
+    """Views in an order where each comes after the views it reads."""
+    deps = {n: {m for m in _VIEW_REF.findall(f.text.lower()) if m in files and m != n} for n, f in files.items()}
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(n: str, chain: list[str]):
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            raise QueryError(f"views depend on each other in a cycle: {' -> '.join(chain + [n])}")
+        state[n] = 1
+        for m in sorted(deps[n]):
+            visit(m, chain + [n])
+        state[n] = 2
+        order.append(n)
+
+    for n in sorted(files):
+        visit(n, [])
+    return order
+
+
+def apply_views(con: duckdb.DuckDBPyConnection, files: dict[str, SqlFile]) -> None:
+    for name in _view_order(files):
+        f = files[name]
+        try:
+            con.execute(f.text)
+        except duckdb.Error as err:
+            raise QueryError(f"{f.path.name}: {err}") from None
+
+
+def register_filesystem(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
+    """Object-store warehouses are read through fsspec (the same filesystem the ingest wrote)."""
+    if wh.protocol not in ("file", "local"):
+        con.register_filesystem(wh.fs)
+
+
+def connect(
+    warehouse: str,
+    dataset: str,
+    *,
+    storage_options: dict | None = None,
+    database: str = ":memory:",
+    functions: bool = True,
+    sql_dir: pathlib.Path | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """A connection with the raw relations, the views and (optionally) the mask functions."""
+    wh = Warehouse(warehouse, dataset, storage_options)
+    manifest = wh.read_manifest()
+    if manifest is None:
+        raise WarehouseError(f"{wh.url('')}: no warehouse here; run `cocolake ingest` first")
+    con = duckdb.connect(database)
+    register_filesystem(con, wh)
+    if functions:
+        from . import sqlfuncs
+
+        sqlfuncs.register(con)
+    build(con, wh, manifest, sql_dir=sql_dir)
+    return con
+
+
+def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | None = None) -> None:
+    for table in TABLES:
+        try:
+            con.execute(f"CREATE OR REPLACE VIEW raw_{table} AS {raw_relation_sql(wh, manifest, table)}")
+        except duckdb.Error as err:
+            raise WarehouseError(f"{wh.url('')}: cannot read table {table}: {err}") from None
+    apply_views(con, load_sql_dir((sql_dir or SQL_DIR) / "views"))
