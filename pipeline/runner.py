@@ -116,15 +116,15 @@ def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
 
     futures = client.compute(tasks)
     try:
-        for i, fut in enumerate(as_completed(futures), 1):
-            if fut.status == "error":
-                fut.result()  # raises the task's exception
-            if progress:
-                progress(phase, i, total)
+        with client.as_current():
+            for i, fut in enumerate(as_completed(futures), 1):
+                if fut.status == "error":
+                    fut.result()  # raises the task's exception
+                if progress:
+                    progress(phase, i, total)
         return client.gather(futures)
     finally:
-        for fut in futures:
-            fut.cancel()
+        client.cancel(futures)
 
 
 def run_ingest(
