@@ -78,6 +78,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
         return
     from distributed import Client, LocalCluster
 
+    _quiet_distributed()
     with dask.config.set({"distributed.worker.daemon": False, "distributed.logging.distributed": "error"}):
         cluster = LocalCluster(
             n_workers=n,
@@ -92,6 +93,15 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
         finally:
             client.close()
             cluster.close()
+
+
+def _quiet_distributed() -> None:
+    """distributed logs every worker start and stop at INFO; keep that for --verbose only."""
+    if log.getEffectiveLevel() <= logging.DEBUG:
+        return
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
@@ -123,8 +133,9 @@ def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
                 if progress:
                     progress(phase, i, total)
         return client.gather(futures)
-    finally:
+    except BaseException:
         client.cancel(futures)
+        raise
 
 
 def run_ingest(

@@ -91,7 +91,7 @@ def make_progress(disabled: bool):
     last: dict = {}
 
     def log_lines(phase, done, total):
-        step = max(1, total // 10)
+        step = max(1, total // 4)
         if done == total or done - last.get(phase, -step) >= step:
             last[phase] = done
             log.info("%s: %d/%d tasks", phase, done, total)
