@@ -172,7 +172,7 @@ def _dotted(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part not in ("function-after[_url_shorthand(), Source]",):
+        else:
             out += f".{part}" if out else str(part)
     return out
 

@@ -18,8 +18,8 @@ built like COCO's (``9`` + category + image id), polygons with several parts and
 coordinates (some partly outside the image; ``bbox`` is the vertex extent clipped to the
 image), crowd annotations as uncompressed RLE, stuff as compressed RLE strings whose
 ``other`` (183) covers the thing pixels. Keypoint annotations reuse the person instance
-ids. One train image has no instance annotations. As in COCO, test images carry no
-``flickr_url``.
+ids. The first image of each split has a crowd annotation; the last train image has no
+instance annotation at all. As in COCO, test images carry no ``flickr_url``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +150,15 @@ _CAT_WEIGHTS /= _CAT_WEIGHTS.sum()
 
 def generate(out: str | Path, images: int = 40, seed: int = 0) -> dict:
     """Write the dataset under ``out`` (see the module docstring); returns a summary."""
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x decode() under NumPy 2 warns on every call about __array__(copy=)
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        return _generate(Path(out), images, seed)
+
+
+def _generate(out: Path, images: int, seed: int) -> dict:
     if images < 2:
         raise ConfigError(f"synth: images={images}: need at least 2 (one train and one val image)")
-    out = Path(out)
     _prepare(out)
     rng = np.random.default_rng(seed)
     n_train = max(1, round(images * 0.8))
@@ -180,7 +187,7 @@ def generate(out: str | Path, images: int = 40, seed: int = 0) -> dict:
         for k, image_id in enumerate(split_ids):
             img = _image_record(rng, image_id, split)
             empty = split == "train2017" and k == n - 1
-            anns, thing_mask = ([], None) if empty else _instances(rng, img, state)
+            anns, thing_mask = ([], None) if empty else _instances(rng, img, state, crowd=k == 0)
             stuff_anns, label = _stuff(rng, img, thing_mask, state)
             imgs.append(img)
             inst += anns
@@ -203,7 +210,7 @@ def generate(out: str | Path, images: int = 40, seed: int = 0) -> dict:
             summary["annotations"][name] = len(doc["annotations"])
     summary["annotations"]["image_info_test2017.json"] = 0
     marker = {"generator": "cocolake.synth", "version": _VERSION, "images": images, "seed": seed,
-              "summary": summary}
+              "summary": {k: v for k, v in summary.items() if k != "out"}}  # same bytes wherever written
     (out / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     log.info("synthetic dataset: %s images (+%s test) in %s", images, counts["test2017"], out)
     return summary
@@ -271,13 +278,13 @@ def _polygon(rng, cx: float, cy: float, r: float) -> list[float]:
     return [round(float(v), 2) for v in xy]
 
 
-def _instances(rng, img: dict, state: dict) -> tuple[list[dict], np.ndarray]:
+def _instances(rng, img: dict, state: dict, crowd: bool) -> tuple[list[dict], np.ndarray]:
     h, w = img["height"], img["width"]
     anns, union = [], np.zeros((h, w), dtype=bool)
     crowd_done = False
     for _ in range(int(rng.integers(1, 7))):
         cat = int(rng.choice(_CAT_IDS, p=_CAT_WEIGHTS))
-        if not crowd_done and rng.random() < 0.12:
+        if not crowd_done and (crowd or rng.random() < 0.12):
             crowd_done = True
             anns.append(_crowd(rng, img, cat, union))
             continue

@@ -28,3 +28,6 @@ def mini_warehouse(coco_mini, tmp_path_factory):
     root = tmp_path_factory.mktemp("warehouse")
     run_ingest([str(coco_mini / "annotations")], warehouse=str(root), dataset="mini", workers=1)
     return str(root), "mini"
+
+# the loopback HTTP server fixture (`http_server`), see tests/httpserver.py
+pytest_plugins = ["tests.httpserver"]

@@ -1,0 +1,325 @@
+"""pipeline/sources.py: resolving, sniffing, zip/gz, ranges, verified downloads over real HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import zipfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import sources
+from pipeline.config import Source
+from pipeline.errors import BadFileError, SourceError
+
+# a small COCO-shaped document with multi-byte UTF-8, escapes and enough length for ranges
+DOC = json.dumps(
+    {
+        "info": {"description": "caf\u00e9 \u732b \U0001f355"},
+        "images": [{"id": i, "file_name": f"{i:012d}.jpg", "height": 10, "width": 20} for i in range(60)],
+        "annotations": [{"id": i, "image_id": i % 60, "caption": f'say "hi" \\ n\u00b0{i}'} for i in range(60)],
+    },
+    ensure_ascii=False,
+).encode("utf-8")
+BOM = b"\xef\xbb\xbf"
+
+
+def _zip(path, members: dict[str, bytes], compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression=compression) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def _read_all(sf) -> bytes:
+    with sources.open_document(sf) as f:
+        return f.read()
+
+
+def _files_under(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+# ------------------------------------------------------------------------------ names
+
+
+@pytest.mark.parametrize(
+    "name, split",
+    [
+        ("instances_val2017.json", "val2017"),
+        ("image_info_test-dev2017.json", "test-dev2017"),
+        ("stuff_train2017.json", "train2017"),
+        ("person_keypoints_val2014.json", "val2014"),
+        ("captions_train2017.json.gz", "train2017"),
+        ("instances_valminusminival2014.json", "valminusminival2014"),
+        ("annotations/instances_val2017.json", "val2017"),
+        ("lvis_v1_val.json", None),
+        ("instances.json", None),
+        ("val2017.json", None),
+        ("instances_val2017.txt", None),
+    ],
+)
+def test_split_from_name(name, split):
+    assert sources.split_from_name(name) == split
+
+
+# ------------------------------------------------------------------------------ local files
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory):
+    """The same document as every kind of source; name -> SourceFile."""
+    d = tmp_path_factory.mktemp("docs")
+    (d / "plain_val2017.json").write_bytes(DOC)
+    (d / "bom_val2017.json").write_bytes(BOM + DOC)
+    (d / "gz_val2017.json.gz").write_bytes(gzip.compress(DOC, mtime=0))
+    (d / "gzbom_val2017.json.gz").write_bytes(gzip.compress(BOM + DOC, mtime=0))
+    _zip(d / "stored.zip", {"annotations/stored_val2017.json": DOC, "annotations/sbom_val2017.json": BOM + DOC})
+    _zip(d / "deflated.zip", {"annotations/deflated_val2017.json": DOC}, zipfile.ZIP_DEFLATED)
+    found = sources.resolve([str(d)], cache_dir=str(d / "cache"))
+    return {sf.name.split("_")[0]: sf for sf in found}
+
+
+def test_directory_expands_to_every_document_with_the_right_reading_mode(docs):
+    assert sorted(docs) == ["bom", "deflated", "gz", "gzbom", "plain", "sbom", "stored"]
+    expect = {  # name: (seekable, compression, size, bom)
+        "plain": (True, None, len(DOC), 0),
+        "bom": (True, None, len(DOC), 3),
+        "gz": (False, "gzip", None, 0),
+        "gzbom": (False, "gzip", None, 3),
+        "stored": (True, None, len(DOC), 0),
+        "sbom": (True, None, len(DOC), 3),
+        "deflated": (False, None, len(DOC), 0),
+    }
+    for key, sf in docs.items():
+        assert (sf.seekable, sf.compression, sf.size, sf.bom) == expect[key], key
+        assert sf.name == f"{key}_val2017.json"
+        assert _read_all(sf) == DOC, key
+    assert docs["stored"].url.startswith("zip://annotations/stored_val2017.json::/")
+    assert docs["deflated"].data_offset is None and docs["stored"].data_offset > 0
+
+
+@pytest.mark.parametrize("kind", ["plain", "bom", "gz", "gzbom", "stored", "sbom", "deflated"])
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_read_range_equals_the_slice(docs, kind, data):
+    sf = docs[kind]
+    start = data.draw(st.integers(0, len(DOC) + 10), label="start")
+    end = data.draw(st.integers(start, len(DOC) + 20), label="end")
+    assert sources.read_range(sf, start, end) == DOC[start:end]
+
+
+def test_read_range_rejects_reversed_ranges(docs):
+    with pytest.raises(ValueError, match="invalid range"):
+        sources.read_range(docs["plain"], 10, 5)
+
+
+def test_directory_listing_rules(tmp_path):
+    (tmp_path / "b.json").write_bytes(DOC)
+    (tmp_path / "a.json.gz").write_bytes(gzip.compress(DOC))
+    (tmp_path / ".hidden.json").write_bytes(DOC)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "sub" / "c.json").write_bytes(DOC)
+    (tmp_path / "sub" / "deeper" / "d.json").write_bytes(DOC)
+    found = sources.resolve([str(tmp_path)], cache_dir=str(tmp_path / "cache"))
+    assert [sf.url[len(str(tmp_path)):] for sf in found] == ["/a.json.gz", "/b.json", "/sub/c.json"]
+    assert [sf.name for sf in found] == ["a.json", "b.json", "c.json"]
+
+
+def test_relative_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "instances_val2017.json").write_bytes(DOC)
+    monkeypatch.chdir(tmp_path)
+    [sf] = sources.resolve(["instances_val2017.json"], cache_dir="cache")
+    assert sf.url == str(tmp_path / "instances_val2017.json")
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(SourceError, match=r"nope\.json: no such file"):
+        sources.resolve([str(tmp_path / "nope.json")], cache_dir=str(tmp_path))
+
+
+def test_content_is_sniffed_not_the_name(tmp_path):
+    (tmp_path / "instances_val2017.json").write_bytes(gzip.compress(DOC))
+    _zip(tmp_path / "captions_val2017.json", {"x/captions_val2017.json": DOC}, zipfile.ZIP_DEFLATED)
+    gz, zipped = sources.resolve(
+        [str(tmp_path / "instances_val2017.json"), str(tmp_path / "captions_val2017.json")], cache_dir=str(tmp_path)
+    )
+    assert gz.compression == "gzip" and not gz.seekable and _read_all(gz) == DOC
+    assert zipped.url == f"zip://x/captions_val2017.json::{tmp_path / 'captions_val2017.json'}"
+    assert _read_all(zipped) == DOC
+
+
+def test_zip_members_are_read_in_place_and_selectable(tmp_path):
+    archive = _zip(tmp_path / "ann.zip", {
+        "annotations/instances_val2017.json": DOC,
+        "annotations/captions_val2017.json": b'{"images":[]}',
+        "annotations/readme.txt": b"text",
+        "__MACOSX/annotations/._instances_val2017.json": b"junk",
+    }, zipfile.ZIP_DEFLATED)
+    before = _files_under(tmp_path)
+    found = sources.resolve([str(archive)], cache_dir=str(tmp_path / "cache"))
+    assert [sf.name for sf in found] == ["captions_val2017.json", "instances_val2017.json"]
+    assert _read_all(found[1]) == DOC
+    picked = sources.resolve([str(archive)], cache_dir=str(tmp_path / "cache"),
+                             members={str(archive): ["instances_val2017.json"]})
+    assert [sf.url for sf in picked] == [f"zip://annotations/instances_val2017.json::{archive}"]
+    assert _files_under(tmp_path) == before  # nothing extracted, no cache written
+    with pytest.raises(SourceError, match="no member 'nope.json' in the archive; members: .*captions_val2017"):
+        sources.resolve([str(archive)], cache_dir=str(tmp_path), members={str(archive): ["nope.json"]})
+
+
+def test_explicit_zip_url(tmp_path):
+    archive = _zip(tmp_path / "ann.zip", {"a/instances_val2017.json": DOC})
+    [sf] = sources.resolve([f"zip://a/instances_val2017.json::{archive}"], cache_dir=str(tmp_path))
+    assert sf.seekable and sources.read_range(sf, 5, 50) == DOC[5:50]
+
+
+@pytest.mark.parametrize("member", ["../evil_val2017.json", "/etc/evil_val2017.json", "a/../../evil_val2017.json"])
+def test_zip_slip_member_names_are_refused(tmp_path, member):
+    archive = _zip(tmp_path / "evil.zip", {member: DOC})
+    with pytest.raises(SourceError, match="absolute path or '..' in the name; refusing it"):
+        sources.resolve([str(archive)], cache_dir=str(tmp_path))
+    with pytest.raises(SourceError, match="refusing it"):
+        sources.resolve([f"zip://{member}::{archive}"], cache_dir=str(tmp_path))
+
+
+def test_corrupt_gzip_is_a_bad_file(tmp_path):
+    (tmp_path / "x_val2017.json.gz").write_bytes(gzip.compress(DOC)[:-40])
+    with pytest.raises(BadFileError, match="x_val2017.json.gz: corrupt or truncated compressed data"):
+        [sf] = sources.resolve([str(tmp_path / "x_val2017.json.gz")], cache_dir=str(tmp_path))
+        _read_all(sf)  # small files are found corrupt already while sniffing
+
+
+def test_local_checksum_is_verified(tmp_path):
+    path = tmp_path / "instances_val2017.json"
+    path.write_bytes(DOC)
+    good = {"sha256": hashlib.sha256(DOC).hexdigest()}
+    assert sources.resolve([str(path)], cache_dir=str(tmp_path), checksums={str(path): good})
+    with pytest.raises(SourceError, match="md5 mismatch: expected 0{32}, got"):
+        sources.resolve([str(path)], cache_dir=str(tmp_path), checksums={str(path): {"md5": "0" * 32}})
+
+
+def test_resolve_sources_applies_the_config_split(tmp_path):
+    (tmp_path / "export.json").write_bytes(DOC)
+    [sf] = sources.resolve_sources([Source(url=str(tmp_path / "export.json"), split="train")], cache_dir=str(tmp_path))
+    assert sf.split == "train" and sources.split_from_name(sf.name) is None
+
+
+# ------------------------------------------------------------------------------ http: remote reads
+
+
+def test_http_document_is_read_with_ranges(http_server, tmp_path):
+    (http_server.root / "instances_val2017.json").write_bytes(BOM + DOC)
+    [sf] = sources.resolve([http_server.url("instances_val2017.json")], cache_dir=str(tmp_path))
+    assert (sf.seekable, sf.size, sf.bom) == (True, len(DOC), 3)
+    before = http_server.count(method="GET")
+    assert sources.read_range(sf, 100, 200) == DOC[100:200]
+    assert http_server.count(method="GET") == before + 1
+    assert http_server.requests[-1].range == "bytes=103-202"
+    assert _read_all(sf) == DOC
+
+
+def test_http_without_range_support_is_streamed(http_server, tmp_path):
+    (http_server.root / "instances_val2017.json").write_bytes(DOC)
+    http_server.ranges = False
+    [sf] = sources.resolve([http_server.url("instances_val2017.json")], cache_dir=str(tmp_path))
+    assert not sf.seekable
+    assert sources.read_range(sf, 1000, 1100) == DOC[1000:1100]
+
+
+def test_http_zip_members_without_checksum_are_read_remotely(http_server, tmp_path):
+    _zip(http_server.root / "ann.zip", {"annotations/instances_val2017.json": DOC,
+                                        "annotations/captions_val2017.json": DOC}, zipfile.ZIP_STORED)
+    found = sources.resolve([http_server.url("ann.zip")], cache_dir=str(tmp_path / "cache"))
+    assert [sf.url for sf in found] == [f"zip://annotations/{n}::{http_server.url('ann.zip')}"
+                                        for n in ("captions_val2017.json", "instances_val2017.json")]
+    assert all(sf.seekable for sf in found)
+    assert sources.read_range(found[1], 7, 77) == DOC[7:77]
+    assert http_server.requests[-1].range is not None  # one range of the archive, not the whole file
+    assert not (tmp_path / "cache").exists()
+
+
+def test_http_resolve_reports_the_status(http_server, tmp_path):
+    with pytest.raises(SourceError, match=r"missing\.json: no such file \(HTTP 404\)"):
+        sources.resolve([http_server.url("missing.json")], cache_dir=str(tmp_path))
+
+
+# ------------------------------------------------------------------------------ http: download
+
+
+@pytest.fixture
+def archive_on_server(http_server):
+    data = io.BytesIO()
+    _zip(data, {"annotations/instances_val2017.json": DOC}, zipfile.ZIP_DEFLATED)
+    payload = data.getvalue()
+    (http_server.root / "ann.zip").write_bytes(payload)
+    return http_server, payload, hashlib.sha256(payload).hexdigest(), hashlib.md5(payload).hexdigest()
+
+
+def test_download_verifies_and_reuses_the_cache(archive_on_server, tmp_path):
+    server, payload, sha, md5 = archive_on_server
+    url = server.url("ann.zip")
+    path = sources.download(url, cache_dir=str(tmp_path), sha256=sha, md5=md5)
+    assert open(path, "rb").read() == payload and path.endswith("-ann.zip")
+    gets = server.count("ann.zip")
+    assert sources.download(url, cache_dir=str(tmp_path), sha256=sha, md5=md5) == path
+    assert server.count("ann.zip") == gets  # no request at all the second time
+    assert _files_under(tmp_path) == [path.rsplit("/", 1)[1]]
+
+
+def test_resolve_downloads_checksummed_http_sources_once(archive_on_server, tmp_path):
+    server, _payload, sha, _md5 = archive_on_server
+    url = server.url("ann.zip")
+    [sf] = sources.resolve([url], cache_dir=str(tmp_path), checksums={url: {"sha256": sha, "md5": None}})
+    assert sf.url.startswith("zip://annotations/instances_val2017.json::" + str(tmp_path))
+    requests = server.count()
+    assert _read_all(sf) == DOC
+    sources.resolve([url], cache_dir=str(tmp_path), checksums={url: {"sha256": sha}})
+    assert server.count() == requests
+
+
+def test_wrong_checksum_leaves_nothing_in_the_cache(archive_on_server, tmp_path):
+    server, _payload, sha, _md5 = archive_on_server
+    with pytest.raises(SourceError, match=f"ann.zip: sha256 mismatch: expected {'0' * 64}, got {sha}"):
+        sources.download(server.url("ann.zip"), cache_dir=str(tmp_path), sha256="0" * 64)
+    assert _files_under(tmp_path) == []
+
+
+def test_404_fails_at_once(archive_on_server, tmp_path):
+    server = archive_on_server[0]
+    with pytest.raises(SourceError, match=r"gone\.zip: HTTP 404 Not Found; check the URL"):
+        sources.download(server.url("gone.zip"), cache_dir=str(tmp_path), retries=3, backoff=0.01)
+    assert server.count("gone.zip") == 1
+    assert _files_under(tmp_path) == []
+
+
+def test_5xx_is_retried(archive_on_server, tmp_path):
+    server, payload, sha, _md5 = archive_on_server
+    server.fail("ann.zip", 500, times=2)
+    path = sources.download(server.url("ann.zip"), cache_dir=str(tmp_path), sha256=sha, retries=3, backoff=0.01)
+    assert server.count("ann.zip", "GET") == 3
+    assert open(path, "rb").read() == payload
+
+
+def test_connection_cut_every_time_gives_up_and_leaves_nothing(archive_on_server, tmp_path):
+    server, payload, sha, _md5 = archive_on_server
+    server.cut("ann.zip", after=100)  # every response stops after 100 bytes
+    size = len(payload)
+    with pytest.raises(SourceError, match=f"connection closed after 300 of {size} bytes; gave up after 3 attempts"):
+        sources.download(server.url("ann.zip"), cache_dir=str(tmp_path), sha256=sha, retries=2, backoff=0.01)
+    assert [r.range for r in server.requests] == [None, "bytes=100-", "bytes=200-"]
+    assert _files_under(tmp_path) == []
+
+
+def test_connection_cut_once_resumes_with_a_range_request(archive_on_server, tmp_path):
+    server, payload, sha, _md5 = archive_on_server
+    half = len(payload) // 2
+    server.cut("ann.zip", after=half, times=1)
+    path = sources.download(server.url("ann.zip"), cache_dir=str(tmp_path), sha256=sha, backoff=0.01)
+    assert open(path, "rb").read() == payload
+    assert [r.range for r in server.requests if r.path == "ann.zip"] == [None, f"bytes={half}-"]
