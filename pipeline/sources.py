@@ -71,7 +71,7 @@ class SourceFile:
     size: int | None  # bytes of the document (decompressed, BOM excluded) when known
     compression: str | None  # None or "gzip"
     seekable: bool  # byte ranges can be read directly, without reading what comes before
-    storage_options: dict = field(default_factory=dict)
+    storage_options: dict = field(default_factory=dict, hash=False)  # fsspec options (credentials, endpoint)
     bom: int = 0  # bytes of UTF-8 BOM skipped at the start of the decompressed data
     split: str | None = None  # given by the config for this source; None: split_from_name(name)
     data_offset: int | None = None  # uncompressed zip member: where its data starts in the archive
@@ -149,6 +149,8 @@ def _resolve_one(url: str, cache_dir: str, sums: dict, wanted, so: dict) -> list
     name = _basename(url)
     url, so = _localise(url, cache_dir, sums, so)
     if _is_http(url):
+        if not name:
+            raise SourceError(url, "directories cannot be listed over HTTP; give the URL of each file")
         return _resolve_file(url, name, wanted, so)
     fs, path = _fs(url, so)
     if fs.isdir(path):
@@ -171,7 +173,9 @@ def _localise(url: str, cache_dir: str, sums: dict, so: dict) -> tuple[str, dict
     protocol = fsspec.utils.get_protocol(url)
     if protocol in ("file", "local"):
         url = os.path.abspath(url[len("file://"):] if url.startswith("file://") else url)
-        if sums:
+        if sums and os.path.isdir(url):
+            raise SourceError(url, "md5/sha256 apply to a file, but this is a directory")
+        if sums and os.path.isfile(url):
             _verify(url, url, sums, keep=True)
         return url, so
     if sums:
@@ -184,7 +188,9 @@ def _fs(url: str, so: dict):
 
 
 def _url_of(fs, path: str) -> str:
-    return path if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) else fs.unstrip_protocol(path)
+    """A listed path as a URL: plain for local files, with the protocol otherwise."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return path if "file" in protocols else fs.unstrip_protocol(path)
 
 
 def _resolve_file(url: str, name: str, wanted, so: dict) -> list[SourceFile]:

@@ -323,3 +323,52 @@ def test_connection_cut_once_resumes_with_a_range_request(archive_on_server, tmp
     path = sources.download(server.url("ann.zip"), cache_dir=str(tmp_path), sha256=sha, backoff=0.01)
     assert open(path, "rb").read() == payload
     assert [r.range for r in server.requests if r.path == "ann.zip"] == [None, f"bytes={half}-"]
+
+
+# ------------------------------------------------------------------------------ object store
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 with bucket ``coco``; yields the storage options."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                 region_name="us-east-1").create_bucket(Bucket="coco")
+    try:
+        yield {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    finally:
+        server.stop()
+
+
+def test_s3_prefix_with_json_gz_and_zip(s3, tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("s3", **s3)
+    fs.pipe("coco/ann/instances_val2017.json", DOC)
+    fs.pipe("coco/ann/captions_val2017.json.gz", gzip.compress(DOC))
+    archive = io.BytesIO()
+    _zip(archive, {"a/stuff_val2017.json": DOC})
+    fs.pipe("coco/ann/more/stuff.zip", archive.getvalue())
+    found = sources.resolve(["s3://coco/ann/"], cache_dir=str(tmp_path), storage_options=s3)
+    assert [(sf.url, sf.seekable) for sf in found] == [
+        ("s3://coco/ann/captions_val2017.json.gz", False),
+        ("s3://coco/ann/instances_val2017.json", True),
+        ("zip://a/stuff_val2017.json::s3://coco/ann/more/stuff.zip", True),
+    ]
+    for sf in found:
+        assert sources.read_range(sf, 33, 3333) == DOC[33:3333]
+        assert _read_all(sf) == DOC
+    sha = hashlib.sha256(archive.getvalue()).hexdigest()
+    [cached] = sources.resolve(["s3://coco/ann/more/stuff.zip"], cache_dir=str(tmp_path / "cache"),
+                               checksums={"s3://coco/ann/more/stuff.zip": {"sha256": sha}}, storage_options=s3)
+    assert cached.url.startswith(f"zip://a/stuff_val2017.json::{tmp_path / 'cache'}/") and _read_all(cached) == DOC

@@ -24,7 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Write annotations/*.json (instances, person_keypoints, captions, stuff, "
         "image_info) and {train,val,test}2017/*.jpg under DIR. Same arguments, same bytes.",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (new, empty, or a previous synth output)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory: new, empty, or a previous synth output")
     p.add_argument("--images", type=_at_least_two, default=40, metavar="N",
                    help="train + val images, split ~80/20; a few test images come on top (default: 40)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
