@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -14,7 +13,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from pipeline import synth
-from pipeline.cli import synth as synth_cli
+from pipeline.cli import main
 from pipeline.errors import ConfigError
 
 ANNOTATION_FILES = [
@@ -198,20 +197,16 @@ def test_refuses_a_directory_it_did_not_make(tmp_path):
         synth.generate(tmp_path / "new", images=1)
 
 
-def _cli(argv):
-    parser = argparse.ArgumentParser(prog="cocolake")
-    sub = parser.add_subparsers(dest="command", required=True)
-    synth_cli.add_parser(sub)
-    return parser.parse_args(argv)
-
-
 def test_cli(tmp_path, capsys):
-    args = _cli(["synth", "--out", str(tmp_path / "d"), "--images", "5", "--seed", "2"])
-    assert synth_cli.run(args) == 0
+    assert main(["synth", "--out", str(tmp_path / "d"), "--images", "5", "--seed", "2"]) == 0
     printed = capsys.readouterr().out
     assert "wrote 7 images" in printed and "annotations/stuff_val2017.json" in printed
     synth.generate(tmp_path / "lib", images=5, seed=2)
     assert _tree(tmp_path / "d") == _tree(tmp_path / "lib")
-    with pytest.raises(SystemExit):
-        _cli(["synth", "--out", str(tmp_path / "x"), "--images", "1"])
-    assert "need at least 2 images" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["synth", "--out", str(tmp_path / "x"), "--images", "1"])
+    assert exit_.value.code == 2 and "need at least 2 images" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("x")
+    assert main(["synth", "--out", str(tmp_path / "taken")]) == 1
+    assert "cocolake synth: error: " in capsys.readouterr().err
