@@ -126,7 +126,7 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
     kind = detect_kind(source.name, first_ann, "annotations" in sections)
     if kind in ("instances", "stuff", "person_keypoints") and "categories" not in sections:
         raise BadFileError(source.name, f"a {kind} file needs 'categories'; the file has none")
-    split = opts.split or sources.split_from_name(source.name)
+    split = opts.split or source.split or sources.split_from_name(source.name)
     if not split:
         raise BadFileError(
             source.name,

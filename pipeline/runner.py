@@ -139,8 +139,9 @@ def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
 
 
 def run_ingest(
-    urls: list[str],
+    urls: list[str] | None = None,
     *,
+    source_specs: list | None = None,
     warehouse: str,
     dataset: str,
     split: str | None = None,
@@ -157,9 +158,16 @@ def run_ingest(
     t0 = time.perf_counter()
     opts = IngestOptions(chunk_bytes=int(chunk_bytes), on_bad_record=on_bad_record, split=split)
     wh = Warehouse(warehouse, dataset, storage_options)
-    source_files = sources.resolve(urls, cache_dir=cache_dir, checksums=checksums or {})
+    if source_specs is not None:  # config.Source records: checksums, members, options, split
+        source_files = sources.resolve_sources(source_specs, cache_dir=cache_dir)
+        urls = [s.url for s in source_specs]
+    else:
+        source_files = sources.resolve(
+            urls or [], cache_dir=cache_dir, checksums=checksums or {}, members=members,
+            storage_options=storage_options,
+        )
     if not source_files:
-        raise CocolakeError(f"no COCO JSON documents found in {', '.join(urls)}")
+        raise CocolakeError(f"no COCO JSON documents found in {', '.join(urls or []) or 'no sources'}")
     written: list[str] = []
     with dask_client(workers, scheduler) as client:
         plans = compute(plan_graph(source_files, opts), client, progress, "scan")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import pathlib
 import sys
 
 from ..errors import ConfigError
@@ -62,14 +60,9 @@ def ensure_synth(cfg) -> None:
         return
     from .. import synth
 
-    out = pathlib.Path(cfg.synth.out)
-    marker = out / ".cocolake-synth.json"
-    params = {"images": cfg.synth.images, "seed": cfg.synth.seed}
-    if marker.is_file() and json.loads(marker.read_text()) == params:
-        return
-    log.info("generating the synthetic dataset in %s (%d images, seed %d)", out, cfg.synth.images, cfg.synth.seed)
-    synth.generate(out, images=cfg.synth.images, seed=cfg.synth.seed)
-    marker.write_text(json.dumps(params))
+    if synth.ensure_generated(cfg.synth.out, images=cfg.synth.images, seed=cfg.synth.seed):
+        log.info("generated the synthetic dataset in %s (%d images, seed %d)",
+                 cfg.synth.out, cfg.synth.images, cfg.synth.seed)
 
 
 def make_progress(disabled: bool):
@@ -104,27 +97,18 @@ def run(args) -> int:
 
     cfg = load_settings(args)
     ensure_synth(cfg)
-    checksums = {s.url: {"md5": s.md5, "sha256": s.sha256} for s in cfg.sources if s.md5 or s.sha256}
     report = run_ingest(
-        [s.url for s in cfg.sources],
+        source_specs=list(cfg.sources),
         warehouse=cfg.warehouse,
         dataset=cfg.dataset,
-        split=args.split or _single_split(cfg),
+        split=args.split,
         workers=cfg.workers,
         scheduler=cfg.scheduler,
         chunk_bytes=int(cfg.chunk_mb * (1 << 20)),
         on_bad_record=cfg.on_bad_record,
         cache_dir=cfg.cache_dir,
-        checksums=checksums,
         progress=make_progress(args.no_progress),
     )
     for line in report.lines():
         print(line)
     return 0
-
-
-def _single_split(cfg):
-    splits = {s.split for s in cfg.sources if s.split}
-    if len(splits) > 1:
-        raise ConfigError("sources with different `split` values must be ingested in separate runs")
-    return splits.pop() if splits else None
