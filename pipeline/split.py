@@ -30,10 +30,12 @@ from .errors import BadFileError
 
 RECORD_SECTIONS = ("images", "annotations", "categories", "licenses")
 
-_QUOTE, _BACKSLASH = 34, 92
-_DELTA = np.zeros(256, dtype=np.int8)
-_DELTA[ord("{")] = _DELTA[ord("[")] = 1
-_DELTA[ord("}")] = _DELTA[ord("]")] = -1
+_C_QUOTE, _C_BACKSLASH, _C_OPEN, _C_CLOSE = 1, 2, 3, 4
+_CLASS = np.zeros(256, dtype=np.uint8)
+_CLASS[ord('"')] = _C_QUOTE
+_CLASS[ord("\\")] = _C_BACKSLASH
+_CLASS[ord("{")] = _CLASS[ord("[")] = _C_OPEN
+_CLASS[ord("}")] = _CLASS[ord("]")] = _C_CLOSE
 _WHITESPACE = b" \t\r\n"
 _KEY_TAIL = 1 << 16  # bytes kept from the previous block to read a section's key
 _HEAD_BYTES = 1 << 20  # bytes kept from the start of each section (to sniff its first record)
@@ -86,19 +88,24 @@ class StructureScanner:
         self.quotes_before_block = list(self.last_quotes)
         arr = np.frombuffer(block, dtype=np.uint8)
         n = arr.size
-        quotes = np.flatnonzero(arr == _QUOTE)
-        backslashes = np.flatnonzero(arr == _BACKSLASH)
+        # one pass over the bytes: the positions of every quote, backslash and bracket
+        hits = np.flatnonzero(_CLASS[arr])
+        cls = _CLASS[arr[hits]]
+        quotes = hits[cls == _C_QUOTE]
+        backslashes = hits[cls == _C_BACKSLASH]
         if backslashes.size or self.backslash_run:
             quotes = self._drop_escaped(quotes, backslashes, n)
         else:
             self.backslash_run = 0
-        structural = np.flatnonzero(_DELTA[arr])
+        is_struct = cls >= _C_OPEN
+        structural = hits[is_struct]
+        delta = np.where(cls[is_struct] == _C_OPEN, 1, -1).astype(np.int64)
         if quotes.size:
             inside = (np.searchsorted(quotes, structural) + int(self.in_string)) & 1
-            structural = structural[inside == 0]
+            outside = inside == 0
+            structural, delta = structural[outside], delta[outside]
         elif self.in_string:
-            structural = structural[:0]
-        delta = _DELTA[arr[structural]].astype(np.int64)
+            structural, delta = structural[:0], delta[:0]
         depth_after = self.depth + np.cumsum(delta)
         if quotes.size:
             self.in_string = bool((int(self.in_string) + quotes.size) & 1)
