@@ -1,0 +1,109 @@
+"""``cocolake export``: a subset picked by one SQL predicate → COCO JSON, YOLO or Parquet."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import sys
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "export",
+        help="export a subset as COCO JSON, YOLO or Parquet, with its images",
+        description="Export the annotations a SQL predicate picks (and the images that hold them) as COCO "
+        "JSON, an Ultralytics YOLO dataset or a Parquet warehouse. With no --where/--sql everything is "
+        "exported, and a COCO export gives back the source files.",
+    )
+    p.add_argument("--warehouse", default="warehouse", help="warehouse directory or fsspec URL (default: warehouse)")
+    p.add_argument("--dataset", default="demo", help="dataset name in the warehouse (default: demo)")
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--where", metavar="PREDICATE",
+                      help="SQL boolean expression over annotations_enriched, e.g. \"category_name = 'giraffe' "
+                      "AND area_bucket = 'large'\"")
+    pick.add_argument("--sql", metavar="FILE",
+                      help="file with a SELECT returning an annotation_id or image_id column (optionally split)")
+    p.add_argument("--split", dest="splits", action="extend", nargs="+", metavar="S",
+                   help="only these splits (repeatable; default: all)")
+    p.add_argument("--format", required=True, choices=("coco", "yolo", "parquet"), help="output format")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--images", default="copy", choices=("copy", "link", "none"),
+                   help="copy the subset's image files (parquet: embed them as image_bytes), hard/sym-link "
+                   "local ones, or none (default: copy)")
+    p.add_argument("--keep", default="matching", choices=("matching", "all"),
+                   help="keep only the matching annotations, or all annotations of the matching images")
+    p.add_argument("--split-ratio", type=float, metavar="R",
+                   help="re-split the subset into train (fraction R) and val, by a hash of the image id")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --split-ratio hash (default: 0)")
+    p.add_argument("--image-root", metavar="R",
+                   help="directory, .zip or URL prefix holding <split>/<file_name> (default: each coco_url)")
+    p.add_argument("--task", default="detect", choices=("detect", "segment"),
+                   help="YOLO labels: boxes or polygons (default: detect)")
+    p.add_argument("--include-crowd", action="store_true", help="YOLO: keep iscrowd=1 annotations as objects")
+    p.add_argument("--threads", type=int, default=8, help="parallel image transfers (default: 8)")
+    p.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
+    return p
+
+
+def make_progress(disabled: bool):
+    if not disabled and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bars: dict = {}
+
+        def show(phase, done, total):
+            bar = bars.get(phase)
+            if bar is None:
+                bar = bars[phase] = tqdm(total=total, desc=phase, unit="file", leave=False)
+            bar.n = done
+            bar.refresh()
+            if done >= total:
+                bar.close()
+
+        return show
+    last: dict = {}
+
+    def log_lines(phase, done, total):
+        step = max(1, total // 10)
+        if total and done and (done == total or done - last.get(phase, 0) >= step):
+            last[phase] = done
+            log.info("%s: %d/%d", phase, done, total)
+
+    return log_lines
+
+
+def run(args) -> int:
+    from ..export import ExportOptions, run_export
+
+    sql = None
+    if args.sql:
+        try:
+            sql = pathlib.Path(args.sql).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"--sql {args.sql}: cannot read: {err.strerror or err}") from None
+    opts = ExportOptions(
+        out=args.out,
+        format=args.format,
+        warehouse=args.warehouse,
+        dataset=args.dataset,
+        where=args.where,
+        sql=sql,
+        splits=tuple(args.splits or ()),
+        images=args.images,
+        keep=args.keep,
+        split_ratio=args.split_ratio,
+        seed=args.seed,
+        image_root=args.image_root,
+        task=args.task,
+        include_crowd=args.include_crowd,
+        threads=args.threads,
+    )
+    report = run_export(opts, make_progress(args.no_progress))
+    for line in report.lines():
+        print(line)
+    return 0

@@ -1,0 +1,101 @@
+"""export: a subset of the warehouse, picked by one SQL predicate, as training data.
+
+Input: a warehouse and dataset, a selector (``where`` predicate over
+``annotations_enriched`` or ``sql`` query returning ``annotation_id``/``image_id``) and a
+format. Output, under ``out``:
+
+- ``coco``: ``annotations/<kind>_<split>.json`` and the images at ``<split>/<file_name>``;
+- ``yolo``: ``data.yaml``, ``labels/<split>/*.txt`` and ``images/<split>/<file_name>``;
+- ``parquet``: ``<dataset>/...`` a warehouse of its own (manifest included), with the image
+  bytes in ``images.image_bytes``.
+
+The stages: ``select`` (selector → temp tables of the subset's rows, on a read-only
+connection), one writer per format (``coco``, ``yolo``, ``parquet``) and ``images``
+(files copied, linked or fetched in parallel). ``export(...)`` mirrors
+``cocolake export``::
+
+    from pipeline.export import export
+    export("out/giraffe", warehouse="warehouse", dataset="coco",
+           where="category_name = 'giraffe' AND area_bucket = 'large'", format="coco", images="none")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from . import coco, images, parquet, select, yolo
+from .options import ExportError, ExportOptions, ExportReport, Progress
+
+__all__ = ["export", "run_export", "ExportOptions", "ExportReport", "ExportError"]
+
+log = logging.getLogger(__name__)
+
+
+def run_export(opts: ExportOptions, progress: Progress | None = None) -> ExportReport:
+    """Write the export ``opts`` describes; ``progress(phase, done, total)`` for image transfers."""
+    start = time.perf_counter()
+    report = ExportReport(out=opts.out, format=opts.format)
+    os.makedirs(opts.out, exist_ok=True)
+    with select.open_readonly(opts) as con:
+        sel = select.build_subset(con, opts)
+        file_rows = select.files(con, opts, sel)
+        if not file_rows:
+            raise ExportError(_nothing_message(opts))
+        if opts.format == "parquet":
+            report.files = parquet.write_parquet(con, opts, file_rows, progress)
+        else:
+            if opts.format == "coco":
+                report.files = coco.write_coco(con, opts.out, file_rows)
+                image_dir = opts.out
+            else:
+                report.files = yolo.write_yolo(con, opts.out, task=opts.task, include_crowd=opts.include_crowd)
+                image_dir = os.path.join(opts.out, "images")
+            if opts.images != "none":
+                jobs = select.image_jobs(con)
+                report.images_copied, report.images_skipped = images.copy_all(
+                    jobs, image_dir, image_root=opts.image_root, mode=opts.images, threads=opts.threads,
+                    progress=progress,
+                )
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _nothing_message(opts: ExportOptions) -> str:
+    if opts.where is not None:
+        return f"--where {opts.where!r} matches no annotation; nothing to export"
+    if opts.sql is not None:
+        return "--sql: the query returns no id of this dataset; nothing to export"
+    return f"dataset {opts.dataset!r} has nothing to export" + (
+        f" in split(s) {', '.join(opts.splits)}" if opts.splits else "")
+
+
+def export(
+    out: str,
+    *,
+    format: str = "coco",
+    warehouse: str = "warehouse",
+    dataset: str = "demo",
+    where: str | None = None,
+    sql: str | None = None,
+    splits=(),
+    images: str = "copy",
+    keep: str = "matching",
+    split_ratio: float | None = None,
+    seed: int = 0,
+    image_root: str | None = None,
+    task: str = "detect",
+    include_crowd: bool = False,
+    threads: int = 8,
+    storage_options: dict | None = None,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """``cocolake export`` as a function; the keywords are the command's options."""
+    opts = ExportOptions(
+        out=str(out), format=format, warehouse=str(warehouse), dataset=dataset, where=where, sql=sql,
+        splits=splits, images=images, keep=keep, split_ratio=split_ratio, seed=seed,
+        image_root=None if image_root is None else str(image_root), task=task, include_crowd=include_crowd,
+        threads=threads, storage_options=storage_options,
+    )
+    return run_export(opts, progress)

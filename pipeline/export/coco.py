@@ -1,0 +1,268 @@
+"""coco: the subset as COCO JSON files, one per (output split, kind), in the official layout.
+
+Input: a connection prepared by ``select.build_subset``. Output:
+``<out>/annotations/<kind>_<split>.json`` (instances, person_keypoints, captions, stuff,
+image_info: only the kinds the subset has).
+
+Guarantees: exporting everything gives back each source file, ``json.load``-equal: the
+top-level keys in the source order (from the stored ``document``, unknown keys included),
+records in the source order (``record_index``), unknown record keys (``extra``) and values
+the typed columns could not hold (``raw``) restored, polygons as polygons, uncompressed
+crowd RLE as the same run lengths, compressed RLE as the same string. Records are built
+per Arrow batch and written with orjson straight to the file, so memory is bounded by the
+batch, not the subset. When several source files land in one output file (``split_ratio``)
+the first file's top level is used, categories and licenses are merged by id and an
+annotation id that two files share is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+
+import orjson
+import pyarrow as pa
+
+from .. import masks
+from .options import ExportError
+from .select import arrow_batches
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 20_000
+RECORD_SECTIONS = ("images", "annotations", "categories", "licenses")
+
+# the key order of the official COCO files; unknown keys (extra) follow
+IMAGE_KEYS = ("license", "file_name", "coco_url", "height", "width", "date_captured", "flickr_url", "id")
+INSTANCE_KEYS = ("segmentation", "area", "iscrowd", "image_id", "bbox", "category_id", "id")
+KEYPOINT_KEYS = ("segmentation", "num_keypoints", "area", "iscrowd", "keypoints", "image_id", "bbox",
+                 "category_id", "id")
+CAPTION_KEYS = ("image_id", "id", "caption")
+CATEGORY_KEYS = ("supercategory", "id", "name", "keypoints", "skeleton")
+LICENSE_KEYS = ("url", "id", "name")
+
+
+def loads(text: str):
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # integers beyond 64 bits, NaN: what the stdlib accepts
+        return json.loads(text)
+
+
+def dumps(value) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# ---------------------------------------------------------------------------- records
+
+
+def _records(batch: pa.RecordBatch, keys: tuple[str, ...], values: dict | None = None) -> list[dict]:
+    """One dict per row: ``keys`` from the columns (or ``values`` overrides), then ``raw``, ``extra``."""
+    n = batch.num_rows
+    cols = [values[k] if values and k in values else batch.column(k).to_pylist() for k in keys]
+    raws = batch.column("raw").to_pylist()
+    extras = batch.column("extra").to_pylist()
+    out = []
+    for i in range(n):
+        raw = raws[i]
+        raw = loads(raw) if raw is not None else None
+        rec = {}
+        for k, col in zip(keys, cols):
+            v = col[i]
+            if v is not None:
+                rec[k] = v
+            elif raw is not None and k in raw:
+                rec[k] = raw[k]
+        if raw is not None:
+            for k, v in raw.items():
+                rec.setdefault(k, v)
+        extra = extras[i]
+        if extra is not None:
+            rec.update(loads(extra))
+        out.append(rec)
+    return out
+
+
+def segmentation_values(batch: pa.RecordBatch) -> list:
+    """The source's ``segmentation`` per row (None: the source had none)."""
+    fmts = batch.column("segmentation_format").to_pylist()
+    polys = batch.column("polygons").to_pylist()
+    counts = batch.column("rle_counts").to_pylist()
+    sizes = batch.column("rle_size").to_pylist()
+    out = []
+    for fmt, poly, c, size in zip(fmts, polys, counts, sizes):
+        if fmt == "polygon":
+            out.append(poly)
+        elif fmt == "uncompressed_rle":
+            out.append({"counts": masks.counts_to_list(c), "size": size})
+        elif fmt == "rle":
+            out.append({"counts": c, "size": size})
+        else:
+            out.append(poly)  # [] when the source said `segmentation: []`, else None
+    return out
+
+
+def _keypoint_values(batch: pa.RecordBatch) -> list:
+    # stored as doubles; COCO writes integer pixel positions and visibility flags as ints
+    return [None if kp is None else [int(x) if x.is_integer() else x for x in kp]
+            for kp in batch.column("keypoints").to_pylist()]
+
+
+def image_records(batch: pa.RecordBatch) -> list[dict]:
+    return _records(batch, IMAGE_KEYS)
+
+
+def annotation_records(batch: pa.RecordBatch, kind: str) -> list[dict]:
+    if kind == "captions":
+        return _records(batch, CAPTION_KEYS)
+    values = {"segmentation": segmentation_values(batch)}
+    if kind == "person_keypoints":
+        values["keypoints"] = _keypoint_values(batch)
+        return _records(batch, KEYPOINT_KEYS, values)
+    return _records(batch, INSTANCE_KEYS, values)
+
+
+def category_records(batch: pa.RecordBatch) -> list[dict]:
+    return _records(batch, CATEGORY_KEYS)
+
+
+def license_records(batch: pa.RecordBatch) -> list[dict]:
+    return _records(batch, LICENSE_KEYS)
+
+
+# ---------------------------------------------------------------------------- queries
+
+_IMAGE_SQL = (
+    "SELECT r.* FROM raw_images AS r SEMI JOIN export_images AS e "
+    "ON e.split = r.split AND e.source_file = r.source_file AND e.id = r.id AND e.out_split = ? "
+    "WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index"
+)
+_ANNOTATION_SQL = (
+    "SELECT r.*, k.num_keypoints, k.keypoints FROM raw_annotations AS r "
+    "SEMI JOIN export_annotations AS e "
+    "ON e.split = r.split AND e.source_file = r.source_file AND e.id = r.id AND e.out_split = ? "
+    "LEFT JOIN raw_keypoints AS k "
+    "ON k.split = r.split AND k.source_file = r.source_file AND k.annotation_id = r.id "
+    "WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index"
+)
+_CAPTION_SQL = (
+    "SELECT r.* FROM raw_captions AS r SEMI JOIN export_captions AS e "
+    "ON e.split = r.split AND e.source_file = r.source_file AND e.id = r.id AND e.out_split = ? "
+    "WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index"
+)
+_SMALL_SQL = "SELECT * FROM raw_{table} WHERE split = ? AND source_file = ? ORDER BY record_index"
+
+
+def _batches(con, sql: str, params: list) -> Iterator[pa.RecordBatch]:
+    return arrow_batches(con, sql, params, BATCH_ROWS)
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+class _ArrayWriter:
+    """Writes records into an open JSON array, ``[`` and ``]`` included."""
+
+    def __init__(self, f):
+        self.f = f
+        self.count = 0
+
+    def __enter__(self):
+        self.f.write(b"[")
+        return self
+
+    def write(self, records: list[dict]) -> None:
+        if not records:
+            return
+        data = dumps(records)
+        if self.count:
+            self.f.write(b",")
+        self.f.write(data[1:-1])
+        self.count += len(records)
+
+    def __exit__(self, *exc):
+        self.f.write(b"]")
+
+
+def write_file(con, path: str, out_split: str, kind: str, sources: list[tuple[str, str, str]]) -> dict[str, int]:
+    """One output JSON file from its source files [(split, source_file, document)]."""
+    doc = loads(sources[0][2])
+    if not isinstance(doc, dict):
+        raise ExportError(f"{sources[0][1]}: the stored top-level document is not a JSON object")
+    merged = len(sources) > 1
+    counts: dict[str, int] = {}
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(b"{")
+        for i, (key, value) in enumerate(doc.items()):
+            if i:
+                f.write(b",")
+            f.write(dumps(key) + b":")
+            if key not in RECORD_SECTIONS or not isinstance(value, list):
+                f.write(dumps(value))
+                continue
+            with _ArrayWriter(f) as out:
+                _write_section(con, out, key, out_split, kind, sources, merged)
+            counts[key] = out.count
+        f.write(b"}")
+    os.replace(tmp, path)
+    return counts
+
+
+def _write_section(con, out: _ArrayWriter, key, out_split, kind, sources, merged) -> None:
+    seen: set | None = set() if merged else None
+    for split, source_file, _ in sources:
+        if key == "images":
+            build: Callable = image_records
+            batches = _batches(con, _IMAGE_SQL, [out_split, split, source_file])
+        elif key == "annotations":
+            def build(b, kind=kind):
+                return annotation_records(b, kind)
+            sql = _CAPTION_SQL if kind == "captions" else _ANNOTATION_SQL
+            batches = _batches(con, sql, [out_split, split, source_file])
+        else:
+            build = category_records if key == "categories" else license_records
+            batches = _batches(con, _SMALL_SQL.format(table=key), [split, source_file])
+        for batch in batches:
+            records = build(batch)
+            if seen is not None:
+                records = _dedupe(records, seen, key, source_file)
+            out.write(records)
+
+
+def _dedupe(records: list[dict], seen: set, key: str, source_file: str) -> list[dict]:
+    """Merging files: images, categories, licenses keep the first of an id; annotations must not repeat."""
+    kept = []
+    for rec in records:
+        rid = rec.get("id")
+        hashable = rid if isinstance(rid, (int, str)) else dumps(rid)
+        if hashable in seen:
+            if key == "annotations":
+                raise ExportError(
+                    f"{source_file}: annotation id={rid!r} also comes from another source file of the same "
+                    "output split; export the splits separately (without --split-ratio)"
+                )
+            continue
+        seen.add(hashable)
+        kept.append(rec)
+    return kept
+
+
+def write_coco(con, out: str, file_rows: list[tuple]) -> dict[str, dict[str, int]]:
+    """Every output file; returns {relative path: {section: records}}."""
+    groups: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+    for out_split, kind, split, source_file, document in file_rows:
+        groups.setdefault((out_split, kind), []).append((split, source_file, document))
+    ann_dir = os.path.join(out, "annotations")
+    os.makedirs(ann_dir, exist_ok=True)
+    report = {}
+    for (out_split, kind), sources in groups.items():
+        rel = f"annotations/{kind}_{out_split}.json"
+        report[rel] = write_file(con, os.path.join(out, rel), out_split, kind, sources)
+        log.debug("wrote %s: %s", rel, report[rel])
+    return report

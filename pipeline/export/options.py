@@ -1,0 +1,99 @@
+"""What an export is asked to do (``ExportOptions``) and what it did (``ExportReport``).
+
+Both are plain records shared by the selection, the three writers and the image copier;
+``ExportOptions`` checks its own values so that every entry point (CLI or Python API)
+fails the same way, with a ``ConfigError`` naming the option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Literal, get_args
+
+from ..errors import CocolakeError, ConfigError
+
+Format = Literal["coco", "yolo", "parquet"]
+ImagesMode = Literal["copy", "link", "none"]
+Keep = Literal["matching", "all"]
+Task = Literal["detect", "segment"]
+
+# progress(phase, done, total); phase is e.g. "images"
+Progress = Callable[[str, int, int], None]
+
+
+class ExportError(CocolakeError):
+    """An export cannot be written: unsafe file name, missing image, clashing ids."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """One export: where from, which subset, which format, where to."""
+
+    out: str
+    format: Format = "coco"
+    warehouse: str = "warehouse"
+    dataset: str = "demo"
+    # SQL boolean expression over annotations_enriched
+    where: str | None = None
+    # a SELECT returning an annotation_id or image_id column (and optionally split)
+    sql: str | None = None
+    # restrict to these splits (empty: all)
+    splits: tuple[str, ...] = ()
+    images: ImagesMode = "copy"
+    keep: Keep = "matching"
+    # fraction of the subset's images that go to "train"; the rest go to "val"
+    split_ratio: float | None = None
+    seed: int = 0
+    # directory, zip or URL prefix holding <split>/<file_name>; None: each image's coco_url
+    image_root: str | None = None
+    task: Task = "detect"
+    include_crowd: bool = False
+    # parallel image transfers
+    threads: int = 8
+    storage_options: dict | None = None
+
+    def __post_init__(self):
+        for name, kind in (("format", Format), ("images", ImagesMode), ("keep", Keep), ("task", Task)):
+            value = getattr(self, name)
+            if value not in get_args(kind):
+                raise ConfigError(f"{name}: {value!r} is not one of {', '.join(get_args(kind))}")
+        if self.where is not None and self.sql is not None:
+            raise ConfigError("where/sql: give one selector, not both")
+        if self.where is not None and not self.where.strip():
+            raise ConfigError("where: the predicate is empty")
+        if self.split_ratio is not None and not 0.0 < self.split_ratio < 1.0:
+            raise ConfigError(f"split_ratio: {self.split_ratio} must be between 0 and 1 (exclusive), e.g. 0.9")
+        if self.threads < 1:
+            raise ConfigError(f"threads: {self.threads} must be at least 1")
+        if self.format == "parquet" and self.images == "link":
+            raise ConfigError("images: 'link' has no meaning for --format parquet; use 'copy' to embed the "
+                              "image bytes in an image_bytes column, or 'none'")
+        if not self.out:
+            raise ConfigError("out: the output directory is empty")
+        if isinstance(self.splits, str):
+            object.__setattr__(self, "splits", (self.splits,))
+        else:
+            object.__setattr__(self, "splits", tuple(self.splits or ()))
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """Counts of what an export wrote, per output file."""
+
+    out: str
+    format: str
+    # output path relative to ``out`` -> {"images": n, "annotations": n, ...}
+    files: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    images_copied: int = 0
+    images_skipped: int = 0
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        out = [f"{self.out}: {self.format} export, {self.seconds:.2f} s"]
+        for name, counts in self.files.items():
+            detail = ", ".join(f"{v} {k}" for k, v in counts.items())
+            out.append(f"  {name}: {detail}")
+        if self.images_copied or self.images_skipped:
+            out.append(f"  image files: {self.images_copied} written, {self.images_skipped} already there")
+        return out
