@@ -7,7 +7,8 @@ Two graphs, because the second one's shape depends on what the first finds:
    ``categories`` and ``images``; their id → size lookups merge into one small object
    that every ``annotations`` chunk task of that document depends on; one ``write_info``
    task. Workers read their byte ranges from the source URL and write their parts to the
-   warehouse URL themselves; only counts and ids travel back.
+   warehouse URL themselves; only counts and ids travel back. A per-image set
+   (``per_image``) needs no scan: one ``ingest_batch`` task per batch of its files.
 
 Part numbers come from the chunk's position (document order, section order, chunk
 order) on top of a per-split base, so the same input writes the same files whatever the
@@ -23,6 +24,7 @@ from dask.delayed import Delayed
 
 from .flatten import ImageSizes
 from .ingest import SECTION_ORDER, ChunkTask, FilePlan, IngestOptions, ingest_chunk, plan_file, write_info
+from .per_image import BATCH_TABLES, BatchTask, FileSet, ingest_batch
 from .warehouse import Part, Warehouse
 
 
@@ -45,7 +47,8 @@ def _merge_sizes(results, id_type):
     return ImageSizes.merge([r.image_sizes for r in results], id_type)
 
 
-def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], opts: IngestOptions) -> IngestGraph:
+def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], opts: IngestOptions,
+                 sets: list[FileSet] = ()) -> IngestGraph:
     counters = dict(bases)
     storage = tuple(sorted(wh.storage_options.items()))
     tasks: list[Delayed] = []
@@ -111,4 +114,18 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
         )
         meta.append(("info", "info", split, ctx.source_file))
         info_parts.append(Part("info", split, ctx.source_file, rel, 1, plan.id_type))
+    for s_i, fileset in enumerate(sets):
+        source_storage = tuple(sorted(fileset.storage_options.items()))
+        for b_i, files in enumerate(fileset.batches(opts.chunk_bytes, opts.batch_files)):
+            task = BatchTask(
+                set_name=fileset.name,
+                files=files,
+                targets=targets(fileset.split, BATCH_TABLES),
+                source_storage_options=source_storage,
+                storage_options=storage,
+                warehouse_protocol=wh.protocol,
+                on_bad_record=opts.on_bad_record,
+            )
+            tasks.append(dask.delayed(ingest_batch, pure=True)(task, dask_key_name=f"batch-{s_i}-{b_i}"))
+            meta.append(("batch", "batch", fileset.split, fileset.name))
     return IngestGraph(tasks=tasks, meta=meta, info_parts=info_parts, planned_paths=planned)

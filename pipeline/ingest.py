@@ -44,6 +44,7 @@ class IngestOptions:
     on_bad_record: str = "error"
     split: str | None = None  # force every source into this split
     max_record_bytes: int = 256 << 20
+    batch_files: int | None = None  # files per task of a per-image set (see per_image)
 
 
 @dataclasses.dataclass

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import dask
 import numpy as np
 
-from . import sources
+from . import per_image, sources
 from .errors import BadFileError, CocolakeError
 from .graph import ingest_graph, plan_graph
 from .ingest import IngestOptions
@@ -154,33 +154,40 @@ def run_ingest(
     members: dict | None = None,
     storage_options: dict | None = None,
     progress: Progress | None = None,
+    batch_files: int | None = None,
 ) -> IngestReport:
     t0 = time.perf_counter()
-    opts = IngestOptions(chunk_bytes=int(chunk_bytes), on_bad_record=on_bad_record, split=split)
+    opts = IngestOptions(chunk_bytes=int(chunk_bytes), on_bad_record=on_bad_record, split=split,
+                         batch_files=batch_files)
     wh = Warehouse(warehouse, dataset, storage_options)
+    # directories / globs of many small documents (SA-1B): batches of files, no scan
+    sets, rest = per_image.find_sets(source_specs if source_specs is not None else urls or [],
+                                     chunk_bytes=opts.chunk_bytes, batch_files=batch_files, split=split,
+                                     storage_options=storage_options)
     if source_specs is not None:  # config.Source records: checksums, members, options, split
-        source_files = sources.resolve_sources(source_specs, cache_dir=cache_dir)
+        source_files = sources.resolve_sources(rest, cache_dir=cache_dir)
         urls = [s.url for s in source_specs]
     else:
         source_files = sources.resolve(
-            urls or [], cache_dir=cache_dir, checksums=checksums or {}, members=members,
+            rest, cache_dir=cache_dir, checksums=checksums or {}, members=members,
             storage_options=storage_options,
         )
-    if not source_files:
+    if not source_files and not sets:
         raise CocolakeError(f"no COCO JSON documents found in {', '.join(urls or []) or 'no sources'}")
     written: list[str] = []
     with dask_client(workers, scheduler) as client:
         plans = compute(plan_graph(source_files, opts), client, progress, "scan")
-        _check_unique_files(plans)
+        _check_unique_files(plans, sets)
         manifest = wh.read_manifest()
-        bases = {p.split: wh.next_part_number(p.split, manifest) for p in plans}
-        graph = ingest_graph(plans, wh, bases, opts)
+        bases = {s: wh.next_part_number(s, manifest) for s in {p.split for p in plans} | {s.split for s in sets}}
+        graph = ingest_graph(plans, wh, bases, opts, sets)
         try:
             results = compute(graph.tasks, client, progress, "ingest")
-            parts, rows, rejects = _collect(graph, results, plans)
+            set_types = per_image.check_sets(sets, graph.meta, results)
+            parts, rows, rejects = _collect(graph, results, plans, set_types)
             written = [p.path for p in parts]
             _check_duplicates(graph, results)
-            replaced = {(p.split, p.source.name) for p in plans}
+            replaced = {(p.split, p.source.name) for p in plans} | {(s.split, s.name) for s in sets}
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             src_meta = [
                 {
@@ -193,7 +200,7 @@ def run_ingest(
                     "ingested_at": now,
                 }
                 for p in plans
-            ]
+            ] + per_image.describe_sets(sets, graph.meta, results, set_types, now)
             committed = wh.commit(parts, replaced, src_meta)
         except BaseException:
             wh.remove_parts(graph.planned_paths)
@@ -209,19 +216,19 @@ def run_ingest(
     )
 
 
-def _check_unique_files(plans) -> None:
+def _check_unique_files(plans, sets=()) -> None:
     seen: dict[tuple[str, str], str] = {}
-    for p in plans:
-        key = (p.split, p.source.name)
+    for split, name, url in [(p.split, p.source.name, p.source.url) for p in plans] + [
+        (s.split, s.name, s.url) for s in sets
+    ]:
+        key = (split, name)
         if key in seen:
-            raise CocolakeError(
-                f"two sources give {p.source.name} for split {p.split}: {seen[key]} and {p.source.url}"
-            )
-        seen[key] = p.source.url
+            raise CocolakeError(f"two sources give {name} for split {split}: {seen[key]} and {url}")
+        seen[key] = url
 
 
-def _collect(graph, results, plans):
-    kinds = {p.source.name: p.id_type for p in plans}
+def _collect(graph, results, plans, set_types=None):
+    kinds = {p.source.name: p.id_type for p in plans} | dict(set_types or {})
     parts: list[Part] = []
     rows: dict[tuple[str, str], int] = {}
     rejects = 0

@@ -1,0 +1,468 @@
+"""per_image: a directory or glob of many small JSON documents, ingested as one source.
+
+Input: a source URL that lists many small COCO-style documents, as SA-1B ships (one
+``sa_<id>.json`` per image). Output: a ``FileSet`` (the set's name, its split, its files
+grouped into batches) and ``ingest_batch``, the task function that reads a whole batch,
+flattens every document of it and writes *one part per table for the batch*: a set of
+millions of files becomes thousands of tasks and parts, not millions.
+
+When a source is a per-image set (``find_sets``): a directory (one level of
+sub-directories included) or a glob whose documents (``*.json``, ``*.json.gz``) are each
+no larger than one chunk (``chunk_bytes``), and either there are at least two of them and
+no name carries a split (``sa_1.json``, not ``instances_val2017.json``), or
+``batch_files`` was given. Everything else is ingested document by document (``ingest``).
+
+Each document is either a COCO file (``images``, ``annotations``, ``categories``, ...)
+or the per-image format ``{"image": {...}, "annotations": [...]}``: a single image
+object, whose id may be given as ``image_id`` (SA-1B); annotations without ``image_id``
+belong to that image; segmentations may be compressed RLE ``{"size", "counts"}``. A
+per-image document needs no ``categories``; its masks count as ``instances``.
+
+Guarantees: every file of a set lands in one split (``--split``, else the source's
+``split``, else ``train``); rows keep their own file name in ``source_file``, and each
+file gets its ``info`` row (its document with the record arrays emptied, a single
+``image`` becoming ``images``), so an export writes the set back as COCO JSON. The set is
+the unit the manifest replaces on re-ingest. Ids must be unique within each file, and
+image ids within the set. Batches are consecutive files in sorted order: the same input
+writes the same parts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import logging
+import os
+import re
+
+import fsspec
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from . import flatten, sources
+from .errors import BadFileError, CocolakeError, SourceError
+from .flatten import FileContext
+from .schema import schema_for
+from .split import RECORD_SECTIONS
+from .warehouse import write_part
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPLIT = "train"
+DEFAULT_BATCH_FILES = 1000
+# every table a batch may write (the graph adds ``rejects``)
+BATCH_TABLES = ("licenses", "categories", "images", "annotations", "keypoints", "captions", "info")
+_SUFFIXES = (".json", ".json.gz")
+
+
+@dataclasses.dataclass(frozen=True)
+class SetFile:
+    url: str
+    name: str  # base name without .gz: the rows' source_file
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSet:
+    """The documents one source URL lists, ingested together."""
+
+    name: str  # the manifest's source unit: the directory's name, or the glob's last part
+    url: str
+    split: str
+    files: tuple[SetFile, ...]
+    storage_options: dict = dataclasses.field(default_factory=dict, hash=False)
+
+    def batches(self, chunk_bytes: int, batch_files: int | None) -> list[tuple[SetFile, ...]]:
+        """Consecutive files, at most ``batch_files`` of them and ``chunk_bytes`` bytes a batch."""
+        limit = batch_files or DEFAULT_BATCH_FILES
+        out: list[tuple[SetFile, ...]] = []
+        current: list[SetFile] = []
+        size = 0
+        for f in self.files:
+            if current and (len(current) >= limit or size + f.size > chunk_bytes):
+                out.append(tuple(current))
+                current, size = [], 0
+            current.append(f)
+            size += f.size
+        if current:
+            out.append(tuple(current))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchTask:
+    set_name: str
+    files: tuple[SetFile, ...]
+    targets: tuple[tuple[str, str], ...]  # table -> path (within the warehouse filesystem)
+    source_storage_options: tuple = ()
+    storage_options: tuple = ()  # the warehouse's
+    warehouse_protocol: str = "file"
+    on_bad_record: str = "error"
+
+
+@dataclasses.dataclass
+class BatchResult:
+    set_name: str
+    rows: dict[str, int]
+    written: dict[str, str]  # table -> path
+    rejects: int
+    id_type: str | None  # None when the batch has no ids at all
+    image_ids: dict[str, object]  # kind -> np.ndarray (int64) or list[str]
+    kinds: set[str]
+    records: dict[str, int]
+
+
+# ---------------------------------------------------------------------------- finding sets
+
+
+def find_sets(entries: list, *, chunk_bytes: int, batch_files: int | None, split: str | None,
+              storage_options: dict | None = None) -> tuple[list[FileSet], list]:
+    """Split source entries (URLs or ``config.Source``) into per-image sets and the rest."""
+    sets: list[FileSet] = []
+    rest: list = []
+    for entry in entries:
+        spec = None if isinstance(entry, str) else entry
+        url = entry if spec is None else spec.url
+        so = dict(storage_options or {}) if spec is None else dict(spec.storage_options)
+        plain = spec is None or not (spec.md5 or spec.sha256 or spec.members)
+        listed = _listing(url, so) if plain else None
+        if listed and all(size <= chunk_bytes for _, _, size in listed) and (
+            batch_files or (len(listed) >= 2 and not any(sources.split_from_name(n) for _, n, _ in listed))
+        ):
+            name = sources._basename(url.rstrip("/")) or url
+            files = tuple(SetFile(u, n, size) for u, n, size in listed)
+            _check_names(url, files)
+            set_split = split or (spec.split if spec else None) or DEFAULT_SPLIT
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", set_split):
+                raise SourceError(url, f"split name {set_split!r}: use letters, digits, '.', '_' or '-'")
+            sets.append(FileSet(name, url, set_split, files, so))
+            log.info("%s: %d small documents, ingested as one per-image set", url, len(files))
+        else:
+            if listed and batch_files:
+                log.warning("%s: some documents are larger than %d bytes; ingesting them one by one",
+                            url, chunk_bytes)
+            rest.append(entry)
+    return sets, rest
+
+
+def _listing(url: str, so: dict) -> list[tuple[str, str, int]] | None:
+    """(url, name, size) of the documents a directory or glob lists, sorted; None otherwise."""
+    if url.startswith("zip://") or url.lower().startswith(("http://", "https://")):
+        return None
+    if fsspec.utils.get_protocol(url) in ("file", "local"):
+        url = os.path.abspath(url[len("file://"):] if url.startswith("file://") else url)
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **so)
+        if fs.isdir(path):
+            found = fs.find(path, maxdepth=2, detail=True)
+            base = path.rstrip("/")
+        elif any(c in url for c in "*?[") and not fs.exists(path):
+            found = fs.glob(path, detail=True)
+            base = ""
+        else:
+            return None
+    except (OSError, ValueError):
+        return None  # let ``sources.resolve`` report it
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    out = []
+    for p, info in sorted(found.items()):
+        rel = p[len(base):] if base and p.startswith(base) else p.rsplit("/", 1)[-1]
+        if info.get("type") == "directory" or any(s.startswith(".") for s in rel.split("/") if s):
+            continue
+        lower = p.lower()
+        if lower.endswith(".zip"):
+            return None  # archives hold large documents: not a per-image set
+        if lower.endswith(_SUFFIXES):
+            size = info.get("size")
+            if size is None:
+                return None
+            out.append((p if local else fs.unstrip_protocol(p), sources._doc_name(sources._basename(p)), int(size)))
+    return out
+
+
+def _check_names(url: str, files: tuple[SetFile, ...]) -> None:
+    seen: dict[str, str] = {}
+    for f in files:
+        if f.name in seen:
+            raise SourceError(url, f"two files are both named {f.name}: {seen[f.name]} and {f.url}; "
+                              "the files of a per-image set need distinct names")
+        seen[f.name] = f.url
+
+
+# ---------------------------------------------------------------------------- the task
+
+
+def ingest_batch(task: BatchTask) -> BatchResult:
+    """Read, parse, validate, flatten and write a batch of documents; return counts and image ids."""
+    wfs = fsspec.filesystem(task.warehouse_protocol, **dict(task.storage_options))
+    per_table: dict[str, list[pa.Table]] = {}
+    rejects: list[dict] = []
+    image_ids: dict[str, list] = {}
+    kinds: set[str] = set()
+    records: dict[str, int] = {}
+    id_type = first = None
+    for f, data in zip(task.files, _read_all(task)):
+        doc = flatten_document(parse_document(data, f.name), f.name, task.on_bad_record)
+        if doc.id_type is not None:
+            if id_type is None:
+                id_type, first = doc.id_type, f.name
+            elif doc.id_type != id_type:
+                raise BadFileError(f.name, f"its ids are {_id_words(doc.id_type)} but {first}'s are "
+                                   f"{_id_words(id_type)}; the files of a per-image set need one id type")
+        for table, t in doc.tables.items():
+            per_table.setdefault(table, []).append(t)
+        rejects += doc.rejects
+        kinds.add(doc.kind)
+        for section, n in doc.records.items():
+            records[section] = records.get(section, 0) + n
+        image_ids.setdefault(doc.kind, []).append(doc.image_ids)
+    if rejects:
+        per_table["rejects"] = [flatten.rejects_table(rejects)]
+    targets = dict(task.targets)
+    rows, written = {}, {}
+    for table, tables in per_table.items():
+        n = write_part(wfs, targets[table], tables, schema_for(table, id_type or "int64"))
+        rows[table] = n
+        if n:
+            written[table] = targets[table]
+    ids = {kind: [x for part in parts for x in part] if id_type == "string" else np.concatenate(parts)
+           for kind, parts in image_ids.items()}
+    return BatchResult(task.set_name, rows, written, len(rejects), id_type, ids, kinds, records)
+
+
+def _read_all(task: BatchTask) -> list[bytes]:
+    if not task.files:
+        return []
+    fs, _ = fsspec.core.url_to_fs(task.files[0].url, **dict(task.source_storage_options))
+    paths = [fs._strip_protocol(f.url) for f in task.files]
+    try:
+        got = fs.cat(paths, on_error="return")  # object stores: concurrent requests
+    except FileNotFoundError:
+        got = {}
+    out = []
+    for f, p in zip(task.files, paths):
+        data = got.get(p)
+        if isinstance(data, FileNotFoundError) or data is None:
+            raise SourceError(f.url, "no such file (it was listed when the ingest started)")
+        if isinstance(data, Exception):
+            raise SourceError(f.url, f"cannot read: {data}")
+        out.append(data)
+    return out
+
+
+def parse_document(data: bytes, name: str):
+    """The JSON value of a whole (small) document: gzip and a UTF-8 BOM are handled."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise BadFileError(name, f"corrupt or truncated compressed data: {err}") from None
+    if data.startswith(sources.BOM):
+        data = data[len(sources.BOM):]
+    if not data.strip():
+        raise BadFileError(name, "the file is empty; expected a COCO JSON object")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # what orjson refuses but Python's json writes (NaN, Infinity, big integers)
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise BadFileError(name, f"bytes at {err.start} are not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise BadFileError(name, f"invalid JSON near byte {err.pos}: {err.msg}") from None
+    except RecursionError:
+        raise BadFileError(name, "nested too deeply") from None
+
+
+@dataclasses.dataclass
+class FlatDocument:
+    tables: dict[str, pa.Table]
+    rejects: list[dict]
+    id_type: str | None
+    kind: str
+    image_ids: object
+    records: dict[str, int]
+
+
+def flatten_document(doc, name: str, on_bad_record: str = "error") -> FlatDocument:
+    """One whole document (COCO or per-image format) → its tables, like ``ingest`` does by chunks."""
+    from .ingest import _id_type, detect_kind
+
+    if type(doc) is not dict:
+        what = "a list" if type(doc) is list else "not a JSON object"
+        raise BadFileError(name, f"the top level is {what}; expected a COCO JSON object {{...}}")
+    per_image = "images" not in doc and type(doc.get("image")) is dict
+    for key in RECORD_SECTIONS:
+        if key in doc and doc[key] is not None and type(doc[key]) is not list:
+            raise BadFileError(name, f"top-level {key!r} is a {type(doc[key]).__name__}, expected a list")
+    sections = {key: doc[key] for key in RECORD_SECTIONS if type(doc.get(key)) is list}
+    if per_image:
+        sections["images"], sections["annotations"] = _per_image_records(name, doc["image"], doc.get("annotations"))
+        skeleton = {("images" if k == "image" else k): v for k, v in doc.items()}
+    elif "images" not in sections and "annotations" not in sections:
+        raise BadFileError(name, "not a COCO file: it has neither 'images' (or one 'image') nor 'annotations' "
+                           f"(top-level keys: {', '.join(map(str, doc)) or 'none'})")
+    elif "images" not in sections:
+        raise BadFileError(name, "has 'annotations' but no 'images'; annotations need their images")
+    else:
+        skeleton = doc
+    anns = sections.get("annotations")
+    kind = detect_kind(name, anns[0] if anns else None, "annotations" in sections)
+    if per_image and kind == "stuff":
+        kind = "instances"  # SA-1B: every mask is compressed RLE without iscrowd; they are instances
+    if not per_image and kind in ("instances", "stuff", "person_keypoints") and "categories" not in sections:
+        raise BadFileError(name, f"a {kind} file needs 'categories'; the file has none")
+    first = sections["images"][0] if sections["images"] else (anns[0] if anns else None)
+    id_type = _id_type(first) if first is not None else None
+    cats = sections.get("categories")
+    ctx = FileContext(
+        source_file=name,
+        kind=kind,
+        id_type=id_type or "int64",
+        on_bad_record=on_bad_record,
+        category_keypoints={c.get("id"): len(c["keypoints"]) for c in cats or ()
+                            if type(c) is dict and type(c.get("keypoints")) is list},
+        category_ids=None if cats is None else frozenset(
+            c.get("id") for c in cats if type(c) is dict and isinstance(c.get("id"), (int, str))),
+    )
+    tables: dict[str, pa.Table] = {}
+    rejects: list[dict] = []
+    images = flatten.flatten_images(sections["images"], ctx)
+    parts = [images]
+    if "licenses" in sections:
+        parts.append(flatten.flatten_licenses(sections["licenses"], ctx))
+    if cats is not None:
+        parts.append(flatten.flatten_categories(cats, ctx))
+    if anns is not None:
+        parts.append(flatten.flatten_annotations(anns, ctx, images.image_sizes))
+    for flat in parts:
+        for table, t in flat.tables.items():
+            _check_unique(name, table, t)
+            tables[table] = t
+        rejects += flat.rejects
+    tables["info"] = pa.Table.from_pylist([{
+        "info": flatten._dumps(doc["info"]) if "info" in doc else None,
+        "document": flatten._dumps({k: ([] if k in sections else v) for k, v in skeleton.items()}),
+        "id_type": ctx.id_type,
+        "source_file": name,
+        "kind": kind,
+        "record_index": 0,
+    }], schema=schema_for("info"))
+    ids = tables["images"].column("id")
+    return FlatDocument(
+        tables=tables,
+        rejects=rejects,
+        id_type=id_type,
+        kind=kind,
+        image_ids=ids.to_numpy(zero_copy_only=False) if ctx.id_type == "int64" else ids.to_pylist(),
+        records={k: len(v) for k, v in sections.items()},
+    )
+
+
+def _per_image_records(name: str, image: dict, annotations) -> tuple[list, list]:
+    if annotations is not None and type(annotations) is not list:
+        raise BadFileError(name, f"'annotations' is a {type(annotations).__name__}, expected a list")
+    image_id = image["id"] if "id" in image else image.get("image_id")
+    if "id" not in image and "image_id" in image:
+        image = {"id": image_id, **image}  # SA-1B names the image's id image_id
+    anns = [{**a, "image_id": image_id} if type(a) is dict and "image_id" not in a else a
+            for a in annotations or ()]
+    return [image], anns
+
+
+_NOUNS = {"images": "image", "annotations": "annotation", "captions": "caption", "categories": "category"}
+
+
+def _check_unique(name: str, table: str, t: pa.Table) -> None:
+    if table not in _NOUNS or t.num_rows < 2:
+        return
+    ids = t.column("id").to_pylist()
+    if len(set(ids)) == len(ids):
+        return
+    seen, dups = set(), []
+    for x in ids:
+        if x in seen:
+            dups.append(x)
+        seen.add(x)
+    shown = ", ".join(map(repr, dups[:5]))
+    raise BadFileError(name, f"{len(dups)} duplicate {_NOUNS[table]} id(s) ({shown}); ids must be unique within a file")
+
+
+def _id_words(id_type: str) -> str:
+    return "strings" if id_type == "string" else "integers"
+
+
+def check_unique_images(fileset_name: str, results: list[BatchResult]) -> None:
+    """Image ids must be unique across the set's files of one kind (annotations find their image by id)."""
+    for kind in sorted({k for r in results for k in r.image_ids}):
+        _unique_images(fileset_name, [r.image_ids[kind] for r in results if len(r.image_ids.get(kind, ()))])
+
+
+def _unique_images(fileset_name: str, parts: list) -> None:
+    if not parts:
+        return
+    if isinstance(parts[0], np.ndarray):
+        s = np.sort(np.concatenate(parts))
+        dup = np.unique(s[1:][s[1:] == s[:-1]])
+        examples, count = [int(x) for x in dup[:5]], int(dup.size)
+    else:
+        seen: set = set()
+        dups = []
+        for part in parts:
+            for x in part:
+                if x in seen:
+                    dups.append(x)
+                seen.add(x)
+        examples, count = dups[:5], len(dups)
+    if count:
+        raise BadFileError(fileset_name, f"{count} image id(s) appear in more than one file "
+                           f"({', '.join(map(repr, examples))}); image ids must be unique within a per-image set")
+
+
+def check_set_id_types(fileset_name: str, results: list[BatchResult]) -> str:
+    types = {r.id_type for r in results if r.id_type is not None}
+    if len(types) > 1:
+        raise CocolakeError(f"{fileset_name}: some files use integer ids and others string ids; "
+                            "the files of a per-image set need one id type")
+    return types.pop() if types else "int64"
+
+
+def check_sets(sets: list[FileSet], meta: list, results: list) -> dict[str, str]:
+    """Check each set across its batches; its id type by set name."""
+    by_set: dict[str, list[BatchResult]] = {}
+    for (what, _, _, name), res in zip(meta, results):
+        if what == "batch":
+            by_set.setdefault(name, []).append(res)
+    types = {}
+    for s in sets:
+        done = by_set.get(s.name, [])
+        types[s.name] = check_set_id_types(s.name, done)
+        check_unique_images(s.name, done)
+    return types
+
+
+def describe_sets(sets: list[FileSet], meta: list, results: list, id_types: dict[str, str], now: str) -> list[dict]:
+    """The manifest's ``sources`` entries of the sets: one per set, not one per file."""
+    out = []
+    for s in sets:
+        done = [res for (what, _, _, name), res in zip(meta, results) if what == "batch" and name == s.name]
+        kinds = sorted({k for r in done for k in r.kinds})
+        records: dict[str, int] = {}
+        for r in done:
+            for k, n in r.records.items():
+                records[k] = records.get(k, 0) + n
+        out.append({
+            "split": s.split,
+            "source_file": s.name,
+            "url": s.url,
+            "kind": kinds[0] if len(kinds) == 1 else ",".join(kinds),
+            "id_type": id_types[s.name],
+            "records": records,
+            "files": len(s.files),
+            "batches": len(done),
+            "ingested_at": now,
+        })
+    return out
