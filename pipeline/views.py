@@ -135,8 +135,13 @@ def connect(
     database: str = ":memory:",
     functions: bool = True,
     sql_dir: pathlib.Path | None = None,
+    restrict: bool = False,
 ) -> duckdb.DuckDBPyConnection:
-    """A connection with the raw relations, the views and (optionally) the mask functions."""
+    """A connection with the raw relations, the views and (optionally) the mask functions.
+
+    ``restrict=True``: afterwards the connection can read the manifest's parts and no other
+    file, and its settings are locked (see ``restrict_to_warehouse``).
+    """
     wh = Warehouse(warehouse, dataset, storage_options)
     manifest = wh.read_manifest()
     if manifest is None:
@@ -148,6 +153,8 @@ def connect(
 
         sqlfuncs.register(con)
     build(con, wh, manifest, sql_dir=sql_dir)
+    if restrict:
+        restrict_to_warehouse(con, wh, manifest)
     return con
 
 
@@ -158,3 +165,73 @@ def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | Non
         except duckdb.Error as err:
             raise WarehouseError(f"{wh.url('')}: cannot read table {table}: {err}") from None
     apply_views(con, load_sql_dir((sql_dir or SQL_DIR) / "views"))
+
+
+# ------------------------------------------------------------------ user SQL, read only
+# what `cocolake sql` runs unless told --allow-external-access (DESCRIBE, SHOW, SUMMARIZE,
+# FROM ... and WITH ... are SELECT statements too)
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def restrict_to_warehouse(con: duckdb.DuckDBPyConnection, wh: Warehouse, manifest: Manifest) -> None:
+    """Let the connection read the manifest's Parquet parts and no other file, for good.
+
+    ``enable_external_access = false`` stops COPY, ATTACH, INSTALL/LOAD and every reader of
+    other files; ``allowed_paths`` re-admits exactly the parts the views read; the locked
+    configuration cannot be changed back by the SQL that runs afterwards.
+    """
+    paths = sorted({wh.url(p.path) for p in manifest.parts})
+    try:
+        con.execute("SET allowed_paths = $1", [paths])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except duckdb.Error as err:
+        raise QueryError(f"cannot restrict the connection to the warehouse: {err}") from None
+
+
+def fetch_arrow(rel) -> pa.Table:
+    """A relation's rows as an Arrow table (duckdb 1.x and 2.x spell it differently)."""
+    fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
+    return fetch()
+
+
+def _one_line(err: Exception) -> str:
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(err).__name__
+    first = re.sub(r"^Invalid Input Error: Python exception occurred while executing the UDF: \w+: ", "", lines[0])
+    where = next((ln for ln in lines[1:] if ln.startswith("LINE ")), None)
+    return f"{first} ({where})" if where else first
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, text: str, *, read_only: bool = True) -> pa.Table | None:
+    """Run one or more statements; the last one's rows (None when it returns none).
+
+    ``read_only``: every statement must be a SELECT or EXPLAIN, checked before any runs.
+    Errors are one line: the statement's number when there are several, DuckDB's message.
+    """
+    try:
+        statements = con.extract_statements(text)
+    except duckdb.Error as err:
+        raise QueryError(_one_line(err)) from None
+    if not statements:
+        raise QueryError("no SQL statement given")
+    if read_only:
+        for n, st in enumerate(statements, 1):
+            kind = getattr(st.type, "name", str(st.type)).rsplit(".", 1)[-1]
+            if kind not in READ_ONLY_STATEMENTS:
+                where = f"statement {n} is" if len(statements) > 1 else "got"
+                raise QueryError(
+                    f"only read-only queries run here (SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, "
+                    f"EXPLAIN); {where} {kind}: {st.query.strip()[:60]!r}; "
+                    "pass --allow-external-access to run it anyway"
+                )
+    result = None
+    for n, st in enumerate(statements, 1):
+        try:
+            rel = con.sql(st.query)
+            result = fetch_arrow(rel) if rel is not None else None
+        except duckdb.Error as err:
+            prefix = f"statement {n}: " if len(statements) > 1 else ""
+            raise QueryError(prefix + _one_line(err)) from None
+    return result

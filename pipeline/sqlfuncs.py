@@ -1,0 +1,256 @@
+"""sqlfuncs: mask and keypoint functions for the DuckDB connections cocolake opens.
+
+Input: a DuckDB connection. Output: the same connection with
+
+- vectorised Arrow UDFs over compressed COCO RLE (``rle_counts`` + ``rle_size``), each
+  called once per DuckDB vector (up to 2048 rows), never once per row, except
+  ``rle_decode`` which writes one PNG per mask:
+
+  ``rle_area(counts, size) -> BIGINT``            pycocotools ``mask.area``
+  ``rle_bbox(counts, size) -> DOUBLE[]``          pycocotools ``mask.toBbox``: [x, y, w, h]
+  ``rle_iou(a_counts, a_size, b_counts, b_size, iscrowd := false) -> DOUBLE``
+                                                  pycocotools ``mask.iou`` of the pair,
+                                                  ``b`` playing the ground truth: with
+                                                  ``iscrowd`` the union is ``a``'s area;
+                                                  masks of different sizes give -1 when
+                                                  their boxes overlap, 0 otherwise
+  ``rle_decode(counts, size) -> BLOB``            the mask as a 1-bit PNG (h x w)
+  ``rle_runs(counts, size) -> BIGINT[]``          the uncompressed runs
+  ``rle_from_polygons(polygons, height, width) -> VARCHAR``
+                                                  compressed counts of COCO polygons
+                                                  (pycocotools ``frPyObjects`` + ``merge``)
+
+- the pure-SQL macros of ``sql/functions/*.sql`` (keypoint and box helpers). They need no
+  Python, so ``cocolake views --db`` stores them in the database file it writes.
+
+NULL in any argument gives NULL. An invalid RLE fails the query with what is wrong and
+the offending value. The RLE arithmetic is ``pipeline.masks`` (pycocotools' C code).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pathlib
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import masks
+from .errors import QueryError
+
+log = logging.getLogger(__name__)
+
+FUNCTIONS_DIR = pathlib.Path(__file__).resolve().parent.parent / "sql" / "functions"
+if not FUNCTIONS_DIR.is_dir():  # installed without the source tree: sql/ ships as package data
+    FUNCTIONS_DIR = pathlib.Path(__file__).resolve().parent / "sql" / "functions"
+
+# names of the Python-backed functions (a plain DuckDB client does not have them)
+PYTHON_FUNCTIONS = ("rle_area", "rle_bbox", "rle_iou", "rle_decode", "rle_runs", "rle_from_polygons")
+
+# each pair's positions are shifted by this much so that one sorted array holds a batch;
+# larger than any mask (masks.MAX_PIXELS)
+_STRIDE = 1 << 30
+
+
+# ------------------------------------------------------------------ Arrow plumbing
+def _combine(arr) -> pa.Array:
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _sizes(arr) -> np.ndarray | list:
+    """``rle_size`` values as an (n, 2) int64 array, or Python lists when some are malformed."""
+    arr = _combine(arr)
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(arr)
+    if len(arr) and (lengths == 2).all() and flat.null_count == 0:
+        return flat.to_numpy(zero_copy_only=False).astype(np.int64).reshape(-1, 2)
+    return arr.to_pylist()
+
+
+def _show(counts: str | None, limit: int = 40) -> str:
+    if counts is None:
+        return "NULL"
+    return repr(counts if len(counts) <= limit else counts[:limit] + "...")
+
+
+def _checked(name: str, fn, counts, sizes):
+    """Call a masks function; name the SQL function and the bad value when it refuses."""
+    try:
+        return fn()
+    except masks.InvalidMask as err:
+        i = err.index
+        if i is None or i >= len(counts):
+            raise masks.InvalidMask(f"{name}: {err.problem}") from None
+        value, size = _combine(counts)[i].as_py(), _combine(sizes)[i].as_py()
+        raise masks.InvalidMask(f"{name}: {err.problem} (counts {_show(value)}, size {size})") from None
+
+
+# ------------------------------------------------------------------ the functions
+def rle_area(counts, sizes) -> pa.Array:
+    area = _checked("rle_area", lambda: masks.area(counts, _sizes(sizes)), counts, sizes)
+    return pa.array(area, pa.int64())
+
+
+def rle_bbox(counts, sizes) -> pa.Array:
+    boxes = _checked("rle_bbox", lambda: masks.bbox(counts, _sizes(sizes)), counts, sizes)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    offsets = np.arange(0, 4 * len(boxes) + 1, 4, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(boxes.reshape(-1)))
+
+
+def _runs(name: str, counts, sizes, parsed_sizes=None):
+    """Runs + offsets + sizes of a batch of strings. masks has no public batch parser:
+    ``_rles`` is its validated one, shared here rather than written twice."""
+    sz = _sizes(sizes) if parsed_sizes is None else parsed_sizes
+    return _checked(name, lambda: masks._rles(counts, sz), counts, sizes)
+
+
+def pair_iou(a, b, box_a: np.ndarray, box_b: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """IoU of mask a[i] with mask b[i] for every i, as pycocotools ``rleIou`` gives each pair.
+
+    ``a``/``b`` are parsed batches (runs + offsets + sizes), ``box_a``/``box_b`` their
+    ``toBbox`` boxes. pycocotools takes the box IoU first and looks at the pixels only when
+    it is > 0: boxes that do not overlap give 0 (whatever the sizes), masks of different
+    sizes give -1, and a crowd ``b`` divides by ``a``'s area instead of the union.
+
+    The intersection is computed for the whole batch at once: every mask's run starts are
+    shifted by (pair index) * 2**30, so ``b``'s starts form one sorted array, and the
+    foreground of ``b`` covered by each foreground run of ``a`` is a difference of a
+    cumulative count found with ``searchsorted``.
+    """
+    n = len(a.heights)
+    if n == 0:
+        return np.zeros(0)
+
+    def runs(r):
+        length = r.counts.astype(np.int64)
+        owner = np.repeat(np.arange(n), np.diff(r.offsets))
+        index = np.arange(len(length)) - r.offsets[:-1][owner]
+        end = np.cumsum(length)
+        mask_first = np.concatenate(([0], end))[r.offsets[:-1]]
+        start = end - length - mask_first[owner] + owner * _STRIDE
+        fg = (index % 2 == 1).astype(np.int64)
+        return owner, start, length, fg
+
+    a_owner, a_start, a_len, a_fg = runs(a)
+    b_owner, b_start, b_len, b_fg = runs(b)
+    b_before = np.cumsum(b_fg * b_len) - b_fg * b_len  # b's foreground before each run
+
+    def covered(p):
+        """b's foreground pixels from the start of the pair's mask up to global position p."""
+        k = np.searchsorted(b_start, p, side="right") - 1
+        return b_before[k] + b_fg[k] * np.minimum(p - b_start[k], b_len[k])
+
+    sel = (a_fg == 1) & (a_len > 0)
+    s = a_start[sel]
+    inter = np.bincount(a_owner[sel], weights=covered(s + a_len[sel]) - covered(s), minlength=n)
+    area_a = np.bincount(a_owner, weights=a_fg * a_len, minlength=n)
+    area_b = np.bincount(b_owner, weights=b_fg * b_len, minlength=n)
+    union = np.where(crowd, area_a, area_a + area_b - inter)
+    iou = np.divide(inter, union, out=np.zeros(n), where=(inter > 0) & (union > 0))
+
+    w = np.minimum(box_a[:, 0] + box_a[:, 2], box_b[:, 0] + box_b[:, 2]) - np.maximum(box_a[:, 0], box_b[:, 0])
+    h = np.minimum(box_a[:, 1] + box_a[:, 3], box_b[:, 1] + box_b[:, 3]) - np.maximum(box_a[:, 1], box_b[:, 1])
+    same_size = (a.heights == b.heights) & (a.widths == b.widths)
+    return np.where((w > 0) & (h > 0), np.where(same_size, iou, -1.0), 0.0)
+
+
+def rle_iou(a_counts, a_sizes, b_counts, b_sizes, iscrowd) -> pa.Array:
+    a_sz, b_sz = _sizes(a_sizes), _sizes(b_sizes)
+    a, b = _runs("rle_iou", a_counts, a_sizes, a_sz), _runs("rle_iou", b_counts, b_sizes, b_sz)
+    box_a = np.asarray(masks.bbox(a_counts, a_sz)).reshape(-1, 4)
+    box_b = np.asarray(masks.bbox(b_counts, b_sz)).reshape(-1, 4)
+    crowd = _combine(iscrowd).to_numpy(zero_copy_only=False).astype(bool)
+    return pa.array(pair_iou(a, b, box_a, box_b, crowd), pa.float64())
+
+
+def rle_runs(counts, sizes) -> pa.Array:
+    """The uncompressed runs; the offsets of the parsed batch are the list offsets."""
+    r = _runs("rle_runs", counts, sizes)
+    return pa.LargeListArray.from_arrays(pa.array(r.offsets, pa.int64()), pa.array(r.counts.astype(np.int64)))
+
+
+def rle_decode(counts, sizes) -> pa.Array:
+    """One 1-bit PNG per mask (Pillow reads it back as mode "1"; ``np.array(img)`` is bool)."""
+    from PIL import Image
+
+    sz = _sizes(sizes)
+    _runs("rle_decode", counts, sizes, sz)  # all valid before the first PNG
+    out = []
+    for text, size in zip(_combine(counts).to_pylist(), sz if isinstance(sz, list) else sz.tolist()):
+        buf = io.BytesIO()
+        Image.fromarray(masks.decode(text, size).astype(bool)).save(buf, format="PNG", optimize=False)
+        out.append(buf.getvalue())
+    return pa.array(out, pa.binary())
+
+
+def rle_from_polygons(polygons, heights, widths) -> pa.Array:
+    """Compressed counts of ``list<list<double>>`` polygons on images of height x width."""
+    arr = _combine(polygons)
+    parts = pc.list_flatten(arr)
+    coords = pc.list_flatten(parts).to_numpy(zero_copy_only=False)
+    # offsets relative to the flattened arrays (the array may be a slice of a larger one)
+    ann_offsets = arr.offsets.to_numpy() - arr.offsets[0].as_py()
+    part_offsets = parts.offsets.to_numpy() - parts.offsets[0].as_py()
+    h = _combine(heights).to_numpy(zero_copy_only=False)
+    w = _combine(widths).to_numpy(zero_copy_only=False)
+
+    def encode():
+        return masks.encode_polygons(coords, part_offsets, ann_offsets, h, w)
+
+    try:
+        return pa.array(encode(), pa.string())
+    except masks.InvalidMask as err:
+        where = f" (polygons #{err.index} of the batch: {str(arr[err.index])[:80]})" if err.index is not None else ""
+        raise masks.InvalidMask(f"rle_from_polygons: {err.problem}{where}") from None
+
+
+# ------------------------------------------------------------------ registration
+def _type(con: duckdb.DuckDBPyConnection, name: str):
+    # duckdb >= 2 names it sqltype; 1.x has type
+    make = getattr(con, "sqltype", None) or con.type
+    return make(name)
+
+
+_UDFS = [
+    # (SQL name, Python function, argument types, return type)
+    ("rle_area", rle_area, ["VARCHAR", "INTEGER[]"], "BIGINT"),
+    ("rle_bbox", rle_bbox, ["VARCHAR", "INTEGER[]"], "DOUBLE[]"),
+    ("rle_runs", rle_runs, ["VARCHAR", "INTEGER[]"], "BIGINT[]"),
+    ("rle_decode", rle_decode, ["VARCHAR", "INTEGER[]"], "BLOB"),
+    ("rle_from_polygons", rle_from_polygons, ["DOUBLE[][]", "BIGINT", "BIGINT"], "VARCHAR"),
+    # called through the rle_iou macro, which gives iscrowd its default and casts it
+    ("cocolake_rle_iou", rle_iou, ["VARCHAR", "INTEGER[]", "VARCHAR", "INTEGER[]", "BOOLEAN"], "DOUBLE"),
+]
+
+# temporary: never stored in a database file (a plain client has no cocolake_rle_iou)
+_PYTHON_MACROS = """
+CREATE OR REPLACE TEMP MACRO rle_iou(a_counts, a_size, b_counts, b_size, iscrowd := false) AS
+    cocolake_rle_iou(a_counts, a_size, b_counts, b_size, CAST(iscrowd AS BOOLEAN));
+"""
+
+
+def register(con: duckdb.DuckDBPyConnection) -> None:
+    """Add the Python-backed mask functions and the SQL macros to a connection."""
+    for name, fn, args, ret in _UDFS:
+        try:
+            con.remove_function(name)
+        except (duckdb.Error, ValueError):
+            pass
+        con.create_function(name, fn, [_type(con, t) for t in args], _type(con, ret), type="arrow")
+    con.execute(_PYTHON_MACROS)
+    register_macros(con)
+
+
+def register_macros(con: duckdb.DuckDBPyConnection, directory: pathlib.Path | None = None) -> None:
+    """The pure-SQL macros of ``sql/functions`` (stored in the database when it is a file)."""
+    from .views import load_sql_dir
+
+    for f in load_sql_dir(directory or FUNCTIONS_DIR).values():
+        try:
+            con.execute(f.text)
+        except duckdb.Error as err:
+            raise QueryError(f"{f.path.name}: {err}") from None
