@@ -14,7 +14,18 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-TABLES = ("images", "annotations", "keypoints", "captions", "categories", "licenses", "info", "rejects")
+TABLES = ("images", "annotations", "keypoints", "captions", "categories", "licenses", "info", "rejects",
+          "predictions", "prediction_matches")
+
+# the Hive partition key of each table (``split`` unless named here): the tables of a
+# model's results are partitioned by run, ``<table>/run=<run>/``; their manifest parts
+# carry the run name in ``Part.split``
+PARTITION_KEYS = {"predictions": "run", "prediction_matches": "run"}
+RUN_TABLES = tuple(PARTITION_KEYS)
+
+
+def partition_key(table: str) -> str:
+    return PARTITION_KEYS.get(table, "split")
 
 KINDS = ("instances", "stuff", "person_keypoints", "captions", "image_info")
 
@@ -169,6 +180,67 @@ def rejects_schema(id_type: str = "int64") -> pa.Schema:
     )
 
 
+def predictions_schema(id_type: str = "int64") -> pa.Schema:
+    """One row per detection of a COCO results file (``cocolake ingest-results``)."""
+    t = id_arrow_type(id_type)
+    return pa.schema(
+        [
+            # position in the results file + 1: the id pycocotools' loadRes gives it
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("image_id", t),
+            pa.field("category_id", t),
+            pa.field("score", pa.float64()),
+            # as given, else derived as loadRes does (from the mask or the keypoints)
+            pa.field("bbox", pa.list_(pa.float64())),
+            # loadRes' area: box w*h when a box is given, else mask pixels, else keypoint extent
+            pa.field("area", pa.float64()),
+            # compressed COCO RLE, encoded exactly as the ground truth's (null without mask)
+            pa.field("rle_counts", pa.string()),
+            pa.field("rle_size", pa.list_(pa.int32())),
+            pa.field("mask_area", pa.int64()),
+            pa.field("keypoints", pa.list_(pa.float64())),
+            pa.field("segmentation_format", pa.string(), nullable=False),
+            # the ground-truth split whose image the detection is on
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("extra", pa.string()),
+            *_PROVENANCE,
+        ]
+    )
+
+
+def prediction_matches_schema(id_type: str = "int64") -> pa.Schema:
+    """One row per evaluated detection (or unmatched ground truth) and IoU threshold.
+
+    Written by ``cocolake evaluate``; a derived table, so it has no source provenance.
+    """
+    t = id_arrow_type(id_type)
+    return pa.schema(
+        [
+            pa.field("iou_type", pa.string(), nullable=False),
+            pa.field("iou_threshold", pa.float64(), nullable=False),
+            # tp | fp | ignored (matched a crowd / ignored ground truth) | fn (gt rows)
+            pa.field("outcome", pa.string(), nullable=False),
+            pa.field("prediction_id", pa.int64()),
+            pa.field("gt_id", t),
+            pa.field("image_id", t),
+            pa.field("category_id", t),
+            pa.field("score", pa.float64()),
+            # position of the detection by score within its image and category (0 = best)
+            pa.field("rank", pa.int32()),
+            # IoU (OKS for keypoints) with the matched ground truth
+            pa.field("iou", pa.float64()),
+            # the same-category ground truth that overlaps the detection most, matched or not
+            pa.field("best_gt_id", t),
+            pa.field("best_iou", pa.float64()),
+            # the ground truth of another category that overlaps it most (bbox and segm)
+            pa.field("other_gt_id", t),
+            pa.field("other_category_id", t),
+            pa.field("other_iou", pa.float64()),
+            pa.field("split", pa.string(), nullable=False),
+        ]
+    )
+
+
 SCHEMAS = {
     "images": images_schema,
     "annotations": annotations_schema,
@@ -178,6 +250,8 @@ SCHEMAS = {
     "licenses": licenses_schema,
     "info": info_schema,
     "rejects": rejects_schema,
+    "predictions": predictions_schema,
+    "prediction_matches": prediction_matches_schema,
 }
 
 

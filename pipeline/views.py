@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from .errors import QueryError, WarehouseError
-from .schema import TABLES, schema_for
+from .schema import TABLES, partition_key, schema_for
 from .warehouse import Manifest, Warehouse
 
 SQL_DIR = pathlib.Path(__file__).resolve().parent.parent / "sql"
@@ -75,14 +75,15 @@ def _quote(s: str) -> str:
 def raw_relation_sql(wh: Warehouse, manifest: Manifest, table: str) -> str:
     """SELECT over the parts of ``table`` that the manifest lists (typed empty relation if none)."""
     schema = schema_for(table, manifest.id_type())
+    key = partition_key(table)  # the Hive partition column: split, or run for model results
     files = sorted(manifest.files(table), key=lambda r: (r.split("/part-")[0], r))
     if not files:
         cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in schema)
-        return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS split WHERE false"
+        return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS {key} WHERE false"
     listing = ", ".join(_quote(wh.url(r)) for r in files)
     cols = ", ".join(f"CAST({f.name} AS {_duck_type(f.type)}) AS {f.name}" for f in schema)
     return (
-        f"SELECT {cols}, CAST(split AS VARCHAR) AS split FROM read_parquet([{listing}], "
+        f"SELECT {cols}, CAST({key} AS VARCHAR) AS {key} FROM read_parquet([{listing}], "
         "hive_partitioning = true, union_by_name = true)"
     )
 

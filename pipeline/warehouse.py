@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import WarehouseError
-from .schema import TABLES
+from .schema import PARTITION_KEYS, RUN_TABLES, TABLES, partition_key
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,13 @@ class Manifest:
         )
 
     def splits(self) -> list[str]:
-        return sorted({p.split for p in self.parts})
+        """The ground-truth splits (model runs, whose parts also use ``split``, left out)."""
+        runs = set(self.runs())
+        return sorted({p.split for p in self.parts if p.split not in runs})
+
+    def runs(self) -> list[str]:
+        """The model runs: names under which results were ingested (``ingest-results``)."""
+        return sorted({p.split for p in self.parts if p.table in RUN_TABLES})
 
     def files(self, table: str, split: str | None = None) -> list[str]:
         return [p.path for p in self.parts if p.table == table and (split is None or p.split == split)]
@@ -122,7 +128,7 @@ class Warehouse:
 
     @staticmethod
     def part_rel(table: str, split: str, number: int) -> str:
-        return f"{table}/split={split}/part-{number:05d}.parquet"
+        return f"{table}/{partition_key(table)}={split}/part-{number:05d}.parquet"
 
     # -------------------------------------------------------------- manifest
 
@@ -151,7 +157,7 @@ class Warehouse:
         if manifest is not None:
             paths = [p.path for p in manifest.parts] + manifest.previous_parts
             for path in paths:
-                if f"/split={split}/" in path:
+                if any(f"/{key}={split}/" in path for key in {"split", *PARTITION_KEYS.values()}):
                     m = _PART_RE.search(path)
                     if m:
                         used = max(used, int(m.group(1)))
@@ -234,8 +240,9 @@ class Warehouse:
         for rel in rels:
             with self.fs.open(f"{self.root}/{rel}", "rb") as f:
                 t = pq.read_table(f)
-            split_name = rel.split("/split=", 1)[1].split("/", 1)[0]
-            tables.append(t.append_column("split", pa.array([split_name] * t.num_rows, pa.string())))
+            key = partition_key(table)
+            split_name = rel.split(f"/{key}=", 1)[1].split("/", 1)[0]
+            tables.append(t.append_column(key, pa.array([split_name] * t.num_rows, pa.string())))
         return pa.concat_tables(tables, promote_options="default")
 
 

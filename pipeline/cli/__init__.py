@@ -19,6 +19,9 @@ from ..errors import CocolakeError
 COMMANDS = {
     "synth": "synth",
     "ingest": "ingest",
+    "export": "export",
+    "ingest-results": "ingest_results",
+    "evaluate": "evaluate",
 }
 
 

@@ -1,0 +1,418 @@
+"""results: a COCO results file (a JSON list of detections) → the ``predictions`` table.
+
+Input: a results file as pycocotools' ``COCO.loadRes`` reads it, ``[{"image_id", "category_id",
+"score", "bbox" | "segmentation" | "keypoints"}, ...]`` (any source URL, .gz, zip member),
+a run name, and the warehouse whose ground truth the detections are for.
+Output: ``<dataset>/predictions/run=<run>/part-NNNNN.parquet`` (one row per detection,
+schema ``predictions``), bad records in ``rejects/split=<run>/``, committed atomically
+together; re-ingesting a run replaces all of it (and the match tables ``evaluate`` wrote).
+
+Guarantees:
+
+- each detection gets what ``loadRes`` would give it: ``id`` = position in the file + 1,
+  ``area`` = box w*h when a box is given, else the mask's pixels, else the keypoints'
+  extent; a missing ``bbox`` is derived from the mask or the keypoints;
+- masks are encoded exactly as ground-truth masks (``flatten``'s validation and encoder:
+  polygons are drawn on the height and width of the ground-truth image);
+- a detection on an image that is not in the ground-truth split, of an unknown category,
+  without a finite score, or with a malformed box, mask or keypoints raises
+  ``BadRecordError`` naming file, position and problem, or becomes a ``rejects`` row with
+  ``--on-bad-record skip``.
+
+The file is scanned once for record boundaries (``split.StructureScanner``) and cut into
+chunks of whole records; each chunk is one Dask task that reads its byte range, validates,
+encodes and writes its own part, so memory stays bounded by the chunk size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import re
+import time
+
+import dask
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from . import flatten, masks, sources
+from .errors import BadFileError, CocolakeError, WarehouseError
+from .flatten import FileContext, ImageSizes, _Bad, _check_id, _classify_segmentation, _Collector, _is_num
+from .schema import schema_for
+from .split import StructureScanner, iter_blocks
+from .views import raw_relation_sql, register_filesystem
+from .warehouse import Part, Warehouse, write_part
+
+log = logging.getLogger(__name__)
+
+KIND = "results"
+SECTION = "detection"  # how errors and rejects name a record: "detection #3"
+KNOWN_KEYS = ("image_id", "category_id", "score", "bbox", "segmentation", "keypoints")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_WS = b" \t\r\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultsTask:
+    """One chunk of a results file: bytes ``[start, end)`` holding whole records."""
+
+    source: sources.SourceFile
+    start: int
+    end: int
+    first_index: int
+    split: str
+    context: FileContext
+    predictions_path: str
+    rejects_path: str
+    warehouse_protocol: str = "file"
+    storage_options: tuple = ()
+
+
+@dataclasses.dataclass
+class ResultsReport:
+    run: str
+    split: str
+    source_file: str
+    detections: int
+    rejects: int
+    version: int
+    seconds: float
+
+    def lines(self) -> list[str]:
+        out = [f"run {self.run}: {self.detections} detections from {self.source_file} on split {self.split} "
+               f"(version {self.version}, {self.seconds:.1f} s)"]
+        if self.rejects:
+            out.append(f"  {self.rejects} bad records skipped (see the rejects table)")
+        return out
+
+
+# ---------------------------------------------------------------------------- scanning
+
+
+def scan_results(blocks, *, source: str, chunk_bytes: int = 16 << 20) -> tuple[list[tuple[int, int, int]], int]:
+    """Chunks ``(start, end, first_index)`` of whole records of a top-level JSON list, and the record count."""
+    scanner = StructureScanner()
+    started = False
+    open_at = close_at = -1
+    bounds: list[int] = []
+    first_index: list[int] = []
+    records = 0
+    for block in blocks:
+        if not block:
+            continue
+        block_start = scanner.offset
+        if close_at >= 0 and block.strip(_WS):
+            raise BadFileError(source, f"unexpected data after the top-level list at byte {close_at + 1}")
+        if not started:
+            head = block.lstrip(_WS)
+            if head:
+                if head[:1] != b"[":
+                    what = "an object (a ground-truth file?)" if head[:1] == b"{" else "not a JSON list"
+                    raise BadFileError(source, f"the top level is {what}; a results file is a JSON list "
+                                       "of detections [{\"image_id\", \"category_id\", \"score\", ...}, ...]")
+                started = True
+        positions, depth_after, delta, _ = scanner.feed(block)
+        if depth_after.size and depth_after.min() < 0:
+            raise BadFileError(source, f"unbalanced brackets at byte {int(positions[np.argmax(depth_after < 0)])}")
+        if open_at < 0 and positions.size:
+            open_at = int(positions[0])
+            bounds, first_index = [open_at + 1], [0]
+        ends = positions[(depth_after == 1) & (delta < 0)]
+        top_close = positions[(depth_after == 0) & (delta < 0)]
+        if top_close.size:
+            close_at = int(top_close[0])
+            ends = ends[ends < close_at]
+            if block[close_at + 1 - block_start:].strip(_WS):
+                raise BadFileError(source, f"unexpected data after the top-level list at byte {close_at + 1}")
+        start = bounds[-1] if bounds else 0
+        while ends.size:
+            k = int(np.searchsorted(ends, start + chunk_bytes - 1))
+            if k >= ends.size:
+                break
+            start = int(ends[k]) + 1
+            bounds.append(start)
+            first_index.append(records + k + 1)
+            records += k + 1
+            ends = ends[k + 1:]
+        records += int(ends.size)
+    if not started:
+        raise BadFileError(source, "the file is empty; expected a JSON list of detections")
+    if scanner.in_string or scanner.depth != 0 or close_at < 0:
+        raise BadFileError(source, f"the file ends at byte {scanner.offset} inside an unfinished value; "
+                           "it is truncated or not JSON")
+    if bounds[-1] < close_at:
+        bounds.append(close_at)
+    else:
+        first_index.pop()
+    return [(a, b, i) for a, b, i in zip(bounds[:-1], bounds[1:], first_index)], records
+
+
+# ---------------------------------------------------------------------------- one chunk
+
+
+def flatten_detections(records: list, ctx: FileContext, sizes: ImageSizes, split: str,
+                       first_index: int = 0) -> flatten.Flat:
+    """Validate and encode detections into a ``predictions`` table (and rejects)."""
+    col = _Collector(ctx, SECTION, first_index)
+    image_ids = [r.get("image_id") if type(r) is dict else None for r in records]
+    found, heights, widths = sizes.lookup(image_ids)
+    keep: list[int] = []
+    rows: dict[str, list] = {k: [] for k in ("image_id", "category_id", "score", "bbox", "keypoints", "extra")}
+    seg_kind: list[str] = []
+    seg_value: list = []
+    h_keep: list[int] = []
+    w_keep: list[int] = []
+    for i, rec in enumerate(records):
+        try:
+            if type(rec) is not dict:
+                raise _Bad(f"is a JSON {type(rec).__name__}, expected an object")
+            iid = _check_id(rec.get("image_id"), ctx.id_type, "image_id")
+            if not found[i]:
+                raise _Bad(f"image_id {iid!r} is not an image of split {split}")
+            cid = _check_id(rec.get("category_id"), ctx.id_type, "category_id")
+            if ctx.category_ids is not None and cid not in ctx.category_ids:
+                raise _Bad(f"category_id {cid!r} is not a category of split {split}")
+            score = rec.get("score")
+            if score is None:
+                raise _Bad("score is missing")
+            if not _is_num(score):
+                raise _Bad(f"score {flatten._short(score)} is not a finite number")
+            bbox = rec.get("bbox")
+            if bbox is not None and bbox != []:
+                if not flatten._bbox_ok(bbox):
+                    raise _Bad(f"bbox {flatten._short(bbox)} is not 4 finite numbers [x, y, width, height]")
+                if bbox[2] < 0 or bbox[3] < 0:
+                    raise _Bad(f"bbox {flatten._short(bbox)} has a negative width or height")
+            else:
+                bbox = None
+            kind, value = _classify_segmentation(rec, int(heights[i]), int(widths[i]))
+            kps = _check_keypoints(rec.get("keypoints"), ctx, cid)
+            if bbox is None and kind in ("none", "empty") and kps is None:
+                raise _Bad("has no bbox, segmentation or keypoints")
+        except _Bad as err:
+            col.bad(i, rec, str(err))
+            continue
+        keep.append(i)
+        for k, v in zip(rows, (iid, cid, float(score), bbox, kps, flatten._split_known(rec, KNOWN_KEYS))):
+            rows[k].append(v)
+        seg_kind.append(kind)
+        seg_value.append(value)
+        h_keep.append(int(heights[i]))
+        w_keep.append(int(widths[i]))
+
+    rle_counts, rle_size, _, fmt, bad = flatten._encode_masks(seg_kind, seg_value, h_keep, w_keep)
+    if bad:
+        for j, problem in sorted(bad.items()):
+            col.bad(keep[j], records[keep[j]], problem)
+        good = [j for j in range(len(keep)) if j not in bad]
+        keep = [keep[j] for j in good]
+        rows = {k: [v[j] for j in good] for k, v in rows.items()}
+        rle_counts, rle_size, fmt = ([x[j] for j in good] for x in (rle_counts, rle_size, fmt))
+
+    n = len(keep)
+    have_mask = np.asarray([c is not None for c in rle_counts], dtype=bool)
+    mask_area = np.zeros(n, dtype=np.int64)
+    bboxes = rows["bbox"]
+    area = np.full(n, np.nan)
+    if have_mask.any():
+        idx = np.flatnonzero(have_mask)
+        counts = [rle_counts[j] for j in idx]
+        sizes_ = [rle_size[j] for j in idx]
+        mask_area[idx] = masks.area(counts, sizes_)
+        derived = masks.bbox(counts, sizes_)
+        for k, j in enumerate(idx.tolist()):
+            if bboxes[j] is None:
+                bboxes[j] = derived[k].tolist()
+                area[j] = float(mask_area[j])
+    for j in range(n):
+        if bboxes[j] is None:  # keypoints only: loadRes' box around the keypoints
+            kp = np.asarray(rows["keypoints"][j])
+            x0, x1, y0, y1 = kp[0::3].min(), kp[0::3].max(), kp[1::3].min(), kp[1::3].max()
+            bboxes[j] = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+            area[j] = float((x1 - x0) * (y1 - y0))
+        elif np.isnan(area[j]):
+            area[j] = float(bboxes[j][2]) * float(bboxes[j][3])
+    columns = {
+        "id": pa.array(np.asarray(keep, dtype=np.int64) + first_index + 1, pa.int64()),
+        "image_id": rows["image_id"],
+        "category_id": rows["category_id"],
+        "score": pa.array(rows["score"], pa.float64()),
+        "bbox": pa.array(bboxes, pa.list_(pa.float64())),
+        "area": pa.array(area, pa.float64()),
+        "rle_counts": pa.array(rle_counts, pa.string()),
+        "rle_size": pa.array(rle_size, pa.list_(pa.int32())),
+        "mask_area": pa.array(mask_area, pa.int64(), mask=~have_mask),
+        "keypoints": pa.array(rows["keypoints"], pa.list_(pa.float64())),
+        "segmentation_format": fmt,
+        "split": pa.array([split] * n, pa.string()),
+        "extra": rows["extra"],
+    }
+    return flatten.Flat({"predictions": flatten._table("predictions", columns, ctx, first_index, keep)}, col.rejects)
+
+
+def _check_keypoints(kps, ctx: FileContext, cid):
+    if kps is None:
+        return None
+    if not (type(kps) is list and kps and all(_is_num(x) for x in kps)):
+        raise _Bad(f"keypoints {flatten._short(kps)} is not a non-empty list of finite numbers")
+    if len(kps) % 3:
+        raise _Bad(f"keypoints has {len(kps)} numbers; expected 3 per joint (x, y, visibility or score)")
+    expected = ctx.category_keypoints.get(cid)
+    if expected and len(kps) != 3 * expected:
+        raise _Bad(f"keypoints has {len(kps) // 3} joints; category {cid} names {expected}")
+    return [float(x) for x in kps]
+
+
+def ingest_results_chunk(task: ResultsTask, sizes: ImageSizes) -> dict:
+    """Read, parse, validate, encode and write one chunk; return row counts."""
+    import fsspec
+
+    fs = fsspec.filesystem(task.warehouse_protocol, **dict(task.storage_options))
+    ctx = task.context
+    buf = sources.read_range(task.source, task.start, task.end)
+    records = flatten.parse_chunk(buf, source=ctx.source_file, section="results", offset=task.start)
+    flat = flatten_detections(records, ctx, sizes, task.split, task.first_index)
+    rows = write_part(fs, task.predictions_path, [flat.tables["predictions"]], schema_for("predictions", ctx.id_type))
+    rejected = write_part(fs, task.rejects_path, [flatten.rejects_table(flat.rejects)], schema_for("rejects"))
+    return {"predictions": rows, "rejects": rejected}
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+    """What validating detections needs to know about one split of the ground truth."""
+
+    split: str
+    sizes: ImageSizes
+    category_ids: frozenset
+    category_keypoints: dict
+
+
+def _gt_split(wh: Warehouse, manifest, split: str | None, first_image_ids: list) -> GroundTruth:
+    id_type = manifest.id_type()
+    splits = manifest.splits()
+    con = duckdb.connect()
+    try:
+        register_filesystem(con, wh)
+        images = raw_relation_sql(wh, manifest, "images")
+        cats = raw_relation_sql(wh, manifest, "categories")
+        if split is None:
+            with_images = [r[0] for r in con.execute(f"SELECT DISTINCT split FROM ({images}) ORDER BY 1").fetchall()]
+            if len(with_images) == 1:
+                split = with_images[0]
+            else:
+                probe = [i for i in first_image_ids if isinstance(i, (int, str))][:1000]
+                hits = con.execute(
+                    f"SELECT split, count(DISTINCT id) FROM ({images}) WHERE list_contains(?, id) "
+                    "GROUP BY split ORDER BY 2 DESC, 1", [probe]).fetchall() if probe else []
+                full = [s for s, n in hits if n == len(set(probe))]
+                if len(full) != 1:
+                    raise CocolakeError(
+                        f"cannot tell which split the detections are for (splits with all of the first "
+                        f"{len(set(probe))} image ids: {', '.join(full) or 'none'}); give --split")
+                split = full[0]
+        elif split not in splits:
+            raise CocolakeError(f"split {split!r} is not in the warehouse (splits: {', '.join(splits) or 'none'})")
+        img = con.execute(
+            f"SELECT id, any_value(height), any_value(width) FROM ({images}) WHERE split = ? GROUP BY id",
+            [split]).fetchall()
+        cat_rows = con.execute(
+            f"SELECT id, max(len(keypoints)) FROM ({cats}) WHERE split = ? GROUP BY id", [split]).fetchall()
+    finally:
+        con.close()
+    ids = [r[0] for r in img]
+    sizes = ImageSizes(ids, [r[1] if r[1] is not None else -1 for r in img],
+                       [r[2] if r[2] is not None else -1 for r in img], id_type)
+    return GroundTruth(split, sizes, frozenset(r[0] for r in cat_rows), {r[0]: r[1] for r in cat_rows if r[1]})
+
+
+def _first_image_ids(sf: sources.SourceFile, chunk: tuple[int, int, int] | None) -> list:
+    if chunk is None:
+        return []
+    start, end, _ = chunk
+    buf = sources.read_range(sf, start, min(end, start + (4 << 20)))
+    cut = buf.rfind(b"}")
+    try:
+        records = flatten.parse_chunk(buf[:cut + 1], source=sf.name, section="results", offset=start)
+    except BadFileError:
+        return []
+    return [r.get("image_id") for r in records if isinstance(r, dict)]
+
+
+def run_ingest_results(
+    url: str,
+    *,
+    run: str,
+    warehouse: str,
+    dataset: str,
+    split: str | None = None,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+    chunk_bytes: int = 16 << 20,
+    on_bad_record: str = "error",
+    cache_dir: str = ".cache/cocolake",
+    storage_options: dict | None = None,
+    progress=None,
+) -> ResultsReport:
+    """Ingest one results file as run ``run``, replacing what that run had."""
+    from .runner import compute, dask_client
+
+    t0 = time.perf_counter()
+    if not _NAME.fullmatch(run or ""):
+        raise CocolakeError(f"run name {run!r}: use letters, digits, '.', '_' or '-'")
+    wh = Warehouse(warehouse, dataset, storage_options)
+    manifest = wh.read_manifest()
+    if manifest is None or not manifest.splits():
+        raise WarehouseError(f"{wh.url('')}: no ground truth here; run `cocolake ingest` first")
+    if run in manifest.splits():
+        raise CocolakeError(f"run name {run!r} is a split of the ground truth; choose another name")
+    found = sources.resolve([url], cache_dir=cache_dir)
+    if len(found) != 1:
+        raise CocolakeError(f"{url}: expected one results file, found {len(found)}")
+    sf = found[0]
+    if not sf.seekable:
+        chunk_bytes *= 8  # streamed sources are re-read up to each chunk: fewer, larger chunks
+    with sources.open_document(sf) as f:
+        chunks, n_records = scan_results(iter_blocks(f), source=sf.name, chunk_bytes=chunk_bytes)
+    gt = _gt_split(wh, manifest, split, _first_image_ids(sf, chunks[0] if chunks else None))
+    id_type = manifest.id_type()
+    ctx = FileContext(source_file=sf.name, kind=KIND, id_type=id_type, on_bad_record=on_bad_record,
+                      category_keypoints=gt.category_keypoints, category_ids=gt.category_ids)
+    base = wh.next_part_number(run, manifest)
+    storage = tuple(sorted(wh.storage_options.items()))
+    tasks_meta = []
+    for k, (start, end, first) in enumerate(chunks):
+        pred_rel = Warehouse.part_rel("predictions", run, base + k)
+        rej_rel = Warehouse.part_rel("rejects", run, base + k)
+        tasks_meta.append((ResultsTask(sf, start, end, first, gt.split, ctx, f"{wh.root}/{pred_rel}",
+                                       f"{wh.root}/{rej_rel}", wh.protocol, storage), pred_rel, rej_rel))
+    planned = [rel for _, a, b in tasks_meta for rel in (a, b)]
+    sizes = dask.delayed(gt.sizes, name=f"sizes-{run}")
+    graph = [dask.delayed(ingest_results_chunk, pure=True)(t, sizes, dask_key_name=f"results-{run}-{k}")
+             for k, (t, _, _) in enumerate(tasks_meta)]
+    try:
+        with dask_client(workers, scheduler) as client:
+            counts = compute(graph, client, progress, "ingest") if graph else []
+        parts = []
+        for (_, pred_rel, rej_rel), c in zip(tasks_meta, counts):
+            if c["predictions"]:
+                parts.append(Part("predictions", run, sf.name, pred_rel, c["predictions"], id_type))
+            if c["rejects"]:
+                parts.append(Part("rejects", run, sf.name, rej_rel, c["rejects"], id_type))
+        replaced = {(run, p.source_file) for p in manifest.parts if p.split == run} | {(run, sf.name)}
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        meta = {"split": run, "source_file": sf.name, "url": sf.url, "kind": KIND, "id_type": id_type,
+                "records": {"detections": n_records}, "gt_split": gt.split, "ingested_at": now}
+        committed = wh.commit(parts, replaced, [meta])
+    except BaseException:
+        wh.remove_parts(planned)
+        raise
+    return ResultsReport(
+        run=run, split=gt.split, source_file=sf.name,
+        detections=sum(c["predictions"] for c in counts), rejects=sum(c["rejects"] for c in counts),
+        version=committed.version, seconds=time.perf_counter() - t0,
+    )
