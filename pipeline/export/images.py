@@ -4,11 +4,12 @@ Input: ``ImageJob``s (one per output file: source split, output split, ``file_na
 ``coco_url``), an image root and a mode. Output: files under the destination directory,
 or the bytes themselves (``read_all``, for Parquet's ``image_bytes``).
 
-Where an image comes from: with an image root, ``<root>/<split>/<file_name>`` (a local
-directory or a ``.zip``: ``<file_name>`` directly under the root is tried too) or, for an
-fsspec URL prefix such as ``http://host/coco/``, ``<root>/<split>/<file_name>``; a root
-containing ``{split}`` is formatted with the split instead (``/data/{split}.zip``,
-``http://host/{split}/``). Without a root, each image's ``coco_url``.
+Where an image comes from: with an image root that is a local directory or a ``.zip``,
+``<root>/<split>/<file_name>``, else ``<root>/<file_name>`` (official image zips hold
+``val2017/<file_name>``); with an fsspec URL prefix such as ``http://host/coco/``,
+``<root>/<split>/<file_name>``. A root containing ``{split}`` is formatted with the image's
+split first (``/data/{split}.zip``; a URL ``http://host/{split}/`` is then followed by
+``<file_name>`` only). Without a root, each image's ``coco_url``.
 
 Guarantees: a ``file_name`` that could land outside the destination (absolute, ``..``, a
 drive letter, a NUL, empty) is rejected before anything is written; transfers run in a
@@ -108,7 +109,8 @@ def locate(job: ImageJob, image_root: str | None) -> tuple[object, str]:
         return fs, path
     templated = "{split}" in image_root
     root = image_root.replace("{split}", job.split)
-    candidates = [rel] if templated else [f"{job.split}/{rel}", rel]
+    # official image zips hold "<split>/<file_name>", hand-made ones often just "<file_name>"
+    candidates = [f"{job.split}/{rel}", rel]
     if root.lower().endswith(".zip"):
         fs = _zip_fs(root)
         for c in candidates:
@@ -240,9 +242,10 @@ def _pool(fn, jobs: list, threads: int, progress: Progress | None, phase: str = 
                 progress(phase, done, len(jobs))
     if failures:
         job, err = failures[0]
+        first = str(err) if str(err).startswith("image id=") else f"image id={job.image_id!r}: {err}"
         raise ExportError(
-            f"{len(failures)} of {len(jobs)} images could not be written; first: {job.file_name} "
-            f"(image id={job.image_id!r}): {err}. Files already written stay; run the export again to resume"
+            f"{len(failures)} of {len(jobs)} images could not be written; first: {job.file_name}: {first}. "
+            "Files already written stay; run the export again to resume"
         )
     return results
 
