@@ -309,12 +309,13 @@ def _gt_split(wh: Warehouse, manifest, split: str | None, first_image_ids: list)
                 hits = con.execute(
                     f"SELECT split, count(DISTINCT id) FROM ({images}) WHERE list_contains(?, id) "
                     "GROUP BY split ORDER BY 2 DESC, 1", [probe]).fetchall() if probe else []
-                full = [s for s, n in hits if n == len(set(probe))]
-                if len(full) != 1:
+                # the split holding most of the first detections' images (bad ids become bad records)
+                best = [s for s, n in hits if n == hits[0][1]] if hits else []
+                if len(best) != 1:
                     raise CocolakeError(
-                        f"cannot tell which split the detections are for (splits with all of the first "
-                        f"{len(set(probe))} image ids: {', '.join(full) or 'none'}); give --split")
-                split = full[0]
+                        f"cannot tell which split the detections are for (splits with the most of the first "
+                        f"{len(set(probe))} image ids: {', '.join(best) or 'none'}); give --split")
+                split = best[0]
         elif split not in splits:
             raise CocolakeError(f"split {split!r} is not in the warehouse (splits: {', '.join(splits) or 'none'})")
         img = con.execute(
