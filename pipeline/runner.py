@@ -133,9 +133,38 @@ def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
                 if progress:
                     progress(phase, i, total)
         return client.gather(futures)
-    except BaseException:
+    except BaseException as err:
         client.cancel(futures)
+        _wait_for_running(client, {f.key for f in futures})
+        if type(err).__name__ == "KilledWorker":  # distributed.KilledWorker
+            raise CocolakeError(
+                f"{phase}: Dask workers died while running task {err.task!r} "
+                f"(the last one at {getattr(err.last_worker, 'address', err.last_worker)}); nothing was "
+                "committed. Workers that die are often out of memory: give them more, or use a smaller --chunk-mb"
+            ) from err
         raise
+
+
+def _wait_for_running(client, keys: set, timeout: float = 60.0) -> None:
+    """Wait until cancelled tasks that already run have ended.
+
+    A running task cannot be stopped (it is a thread): it finishes and writes its part even
+    after ``cancel``. The clean-up after a failure must come after that write, or the part
+    stays behind (unreferenced, until the next commit's garbage collection).
+    """
+
+    def running(dask_worker, keys=keys) -> int:
+        return sum(1 for ts in dask_worker.state.all_running_tasks if ts.key in keys)
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not any(client.run(running).values()):
+                return
+        except Exception:  # noqa: BLE001 - a lost scheduler or worker: nothing more to wait for
+            return
+        time.sleep(0.1)
+    log.warning("tasks still running %.0f s after the ingest failed; their parts may stay behind", timeout)
 
 
 def run_ingest(

@@ -29,5 +29,6 @@ def mini_warehouse(coco_mini, tmp_path_factory):
     run_ingest([str(coco_mini / "annotations")], warehouse=str(root), dataset="mini", workers=1)
     return str(root), "mini"
 
-# the loopback HTTP server fixture (`http_server`), see tests/httpserver.py
-pytest_plugins = ["tests.httpserver"]
+# the loopback HTTP server fixture (`http_server`), see tests/httpserver.py;
+# a Dask cluster of worker processes and an S3 server (`dask_cluster`, `s3_storage`), see tests/services.py
+pytest_plugins = ["tests.httpserver", "tests.services"]

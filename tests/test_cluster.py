@@ -1,0 +1,108 @@
+"""The unchanged ingest graph on a real Dask cluster: a scheduler and worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline import synth
+from pipeline.errors import CocolakeError
+from pipeline.runner import run_ingest
+from pipeline.warehouse import MANIFEST, Warehouse
+from tests.services import DaskCluster
+from tests.test_per_image import _sa1b_doc
+
+pytestmark = pytest.mark.slow
+
+TABLES = ("images", "annotations", "keypoints", "captions", "categories", "licenses", "info", "rejects")
+
+
+def _tables(wh: Warehouse) -> dict[str, pa.Table]:
+    m = wh.require_manifest()
+    return {t: wh.read_table(t, manifest=m) for t in TABLES}
+
+
+def _parts(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet"))
+
+
+def test_coco_mini_through_the_cluster_equals_a_local_run(dask_cluster, coco_mini, tmp_path):
+    src = str(coco_mini / "annotations")
+    run_ingest([src], warehouse=str(tmp_path / "local"), dataset="d", workers=1, chunk_bytes=50_000)
+    report = run_ingest([src], warehouse=str(tmp_path / "cluster"), dataset="d", scheduler=dask_cluster,
+                        chunk_bytes=50_000)
+    assert report.rows[("annotations", "val2017")] > 0
+    local, cluster = _tables(Warehouse(str(tmp_path / "local"), "d")), _tables(Warehouse(str(tmp_path / "cluster"), "d"))
+    for table in TABLES:
+        assert cluster[table].equals(local[table]), table
+    assert _parts(tmp_path / "cluster") == _parts(tmp_path / "local")
+
+
+def test_a_per_image_set_through_the_cluster(dask_cluster, tmp_path):
+    """Batches of small files are tasks like any other: same parts as a local run."""
+    rng = np.random.default_rng(5)
+    src = tmp_path / "sa1b"
+    src.mkdir()
+    for i in range(120):
+        (src / f"sa_{i}.json").write_text(json.dumps(_sa1b_doc(rng, i)))
+    run_ingest([str(src)], warehouse=str(tmp_path / "local"), dataset="d", workers=1, batch_files=16)
+    run_ingest([str(src)], warehouse=str(tmp_path / "cluster"), dataset="d", scheduler=dask_cluster, batch_files=16)
+    local, cluster = _tables(Warehouse(str(tmp_path / "local"), "d")), _tables(Warehouse(str(tmp_path / "cluster"), "d"))
+    for table in TABLES:
+        assert cluster[table].equals(local[table]), table
+    assert len(Warehouse(str(tmp_path / "cluster"), "d").require_manifest().files("images")) == 120 // 16 + 1
+
+
+@pytest.mark.parametrize("allowed_failures", ["3", "0"], ids=["retried", "not-retried"])
+def test_a_killed_worker_is_retried_or_nothing_is_committed(tmp_path, allowed_failures):
+    """SIGKILL one worker process while tasks run.
+
+    With Dask's default of 3 allowed failures the scheduler reruns the lost tasks on the
+    other worker and the run commits the same tables as a local run; with none allowed
+    the run fails and the previous version stays exactly as it was, without stray parts.
+    """
+    synth.generate(tmp_path / "synth", images=300, seed=7)
+    src = str(tmp_path / "synth" / "annotations")
+    root = tmp_path / "wh"
+    wh = Warehouse(str(root), "d")
+    run_ingest([src], warehouse=str(root), dataset="d", workers=1, chunk_bytes=20_000)
+    before = _tables(wh)
+    manifest_before = (root / "d" / MANIFEST).read_bytes()
+    parts_before = _parts(root / "d")
+
+    config = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": allowed_failures}
+    with DaskCluster(tmp_path / "dask", config=config) as cluster:
+        victim = sorted(cluster.worker_pids().values())[0]
+        killed = []
+
+        def progress(phase, done, total):
+            if phase == "ingest" and done >= 3 and not killed:
+                assert total - done > 10, "too few tasks left to kill a worker mid-ingest"
+                os.kill(victim, signal.SIGKILL)
+                killed.append(done)
+
+        def ingest():
+            return run_ingest([src], warehouse=str(root), dataset="d", scheduler=cluster.address,
+                              chunk_bytes=20_000, progress=progress)
+
+        if allowed_failures == "0":
+            with pytest.raises(CocolakeError, match="Dask workers died while running task .*nothing was committed"):
+                ingest()
+            assert killed
+            assert (root / "d" / MANIFEST).read_bytes() == manifest_before
+            assert _parts(root / "d") == parts_before
+            return
+        report = ingest()
+        cluster.wait_for_workers(2)  # the nanny restarted the worker it lost
+    assert killed and report.version == 2
+    after = _tables(wh)
+    for table in TABLES:
+        assert after[table].equals(before[table]), table
+    # the new version's parts, and the previous version's (kept one commit for readers)
+    m = wh.require_manifest()
+    assert set(_parts(root / "d")) == {p.path for p in m.parts} | set(m.previous_parts)
