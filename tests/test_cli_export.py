@@ -34,7 +34,7 @@ def test_giraffe_subset_as_coco(mini_warehouse, coco_mini, tmp_path, capsys):
 def test_sql_file_split_options_and_yolo(mini_warehouse, tmp_path, capsys):
     wh, ds = mini_warehouse
     query = tmp_path / "pick.sql"
-    query.write_text("-- wide images\nSELECT id AS image_id, split FROM images WHERE width > 600;\n")
+    query.write_text("-- wide images\nSELECT id AS image_id, split FROM images WHERE width > 600; -- landscape\n")
     code, _, err = _run(capsys, "--warehouse", wh, "--dataset", ds, "--sql", str(query), "--split", "val2017",
                         "--format", "yolo", "--out", str(tmp_path / "y"), "--images", "none",
                         "--split-ratio", "0.5", "--seed", "7", "--task", "segment", "--include-crowd")

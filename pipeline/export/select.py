@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import tempfile
 
 import duckdb
@@ -145,15 +146,15 @@ def select(con, opts: ExportOptions, splits: list[str]) -> Selection:
         what = f"--where {opts.where!r}"
         # the predicate is checked on its own first, so that ") UNION SELECT ..." and
         # "; COPY ..." are refused before anything runs
-        _check_single_select(f"SELECT 1 FROM annotations_enriched WHERE ({opts.where})", what)
+        _check_single_select(f"SELECT 1 FROM annotations_enriched WHERE ({opts.where}\n)", what)
         column = "image_id" if opts.keep == "all" else "id"
         query = (f"SELECT DISTINCT CAST(split AS VARCHAR) AS split, {column} AS id "
-                 f"FROM annotations_enriched WHERE list_contains(?, split) AND ({opts.where})")
+                 f"FROM annotations_enriched WHERE list_contains(?, split) AND ({opts.where}\n)")
         _run(con, f"CREATE OR REPLACE TEMP TABLE export_sel AS {query}", [splits], what)
         mode, has_split = ("images" if opts.keep == "all" else "annotations"), True
     else:
         what = "--sql " + _shorten(opts.sql)
-        text = opts.sql.strip().rstrip(";").strip()
+        text = _TRAILING_SEMICOLON.sub("", opts.sql.strip())
         _check_single_select(text, what)
         try:
             cols = [d[0].lower() for d in con.execute(f"DESCRIBE {text}").fetchall()]
@@ -171,18 +172,22 @@ def select(con, opts: ExportOptions, splits: list[str]) -> Selection:
         if mode == "annotations" and opts.keep == "all":
             # whole images: the images of the picked annotations
             ann_match = "a.split = q.split AND " if has_split else ""
-            query = (f"SELECT DISTINCT a.split, a.image_id AS id FROM ({text}) AS q "
+            query = (f"SELECT DISTINCT a.split, a.image_id AS id FROM ({text}\n) AS q "
                      f"JOIN raw_annotations AS a ON {ann_match}a.id = q.{column} "
                      "WHERE list_contains(?, a.split)")
             mode, has_split = "images", True
         else:
-            query = (f"SELECT DISTINCT {split_col} AS split, q.{column} AS id FROM ({text}) AS q "
+            query = (f"SELECT DISTINCT {split_col} AS split, q.{column} AS id FROM ({text}\n) AS q "
                      f"WHERE q.{column} IS NOT NULL" + (" AND list_contains(?, q.split)" if has_split else ""))
         params = [splits] if "list_contains(?" in query else []
         _run(con, f"CREATE OR REPLACE TEMP TABLE export_sel AS {query}", params, what)
     count = con.execute("SELECT count(*) FROM export_sel").fetchone()[0]
     log.debug("%s picked %d %s", what, count, mode)
     return Selection(mode, "export_sel", has_split, count)
+
+
+# the end of a statement: ";" followed by nothing but blanks and "--" comments
+_TRAILING_SEMICOLON = re.compile(r";\s*(--[^\n]*\s*)*$")
 
 
 def _shorten(sql: str, limit: int = 120) -> str:
