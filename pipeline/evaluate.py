@@ -480,58 +480,80 @@ def match(pairs: Pairs, rank: np.ndarray, gt_ig: np.ndarray, crowd: np.ndarray, 
 # ---------------------------------------------------------------------------- accumulate
 
 
-def accumulate(params: Params, dt: Objects, rank: np.ndarray, matched: np.ndarray, dt_ig: np.ndarray,
+def accumulate(params: Params, dt: Objects, rank: np.ndarray, matched: list, dt_ig: list,
                npig: np.ndarray, n_cat: int):
-    """COCOeval.accumulate: precision [T,R,K,A,M], recall [T,K,A,M], scores [T,R,K,A,M]."""
+    """COCOeval.accumulate: precision [T,R,K,A,M], recall [T,K,A,M], scores [T,R,K,A,M].
+
+    Only true positives move recall, and between two of them precision only falls, so the
+    interpolated precision at a recall threshold is the best precision at the true
+    positives from the first one that reaches it: everything is computed on the true
+    positives of each (threshold, category), found in one pass over the sorted detections.
+    """
     T, R, A, M = len(params.iou_thrs), len(params.rec_thrs), len(params.area_rng), len(params.max_dets)
     precision = -np.ones((T, R, n_cat, A, M))
     recall = -np.ones((T, n_cat, A, M))
     scores = -np.ones((T, R, n_cat, A, M))
+    # COCOeval's order: by category, then score (stable: image order, then rank in the image)
     order = np.lexsort((rank, dt.img, -dt.score, dt.cat))
-    for m, max_det in enumerate(params.max_dets):
-        sel = order[rank[order] < max_det]
-        cat = dt.cat[sel]
-        score = dt.score[sel]
-        cb = np.searchsorted(cat, np.arange(n_cat + 1))
-        n = len(sel)
-        seg_rev = (n_cat - 1 - cat)[::-1].astype(float)  # segment index along the reversed array
-        for a in range(A):
-            has = npig[:, a] > 0
-            ks = np.flatnonzero(has)
-            tps = matched[a][:, sel] & ~dt_ig[a][:, sel]
-            fps = ~matched[a][:, sel] & ~dt_ig[a][:, sel]
-            tp = _segment_cumsum(tps, cat, cb)
-            fp = _segment_cumsum(fps, cat, cb)
-            denom = npig[cat, a].astype(float)
+    rank_o = rank[order]
+    for a in range(A):
+        ks = np.flatnonzero(npig[:, a] > 0)
+        need = _needed(npig[ks, a], params.rec_thrs)  # true positives that reach each recall threshold
+        tp_all = (matched[a] & ~dt_ig[a])[:, order]
+        counted_all = ~dt_ig[a][:, order]
+        for m, max_det in enumerate(params.max_dets):
+            cols = rank_o < max_det
+            full = bool(cols.all())
+            sel = order if full else order[cols]
+            tp = tp_all if full else tp_all[:, cols]
+            counted = counted_all if full else counted_all[:, cols]
+            cat, score = dt.cat[sel], dt.score[sel]
+            cb = np.searchsorted(cat, np.arange(n_cat + 1))
+            nd = np.diff(cb)
+            ccum = np.cumsum(counted, axis=1, dtype=np.int64)
+            t_idx, pos = np.nonzero(tp)  # sorted by threshold, then position (so by category)
+            k_of = cat[pos]
+            first = cb[k_of]
+            c = ccum[t_idx, pos] - np.where(first > 0, ccum[t_idx, np.maximum(first - 1, 0)], 0)
+            grp = t_idx * n_cat + k_of
+            gstart = np.searchsorted(grp, np.arange(T * n_cat + 1))
+            ntp = np.diff(gstart).reshape(T, n_cat)
+            j = np.arange(len(grp)) - gstart[grp] + 1
+            pr = j / (c.astype(float) + np.spacing(1))  # COCOeval: tp / (fp + tp + eps)
+            # best precision from each true positive on, within its (threshold, category): a
+            # running max from the right, kept from crossing groups by offsets that grow leftwards
+            off = 2.0 * (T * n_cat - grp)
+            env = np.maximum.accumulate((pr + off)[::-1])[::-1] - off
             with np.errstate(divide="ignore", invalid="ignore"):
-                rc = np.where(denom > 0, tp / np.where(denom > 0, denom, 1), 0.0)
-            pr = tp / (fp + tp + np.spacing(1))
-            # interpolated precision: running max from the right, within each category
-            env = (np.maximum.accumulate(pr[:, ::-1] + 2 * seg_rev, axis=1) - 2 * seg_rev)[:, ::-1]
-            last = cb[1:] - 1
-            nd = cb[1:] - cb[:-1]
-            rec = np.where(nd > 0, rc[:, np.maximum(last, 0)] if n else 0.0, 0.0)
-            recall[:, ks, a, m] = rec[:, ks] if n else 0.0
-            queries = (ks[:, None] + 1j * params.rec_thrs[None, :]).ravel()
-            for t in range(T):
-                key = cat + 1j * rc[t]
-                pi = np.searchsorted(key, queries, side="left").reshape(len(ks), R)
-                valid = pi < cb[ks + 1][:, None]
-                pic = np.minimum(pi, max(n - 1, 0))
-                if n:
-                    precision[t, :, ks, a, m] = np.where(valid, env[t, pic], 0.0)
-                    scores[t, :, ks, a, m] = np.where(valid, score[pic], 0.0)
-                else:
-                    precision[t, :, ks, a, m] = 0.0
-                    scores[t, :, ks, a, m] = 0.0
+                recall[:, ks, a, m] = np.where(nd[ks] > 0, ntp[:, ks] / npig[ks, a].astype(float), 0.0)
+            if not len(ks):
+                continue
+            g0 = gstart[:-1].reshape(T, n_cat)[:, ks][:, :, None]  # (T, k, 1)
+            n_t = ntp[:, ks][:, :, None]
+            idx = g0 + need[None] - 1
+            hit = (need[None] >= 1) & (need[None] <= n_t)
+            safe = np.clip(idx, 0, max(len(env) - 1, 0))
+            q = np.where(hit, env[safe] if len(env) else 0.0, 0.0)
+            ss = np.where(hit, score[pos[safe]] if len(env) else 0.0, 0.0)
+            # recall threshold 0: the first detection of the category (any, if there is one)
+            zero = (need[None] == 0) & (nd[ks] > 0)[None, :, None]
+            best = np.where(n_t > 0, env[np.clip(g0, 0, max(len(env) - 1, 0))] if len(env) else 0.0, 0.0)
+            q = np.where(zero, best, q)
+            ss = np.where(zero, score[np.minimum(cb[ks], max(len(score) - 1, 0))][None, :, None]
+                          if len(score) else 0.0, ss)
+            precision[:, :, ks, a, m] = q.transpose(0, 2, 1)
+            scores[:, :, ks, a, m] = ss.transpose(0, 2, 1)
     return precision, recall, scores
 
 
-def _segment_cumsum(x: np.ndarray, cat: np.ndarray, cb: np.ndarray) -> np.ndarray:
-    c = np.cumsum(x, axis=1)
-    start = cb[:-1][cat]
-    before = np.where(start > 0, c[:, np.maximum(start - 1, 0)], 0) if x.shape[1] else c
-    return (c - before).astype(float)
+def _needed(npig: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
+    """(K, R): the fewest true positives j with j / npig >= threshold, in COCOeval's float arithmetic."""
+    n = npig.astype(float)[:, None]
+    j = np.clip(np.ceil(rec_thrs[None, :] * n).astype(np.int64), 0, npig[:, None])
+    for _ in range(4):  # the product may round either way: settle on the exact boundary
+        j = np.minimum(j + (j / n < rec_thrs[None, :]), npig[:, None])
+        j = j - ((j >= 1) & ((j - 1) / n >= rec_thrs[None, :]))
+    return j
 
 
 def summarize(params: Params, precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
