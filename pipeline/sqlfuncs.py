@@ -101,25 +101,20 @@ def rle_bbox(counts, sizes) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(boxes.reshape(-1)))
 
 
-def _runs(name: str, counts, sizes, parsed_sizes=None):
+def _runs(name: str, counts, sizes):
     """Runs + offsets + sizes of a batch of strings. masks has no public batch parser:
     ``_rles`` is its validated one, shared here rather than written twice."""
-    sz = _sizes(sizes) if parsed_sizes is None else parsed_sizes
-    return _checked(name, lambda: masks._rles(counts, sz), counts, sizes)
+    return _checked(name, lambda: masks._rles(counts, _sizes(sizes)), counts, sizes)
 
 
-def pair_iou(a, b, box_a: np.ndarray, box_b: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-    """IoU of mask a[i] with mask b[i] for every i, as pycocotools ``rleIou`` gives each pair.
+def pair_iou(a, b, crowd: np.ndarray) -> np.ndarray:
+    """Mask IoU of a[i] with b[i] for every i (parsed batches of the same sizes, pairwise).
 
-    ``a``/``b`` are parsed batches (runs + offsets + sizes), ``box_a``/``box_b`` their
-    ``toBbox`` boxes. pycocotools takes the box IoU first and looks at the pixels only when
-    it is > 0: boxes that do not overlap give 0 (whatever the sizes), masks of different
-    sizes give -1, and a crowd ``b`` divides by ``a``'s area instead of the union.
-
-    The intersection is computed for the whole batch at once: every mask's run starts are
+    A crowd ``b`` divides the intersection by ``a``'s area instead of the union, as
+    pycocotools does. The whole batch is computed at once: every mask's run starts are
     shifted by (pair index) * 2**30, so ``b``'s starts form one sorted array, and the
-    foreground of ``b`` covered by each foreground run of ``a`` is a difference of a
-    cumulative count found with ``searchsorted``.
+    pixels of ``b`` under each foreground run of ``a`` are a difference of a cumulative
+    count found with ``searchsorted``.
     """
     n = len(a.heights)
     if n == 0:
@@ -140,7 +135,7 @@ def pair_iou(a, b, box_a: np.ndarray, box_b: np.ndarray, crowd: np.ndarray) -> n
     b_before = np.cumsum(b_fg * b_len) - b_fg * b_len  # b's foreground before each run
 
     def covered(p):
-        """b's foreground pixels from the start of the pair's mask up to global position p."""
+        """b's foreground pixels before global position p (differences stay within a pair)."""
         k = np.searchsorted(b_start, p, side="right") - 1
         return b_before[k] + b_fg[k] * np.minimum(p - b_start[k], b_len[k])
 
@@ -150,21 +145,30 @@ def pair_iou(a, b, box_a: np.ndarray, box_b: np.ndarray, crowd: np.ndarray) -> n
     area_a = np.bincount(a_owner, weights=a_fg * a_len, minlength=n)
     area_b = np.bincount(b_owner, weights=b_fg * b_len, minlength=n)
     union = np.where(crowd, area_a, area_a + area_b - inter)
-    iou = np.divide(inter, union, out=np.zeros(n), where=(inter > 0) & (union > 0))
-
-    w = np.minimum(box_a[:, 0] + box_a[:, 2], box_b[:, 0] + box_b[:, 2]) - np.maximum(box_a[:, 0], box_b[:, 0])
-    h = np.minimum(box_a[:, 1] + box_a[:, 3], box_b[:, 1] + box_b[:, 3]) - np.maximum(box_a[:, 1], box_b[:, 1])
-    same_size = (a.heights == b.heights) & (a.widths == b.widths)
-    return np.where((w > 0) & (h > 0), np.where(same_size, iou, -1.0), 0.0)
+    return np.divide(inter, union, out=np.zeros(n), where=(inter > 0) & (union > 0))
 
 
 def rle_iou(a_counts, a_sizes, b_counts, b_sizes, iscrowd) -> pa.Array:
+    """pycocotools ``rleIou`` pair by pair: it takes the box IoU first and looks at the
+    pixels only when that is > 0, so boxes that do not overlap give 0 whatever the sizes,
+    and masks of different sizes whose boxes overlap give -1."""
     a_sz, b_sz = _sizes(a_sizes), _sizes(b_sizes)
-    a, b = _runs("rle_iou", a_counts, a_sizes, a_sz), _runs("rle_iou", b_counts, b_sizes, b_sz)
-    box_a = np.asarray(masks.bbox(a_counts, a_sz)).reshape(-1, 4)
-    box_b = np.asarray(masks.bbox(b_counts, b_sz)).reshape(-1, 4)
+    box_a = np.asarray(_checked("rle_iou", lambda: masks.bbox(a_counts, a_sz), a_counts, a_sizes)).reshape(-1, 4)
+    box_b = np.asarray(_checked("rle_iou", lambda: masks.bbox(b_counts, b_sz), b_counts, b_sizes)).reshape(-1, 4)
+    a_sz, b_sz = np.asarray(a_sz, np.int64).reshape(-1, 2), np.asarray(b_sz, np.int64).reshape(-1, 2)
     crowd = _combine(iscrowd).to_numpy(zero_copy_only=False).astype(bool)
-    return pa.array(pair_iou(a, b, box_a, box_b, crowd), pa.float64())
+    w = np.minimum(box_a[:, 0] + box_a[:, 2], box_b[:, 0] + box_b[:, 2]) - np.maximum(box_a[:, 0], box_b[:, 0])
+    h = np.minimum(box_a[:, 1] + box_a[:, 3], box_b[:, 1] + box_b[:, 3]) - np.maximum(box_a[:, 1], box_b[:, 1])
+    overlap = (w > 0) & (h > 0)
+    same_size = (a_sz == b_sz).all(axis=1)
+    out = np.where(overlap & ~same_size, -1.0, 0.0)
+    need = np.flatnonzero(overlap & same_size)
+    if need.size:
+        take = pa.array(need)
+        a = masks._rles(_combine(a_counts).take(take), a_sz[need])
+        b = masks._rles(_combine(b_counts).take(take), b_sz[need])
+        out[need] = pair_iou(a, b, crowd[need])
+    return pa.array(out, pa.float64())
 
 
 def rle_runs(counts, sizes) -> pa.Array:
@@ -174,15 +178,22 @@ def rle_runs(counts, sizes) -> pa.Array:
 
 
 def rle_decode(counts, sizes) -> pa.Array:
-    """One 1-bit PNG per mask (Pillow reads it back as mode "1"; ``np.array(img)`` is bool)."""
+    """One 1-bit PNG per mask (Pillow reads it back as mode "1"; ``np.array(img)`` is bool).
+
+    The runs are parsed (and checked) for the whole batch at once; each mask is then the
+    alternating 0/1 runs laid out column by column, as pycocotools ``decode`` gives it.
+    """
     from PIL import Image
 
-    sz = _sizes(sizes)
-    _runs("rle_decode", counts, sizes, sz)  # all valid before the first PNG
+    r = _runs("rle_decode", counts, sizes)
     out = []
-    for text, size in zip(_combine(counts).to_pylist(), sz if isinstance(sz, list) else sz.tolist()):
+    for i in range(len(r.heights)):
+        runs = r.counts[r.offsets[i]:r.offsets[i + 1]]
+        flat = np.repeat(np.arange(len(runs)) % 2 == 1, runs)
+        mask = flat.reshape((int(r.heights[i]), int(r.widths[i])), order="F")
         buf = io.BytesIO()
-        Image.fromarray(masks.decode(text, size).astype(bool)).save(buf, format="PNG", optimize=False)
+        # level 1: masks compress well anyway, and the default level is 3x slower
+        Image.fromarray(mask).save(buf, format="PNG", compress_level=1)
         out.append(buf.getvalue())
     return pa.array(out, pa.binary())
 

@@ -148,6 +148,7 @@ def connect(
     if manifest is None:
         raise WarehouseError(f"{wh.url('')}: no warehouse here; run `cocolake ingest` first")
     con = duckdb.connect(database)
+    con.execute("SET enable_progress_bar = false")  # standard output carries query results
     register_filesystem(con, wh)
     if functions:
         from . import sqlfuncs

@@ -22,6 +22,10 @@ COMMANDS = {
     "export": "export",
     "ingest-results": "ingest_results",
     "evaluate": "evaluate",
+    "sql": "sql",
+    "views": "views",
+    "query": "query",
+    "check": "check",
 }
 
 

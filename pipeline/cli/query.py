@@ -1,0 +1,43 @@
+"""``cocolake query [NAME]``: run a ready-made analysis query of ``sql/queries``.
+
+Without NAME, lists the queries with what one row of each is.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .sql import add_output_options, add_warehouse_options, connect, write_result
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "query",
+        help="run a ready-made analysis query (list them without NAME)",
+        description="Run one of the analysis queries in sql/queries (class balance, boxes per image, "
+        "tiny objects, crowd share, keypoint visibility, caption lengths, images without annotations, "
+        "category co-occurrence). Without NAME, list them.",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="the query's name (its file name without .sql)")
+    add_warehouse_options(p)
+    add_output_options(p, default="table")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import checks
+
+    if not args.name:
+        found = checks.queries()
+        width = max(len(n) for n in found)
+        for name, f in found.items():
+            print(f"{name:<{width}}  {checks.description(f)}")
+        return 0
+    con = connect(args)
+    try:
+        table = checks.run_query(con, args.name)
+    finally:
+        con.close()
+    fmt = args.format or (None if args.out else "table")
+    write_result(table, fmt, args.out)
+    return 0

@@ -1,0 +1,206 @@
+"""``cocolake sql "SELECT ..."`` (or ``--file q.sql``): run SQL over the warehouse views.
+
+Also the helpers the other SQL commands (views, query, check, report) share: the
+warehouse options and writing a result as a table, CSV, JSON or Parquet.
+
+The connection only reads: statements other than SELECT/EXPLAIN are refused, and DuckDB
+may open no file but the parts the manifest lists, unless ``--allow-external-access``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import datetime as _dt
+import decimal
+import io
+import json
+import math
+import pathlib
+import sys
+
+import pyarrow as pa
+
+from ..errors import ConfigError, QueryError
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+# ------------------------------------------------------------------ shared options
+def add_warehouse_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--warehouse", help="warehouse directory or fsspec URL (default: warehouse)")
+    p.add_argument("--dataset", help="dataset name: the warehouse sub-directory (default: demo)")
+    p.add_argument("--config", metavar="FILE",
+                   help="take warehouse, dataset (and image root) from this YAML config; options given here win")
+
+
+def settings(args) -> dict:
+    """warehouse, dataset and image_root from the options, then the config, then defaults."""
+    found = {"warehouse": "warehouse", "dataset": "demo", "image_root": None}
+    if getattr(args, "config", None):
+        from ..config import load_config
+
+        cfg = load_config(args.config)
+        found.update(warehouse=cfg.warehouse, dataset=cfg.dataset, image_root=cfg.image_root)
+    for key in found:
+        value = getattr(args, key, None)
+        if value is not None:
+            found[key] = value
+    return found
+
+
+def connect(args, *, restrict: bool = True, functions: bool = True):
+    from ..views import connect as views_connect
+
+    s = settings(args)
+    return views_connect(s["warehouse"], s["dataset"], restrict=restrict, functions=functions)
+
+
+def add_output_options(p: argparse.ArgumentParser, default: str = "csv") -> None:
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help=f"output format (default: from the --out file's extension, else {default})")
+    p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+
+
+# ------------------------------------------------------------------ writing results
+def _plain(value):
+    """A Python value as JSON/CSV can hold it: bytes as base64, lists and structs as is."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (_dt.date, _dt.datetime, _dt.time, _dt.timedelta)):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _cell(value) -> str:
+    """A CSV/table cell: empty for NULL, JSON for lists and structs."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    value = _plain(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return str(value)
+
+
+def to_csv(table: pa.Table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(table.column_names)
+    for row in table.to_pylist():
+        w.writerow([_cell(v) for v in row.values()])
+    return buf.getvalue()
+
+
+def to_json(table: pa.Table) -> str:
+    """A JSON array of row objects, one row per line."""
+    rows = [json.dumps({k: _plain(v) for k, v in r.items()}, ensure_ascii=False) for r in table.to_pylist()]
+    return "[\n" + ",\n".join(rows) + ("\n" if rows else "") + "]\n"
+
+
+def render_table(table: pa.Table, max_rows: int = 50, max_width: int = 40) -> str:
+    """A plain-text table: header, rule, rows (cells cut at max_width), and a row count."""
+    names = table.column_names
+    shown = table.slice(0, max_rows).to_pylist()
+    cells = [[_cut(_cell(v) if v is not None else "NULL", max_width) for v in r.values()] for r in shown]
+    widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
+    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [line(names), line(["-" * w for w in widths])] + [line(r) for r in cells]
+    more = table.num_rows - len(shown)
+    noun = "row" if table.num_rows == 1 else "rows"
+    out.append(f"({table.num_rows} {noun}" + (f", first {len(shown)} shown)" if more > 0 else ")"))
+    return "\n".join(out) + "\n"
+
+
+def _cut(text: str, width: int) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def write_result(table: pa.Table, fmt: str | None, out: str | None) -> None:
+    """Write to --out (format from --format or its extension) or standard output."""
+    if fmt is None:
+        suffix = pathlib.Path(out).suffix.lower().lstrip(".") if out else ""
+        fmt = {"csv": "csv", "json": "json", "parquet": "parquet", "pq": "parquet", "txt": "table"}.get(suffix, "csv")
+    if fmt == "parquet":
+        if not out:
+            raise ConfigError("--format parquet needs --out FILE (Parquet is binary)")
+        import pyarrow.parquet as pq
+
+        _parent(out)
+        pq.write_table(table, out)
+        return
+    text = {"csv": to_csv, "json": to_json, "table": render_table}[fmt](table)
+    if out:
+        _parent(out)
+        pathlib.Path(out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _parent(out: str) -> None:
+    parent = pathlib.Path(out).parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: directory {parent} does not exist")
+
+
+# ------------------------------------------------------------------ the command
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "sql",
+        help="run SQL over the warehouse views",
+        description="Run SQL over the views of sql/views (images, annotations, annotations_enriched, "
+        "category_stats, ...) with the mask functions (rle_area, rle_bbox, rle_iou, rle_decode, ...). "
+        "Read-only: only SELECT/EXPLAIN statements run and no file but the warehouse's parts is opened.",
+    )
+    p.add_argument("query", nargs="?", help="the SQL text (or use --file)")
+    p.add_argument("--file", metavar="FILE", help="read the SQL from this file")
+    add_warehouse_options(p)
+    add_output_options(p)
+    p.add_argument("--allow-external-access", action="store_true",
+                   help="lift the read-only guard: any statement, any file (COPY, read_csv of other files, ...)")
+    return p
+
+
+def read_query(args) -> str:
+    if bool(args.query) == bool(args.file):
+        raise ConfigError('give the SQL as an argument or with --file FILE (one of them): cocolake sql "SELECT 1"')
+    if args.file:
+        try:
+            return pathlib.Path(args.file).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"--file {args.file}: {err.strerror or err}") from None
+    return args.query
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..views import run_sql
+
+    text = read_query(args)
+    free = args.allow_external_access
+    con = connect(args, restrict=not free)
+    try:
+        table = run_sql(con, text, read_only=not free)
+    finally:
+        con.close()
+    if table is None:
+        if args.out:
+            raise QueryError("the last statement returns no rows to write")
+        return 0
+    write_result(table, args.format, args.out)
+    return 0
