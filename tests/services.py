@@ -4,8 +4,9 @@
   (one single-threaded worker each), started from this virtualenv; yields the scheduler
   address once both workers are connected. ``DaskCluster`` is the same as a context
   manager, for a test that needs a cluster of its own (one it may damage).
-- ``s3_storage`` (session): a moto S3 server with the bucket ``BUCKET``; yields the s3fs
-  storage options. Worker processes reach it over HTTP like any client.
+- ``s3_storage`` (session): ``moto_server`` (an S3-compatible server) with the bucket
+  ``BUCKET``; yields the s3fs storage options. Worker processes reach it over HTTP like
+  any client.
 
 Every process is started in its own session and its whole process group is terminated
 afterwards (SIGTERM, then SIGKILL), whatever happened; the logs go to files that a
@@ -113,20 +114,7 @@ class DaskCluster:
 
     def stop(self) -> None:
         """SIGTERM every process group, then SIGKILL what is still there."""
-        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            for p in self.procs:
-                try:
-                    os.killpg(p.pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + grace
-            for p in self.procs:
-                try:
-                    p.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
-            if all(p.poll() is not None and not _group_alive(p.pid) for p in self.procs):
-                break
+        _stop_groups(self.procs)
         self.procs.clear()
 
     def __enter__(self) -> DaskCluster:
@@ -139,6 +127,24 @@ class DaskCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _stop_groups(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM the process group of each process (each leads its own), then SIGKILL the rest."""
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for p in procs:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        if all(p.poll() is not None and not _group_alive(p.pid) for p in procs):
+            return
 
 
 def _group_alive(pgid: int) -> bool:
@@ -158,19 +164,59 @@ def dask_cluster(tmp_path_factory):
         yield cluster.address
 
 
+class MotoServer:
+    """``moto_server`` (an S3-compatible server) on 127.0.0.1, in a process of its own."""
+
+    def __init__(self, workdir: Path, timeout: float = 30):
+        self.workdir = Path(workdir)
+        self.timeout = timeout
+        self.proc: subprocess.Popen | None = None
+        self.endpoint: str | None = None
+
+    def start(self) -> str:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        log = self.workdir / "moto.log"
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], cwd=self.workdir,
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        self.endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return self.endpoint
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start\n{log.read_text(errors='replace')[-3000:]}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_groups([self.proc])
+            self.proc = None
+
+    def __enter__(self) -> MotoServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 @pytest.fixture(scope="session")
-def s3_storage():
+def s3_storage(tmp_path_factory):
     """s3fs storage options for a moto S3 server on 127.0.0.1 that has the bucket ``BUCKET``."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
+    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
+        boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id="x", aws_secret_access_key="x",
                      region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        yield {"key": "x", "secret": "x", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-    finally:
-        server.stop()
+        yield {"key": "x", "secret": "x",
+               "client_kwargs": {"endpoint_url": server.endpoint, "region_name": "us-east-1"}}

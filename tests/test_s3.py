@@ -1,0 +1,107 @@
+"""Object storage end to end: sources, warehouse and images on s3:// (a moto server on 127.0.0.1).
+
+The ingest runs on the Dask cluster of ``tests/services.py``: its worker processes get the
+S3 endpoint and credentials inside the tasks, read their byte ranges from S3 and write
+their parts to S3; the client only lists, plans and commits.
+"""
+
+from __future__ import annotations
+
+import json
+
+import fsspec
+import numpy as np
+import pytest
+
+from pipeline import views
+from pipeline.runner import run_ingest
+from pipeline.warehouse import Warehouse
+from tests.services import BUCKET
+from tests.test_per_image import _sa1b_doc
+
+pytestmark = pytest.mark.slow
+
+TABLES = ("images", "annotations", "keypoints", "captions", "categories", "licenses", "info", "rejects")
+WAREHOUSE = f"s3://{BUCKET}/warehouse"
+
+
+@pytest.fixture(scope="module")
+def s3_mini(s3_storage, coco_mini, dask_cluster):
+    """coco-mini (annotations and images) uploaded to S3, then ingested through the cluster into S3."""
+    fs = fsspec.filesystem("s3", **s3_storage)
+    for sub in ("annotations", "train2017", "val2017"):
+        fs.put(str(coco_mini / sub) + "/", f"{BUCKET}/coco-mini/{sub}/", recursive=True)
+    report = run_ingest([f"s3://{BUCKET}/coco-mini/annotations/"], warehouse=WAREHOUSE, dataset="mini",
+                        scheduler=dask_cluster, storage_options=s3_storage)
+    return report
+
+
+def test_ingest_from_and_to_s3_equals_the_local_warehouse(s3_storage, s3_mini, mini_warehouse):
+    s3 = Warehouse(WAREHOUSE, "mini", s3_storage)
+    local = Warehouse(*mini_warehouse)
+    m = s3.require_manifest()
+    assert {s["url"] for s in m.sources} == {
+        f"s3://{BUCKET}/coco-mini/annotations/{s['source_file']}" for s in m.sources}
+    assert len(m.sources) == 6
+    for table in TABLES:
+        a, b = s3.read_table(table, manifest=m), local.read_table(table)
+        if a.num_rows or b.num_rows:
+            key = [("split", "ascending"), ("source_file", "ascending"), ("record_index", "ascending")]
+            a, b = a.sort_by(key), b.sort_by(key)
+        assert a.equals(b), table
+    # every listed part is an object in the bucket
+    fs = fsspec.filesystem("s3", **s3_storage)
+    assert all(fs.exists(f"{BUCKET}/warehouse/mini/{p.path}") for p in m.parts)
+
+
+def test_sql_over_the_s3_warehouse(s3_storage, s3_mini, mini_warehouse):
+    query = ("SELECT split, category_name, count(*) AS n, sum(mask_area) AS pixels FROM annotations_enriched "
+             "GROUP BY ALL ORDER BY ALL")
+    con = views.connect(WAREHOUSE, "mini", storage_options=s3_storage)
+    got = con.execute(query).fetchall()
+    expected = views.connect(*mini_warehouse).execute(query).fetchall()
+    assert got == expected and len(got) > 10
+
+
+def test_export_from_the_s3_warehouse_with_images_on_s3(s3_storage, s3_mini, tmp_path, monkeypatch):
+    export = pytest.importorskip("pipeline.export").export
+    from pycocotools.coco import COCO
+
+    # images are fetched by URL from the image root, with the default credentials chain
+    endpoint = s3_storage["client_kwargs"]["endpoint_url"]
+    for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x"), ("AWS_ENDPOINT_URL", endpoint),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    fsspec.filesystem("s3").clear_instance_cache()
+    out = tmp_path / "giraffes"
+    report = export(str(out), warehouse=WAREHOUSE, dataset="mini", where="category_name = 'giraffe'",
+                    splits=("val2017",), format="coco", image_root=f"s3://{BUCKET}/coco-mini",
+                    storage_options=s3_storage)
+    files = sorted(p.name for p in (out / "annotations").iterdir())
+    assert files and all(f.startswith("instances_") for f in files)
+    n_images = 0
+    for f in files:
+        coco = COCO(str(out / "annotations" / f))
+        assert coco.anns and all(coco.cats[a["category_id"]]["name"] == "giraffe" for a in coco.anns.values())
+        for img in coco.imgs.values():
+            split = f.rsplit("_", 1)[1][:-5]
+            copied = out / split / img["file_name"]
+            assert copied.read_bytes() == fsspec.filesystem("s3", **s3_storage).cat(
+                f"{BUCKET}/coco-mini/{split}/{img['file_name']}")
+            n_images += 1
+    assert report.images_copied == n_images > 0
+
+
+def test_a_per_image_set_on_s3(s3_storage, dask_cluster):
+    """A glob of per-image documents on S3: listed once by the client, read by the workers."""
+    fs = fsspec.filesystem("s3", **s3_storage)
+    rng = np.random.default_rng(11)
+    docs = {f"sa_{i}.json": _sa1b_doc(rng, i) for i in range(40)}
+    fs.pipe({f"{BUCKET}/sa1b/{name}": json.dumps(doc).encode() for name, doc in docs.items()})
+    report = run_ingest([f"s3://{BUCKET}/sa1b/sa_*.json"], warehouse=WAREHOUSE, dataset="sa1b",
+                        scheduler=dask_cluster, storage_options=s3_storage, batch_files=16)
+    assert report.files[0]["files"] == 40 and report.files[0]["batches"] == 3
+    wh = Warehouse(WAREHOUSE, "sa1b", s3_storage)
+    rows = wh.read_table("annotations", "train").to_pylist()
+    assert {(r["source_file"], r["id"], r["rle_counts"]) for r in rows} == {
+        (name, a["id"], a["segmentation"]["counts"]) for name, doc in docs.items() for a in doc["annotations"]}
