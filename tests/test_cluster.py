@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -106,3 +109,15 @@ def test_a_killed_worker_is_retried_or_nothing_is_committed(tmp_path, allowed_fa
     # the new version's parts, and the previous version's (kept one commit for readers)
     m = wh.require_manifest()
     assert set(_parts(root / "d")) == {p.path for p in m.parts} | set(m.previous_parts)
+
+
+def test_the_command_runs_on_the_cluster(dask_cluster, coco_mini, mini_warehouse, tmp_path):
+    cocolake = Path(sys.executable).parent / "cocolake"
+    done = subprocess.run([str(cocolake), "ingest", "--source", str(coco_mini / "annotations"), "--warehouse",
+                           str(tmp_path), "--dataset", "d", "--scheduler", dask_cluster, "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "version 1" in done.stdout
+    got, expected = _tables(Warehouse(str(tmp_path), "d")), _tables(Warehouse(*mini_warehouse))
+    for table in TABLES:
+        assert got[table].equals(expected[table]), table

@@ -204,3 +204,14 @@ def test_file_names_must_be_distinct_within_a_set(tmp_path):
         (tmp_path / "set" / sub / "sa_1.json").write_text(json.dumps(SA1B_DOC))
     with pytest.raises(SourceError, match="two files are both named sa_1.json"):
         per_image.find_sets([str(tmp_path / "set")], chunk_bytes=1 << 20, batch_files=None, split=None)
+
+
+def test_cli_batch_files(sa1b, tmp_path, capsys):
+    from pipeline.cli import main
+
+    root, _ = sa1b
+    assert main(["ingest", "--source", str(root), "--warehouse", str(tmp_path), "--dataset", "sa", "--workers", "1",
+                 "--split", "sa1b", "--batch-files", "100", "--no-progress"]) == 0
+    assert "sa1b" in capsys.readouterr().out
+    m = Warehouse(str(tmp_path), "sa").require_manifest()
+    assert m.splits() == ["sa1b"] and len(m.files("images")) == 3

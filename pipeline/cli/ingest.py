@@ -28,6 +28,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--on-bad-record", choices=("error", "skip"),
                    help="stop at the first bad record (default) or skip bad records into the rejects table")
     p.add_argument("--chunk-mb", type=float, help="MB of JSON per task (default 16)")
+    p.add_argument("--batch-files", type=int, metavar="N",
+                   help="read a directory of small files (each at most --chunk-mb) as one per-image set, N files "
+                   "per task (default 1000; such a set is found without this option when its file names carry "
+                   "no split, as SA-1B's sa_<id>.json)")
     p.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
     return p
 
@@ -108,6 +112,7 @@ def run(args) -> int:
         on_bad_record=cfg.on_bad_record,
         cache_dir=cfg.cache_dir,
         progress=make_progress(args.no_progress),
+        batch_files=args.batch_files,
     )
     for line in report.lines():
         print(line)
