@@ -26,6 +26,7 @@ COMMANDS = {
     "views": "views",
     "query": "query",
     "check": "check",
+    "report": "report",
 }
 
 

@@ -1,0 +1,34 @@
+"""``cocolake report --out DIR [--image-root R]``: a self-contained HTML page with plots."""
+
+from __future__ import annotations
+
+import argparse
+
+from .sql import add_warehouse_options, settings
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "report",
+        help="write a self-contained HTML report with plots and sample images",
+        description="Write DIR/index.html: per-split summary, class histogram, box sizes, category "
+        "co-occurrence, keypoints, captions and a grid of sample images with their masks and boxes. "
+        "One file, nothing fetched when it is opened.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write index.html into")
+    p.add_argument("--image-root", metavar="R",
+                   help="where the image files are: a directory (<R>/<split>/<file_name> or <R>/<file_name>), "
+                   "a .zip or a URL prefix; without it, masks are drawn on grey and nothing is fetched")
+    p.add_argument("--samples", type=int, default=12, metavar="N", help="sample images to draw (default: 12; 0: none)")
+    add_warehouse_options(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..report import write_report
+
+    s = settings(args)
+    path = write_report(s["warehouse"], s["dataset"], args.out, image_root=s["image_root"],
+                        samples=max(args.samples, 0))
+    print(f"wrote {path}")
+    return 0
