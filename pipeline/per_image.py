@@ -223,7 +223,9 @@ def ingest_batch(task: BatchTask) -> BatchResult:
     targets = dict(task.targets)
     rows, written = {}, {}
     for table, tables in per_table.items():
-        n = write_part(wfs, targets[table], tables, schema_for(table, id_type or "int64"))
+        schema = schema_for(table, id_type or "int64")
+        # one row group for the batch, not one per file
+        n = write_part(wfs, targets[table], [pa.concat_tables([t.cast(schema) for t in tables])], schema)
         rows[table] = n
         if n:
             written[table] = targets[table]
