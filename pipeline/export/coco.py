@@ -143,6 +143,12 @@ _IMAGE_SQL = (
     "WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index"
 )
 _ANNOTATION_SQL = (
+    "SELECT r.* FROM raw_annotations AS r SEMI JOIN export_annotations AS e "
+    "ON e.split = r.split AND e.source_file = r.source_file AND e.id = r.id AND e.out_split = ? "
+    "WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index"
+)
+# person_keypoints files: the same, with each annotation's keypoints
+_KEYPOINT_SQL = (
     "SELECT r.*, k.num_keypoints, k.keypoints FROM raw_annotations AS r "
     "SEMI JOIN export_annotations AS e "
     "ON e.split = r.split AND e.source_file = r.source_file AND e.id = r.id AND e.out_split = ? "
@@ -223,7 +229,7 @@ def _write_section(con, out: _ArrayWriter, key, out_split, kind, sources, merged
         elif key == "annotations":
             def build(b, kind=kind):
                 return annotation_records(b, kind)
-            sql = _CAPTION_SQL if kind == "captions" else _ANNOTATION_SQL
+            sql = {"captions": _CAPTION_SQL, "person_keypoints": _KEYPOINT_SQL}.get(kind, _ANNOTATION_SQL)
             batches = _batches(con, sql, [out_split, split, source_file])
         else:
             build = category_records if key == "categories" else license_records
