@@ -81,8 +81,8 @@ def con(tiny):
     c.close()
 
 
-def rows(con, sql: str) -> list[tuple]:
-    return con.execute(sql).fetchall()
+def rows(con, sql: str, params: list | None = None) -> list[tuple]:
+    return con.execute(sql, params or []).fetchall()
 
 
 # ------------------------------------------------------------------ base views
@@ -215,17 +215,17 @@ def test_counts_equal_pycocotools(mini_con, coco_mini, split):
     from pycocotools.coco import COCO
 
     coco = COCO(str(coco_mini / "annotations" / f"instances_{split}.json"))
-    per_category = dict(rows(mini_con, f"SELECT category_id, annotations FROM category_stats WHERE split = '{split}'"))
+    per_category = dict(rows(mini_con, "SELECT category_id, annotations FROM category_stats WHERE split = $1", [split]))
     assert per_category == {c: len(coco.getAnnIds(catIds=[c])) for c in coco.getCatIds()}
-    images_per_category = dict(rows(mini_con, f"SELECT category_id, images FROM category_stats WHERE split = '{split}'"))
+    images_per_category = dict(rows(mini_con, "SELECT category_id, images FROM category_stats WHERE split = $1", [split]))
     assert images_per_category == {c: len(coco.getImgIds(catIds=[c])) for c in coco.getCatIds()}
-    crowd = dict(rows(mini_con, f"SELECT category_id, crowd FROM category_stats WHERE split = '{split}'"))
+    crowd = dict(rows(mini_con, "SELECT category_id, crowd FROM category_stats WHERE split = $1", [split]))
     assert crowd == {c: len(coco.getAnnIds(catIds=[c], iscrowd=True)) for c in coco.getCatIds()}
-    per_image = dict(rows(mini_con, f"SELECT image_id, annotations FROM image_stats WHERE split = '{split}'"))
+    per_image = dict(rows(mini_con, "SELECT image_id, annotations FROM image_stats WHERE split = $1", [split]))
     assert per_image == {i: len(coco.getAnnIds(imgIds=[i])) for i in coco.getImgIds()}
-    distinct = dict(rows(mini_con, f"SELECT image_id, distinct_categories FROM image_stats WHERE split = '{split}'"))
+    distinct = dict(rows(mini_con, "SELECT image_id, distinct_categories FROM image_stats WHERE split = $1", [split]))
     assert distinct == {i: len({a["category_id"] for a in coco.imgToAnns[i]}) for i in coco.getImgIds()}
-    summary = rows(mini_con, f"SELECT images, annotations, crowd FROM split_summary WHERE split = '{split}'")
+    summary = rows(mini_con, "SELECT images, annotations, crowd FROM split_summary WHERE split = $1", [split])
     anns = coco.dataset["annotations"]
     assert summary == [(len(coco.getImgIds()), len(anns), sum(a["iscrowd"] for a in anns))]
 
