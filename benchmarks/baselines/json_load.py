@@ -8,7 +8,7 @@ import sys
 
 
 def main(path: str) -> None:
-    with open(path, "rb") as f:
+    with open(path) as f:  # text mode, as pycocotools opens it (binary would hold bytes and str at once)
         data = json.load(f)
     print(f"{len(data.get('images', []))} images, {len(data.get('annotations', []))} annotations")
 
