@@ -52,12 +52,15 @@ def test_sql_formats_and_out(capsys, wh, tmp_path):
     assert (tmp_path / "r.csv").read_text().splitlines()[1].startswith('2232,"[')
 
 
-def test_sql_file_and_mask_functions(capsys, wh, tmp_path):
+def test_sql_file_and_mask_functions(capsys, wh, tmp_path, monkeypatch):
     q = tmp_path / "q.sql"
     q.write_text("-- how many masks match their stored area\n"
                  "SELECT count(*) FILTER (WHERE rle_area(rle_counts, rle_size) = mask_area) AS same, count(*) AS n\n"
                  "FROM annotations;\n")
     code, out, _ = run(capsys, "sql", *wh, "--file", str(q))
+    assert code == 0 and out.splitlines() == ["same,n", "1363,1363"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(q.read_text()))
+    code, out, _ = run(capsys, "sql", *wh, "--file", "-")
     assert code == 0 and out.splitlines() == ["same,n", "1363,1363"]
 
 

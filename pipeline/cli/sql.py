@@ -169,7 +169,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "Read-only: only SELECT/EXPLAIN statements run and no file but the warehouse's parts is opened.",
     )
     p.add_argument("query", nargs="?", help="the SQL text (or use --file)")
-    p.add_argument("--file", metavar="FILE", help="read the SQL from this file")
+    p.add_argument("--file", metavar="FILE", help="read the SQL from this file ('-': standard input)")
     add_warehouse_options(p)
     add_output_options(p)
     p.add_argument("--allow-external-access", action="store_true",
@@ -180,6 +180,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def read_query(args) -> str:
     if bool(args.query) == bool(args.file):
         raise ConfigError('give the SQL as an argument or with --file FILE (one of them): cocolake sql "SELECT 1"')
+    if args.file == "-":
+        return sys.stdin.read()
     if args.file:
         try:
             return pathlib.Path(args.file).read_text(encoding="utf-8")
