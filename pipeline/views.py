@@ -7,7 +7,9 @@ Output: a DuckDB connection where
   lists, exactly as written: one row per source record, per source file, with ``split``;
 - the views of ``sql/views/*.sql`` (one ``CREATE OR REPLACE VIEW`` per file, file name =
   view name) build on them and never name a path: the location is this module's parameter;
-- the mask functions of ``sqlfuncs`` are registered (when ``functions=True``).
+- the mask functions of ``sqlfuncs`` are registered (when ``functions=True``);
+- with ``restrict=True``, DuckDB opens no file but those parts (``restrict_to_warehouse``),
+  and ``run_sql`` runs user SQL that only reads, errors as one line.
 
 The SQL loader reads files apart from applying them (``load_sql_dir`` / ``apply``), sorts
 them, rejects duplicate names naming both files, applies views in dependency order, and
