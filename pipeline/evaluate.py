@@ -21,9 +21,9 @@ How, without COCOeval's Python loops over images x categories x area ranges:
    the detection of rank r of every (image, category) at once, for all 10 thresholds: each
    takes the first available ground truth in COCOeval's order of preference (not ignored,
    then higher IoU, then later in the file);
-4. accumulation: one sort by (category, -score, image, rank), cumulative sums per
-   category segment, and the interpolated precision read at the 101 recall thresholds
-   with one ``searchsorted``.
+4. accumulation: one sort by (category, -score, image, rank); recall only moves at true
+   positives, so the interpolated precision at each of the 101 recall thresholds is read
+   at the first true positive that reaches it (a count computed once per category).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 IOU_TYPES = ("bbox", "segm", "keypoints")
 # pycocotools' per-joint OKS constants for the 17 COCO person keypoints
 COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10.0
-_PAIR_BATCH = 1 << 22  # detection x ground-truth pairs per IoU batch
+_PAIR_BATCH = 1 << 20  # detection x ground-truth pairs per IoU batch (bounds the temporaries)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,9 +150,9 @@ class Evaluation:
         rows = self.per_category()
         width = max([len(str(r["category_name"])) for r in rows] + [8])
         out = [f"  {'category':<{width}} {'gt':>6} {'dets':>7} {'AP':>7} {'AP50':>7} {'AP75':>7} {'AR':>7}"]
-        for r in rows:
+        for r in rows:  # -1: no ground truth of the category in the evaluated images
             out.append(f"  {str(r['category_name']):<{width}} {r['gt']:>6} {r['detections']:>7} "
-                       + " ".join(f"{r[k]:7.4f}" for k in ("AP", "AP50", "AP75", "AR")))
+                       + " ".join(f"{r[k]:7.4f}" if r[k] >= 0 else f"{'-':>7}" for k in ("AP", "AP50", "AP75", "AR")))
         return out
 
 
@@ -375,9 +375,10 @@ def pair_ious(dt: Objects, gt: Objects, n_img: int, iou_type: str, min_iou: floa
     keep_d, keep_g, keep_v = [], [], []
     best = np.full((2, n_dt), -1.0)
     best_g = np.full((2, n_dt), -1, np.int64)
+    batch = _PAIR_BATCH // 32 if iou_type == "keypoints" else _PAIR_BATCH  # OKS holds (pairs, joints) arrays
     d0 = 0
     while d0 < n_dt:
-        d1 = int(np.searchsorted(ends, (ends[d0 - 1] if d0 else 0) + _PAIR_BATCH, side="right"))
+        d1 = int(np.searchsorted(ends, (ends[d0 - 1] if d0 else 0) + batch, side="right"))
         d1 = max(d1, d0 + 1)
         while d1 < n_dt and dt.img[d1] == dt.img[d1 - 1]:
             d1 += 1  # a batch holds whole images
