@@ -215,3 +215,18 @@ def test_cli_batch_files(sa1b, tmp_path, capsys):
     assert "sa1b" in capsys.readouterr().out
     m = Warehouse(str(tmp_path), "sa").require_manifest()
     assert m.splits() == ["sa1b"] and len(m.files("images")) == 3
+
+
+def test_a_glob_lists_the_same_set_without_hidden_files(sa1b, tmp_path):
+    root, _ = sa1b
+    [by_dir], _ = per_image.find_sets([str(root)], chunk_bytes=1 << 20, batch_files=None, split=None)
+    [by_glob], _ = per_image.find_sets([f"{root}/*/sa_*.json"], chunk_bytes=1 << 20, batch_files=None, split=None)
+    assert by_glob.files == by_dir.files and by_glob.name == "sa_*.json"
+    (tmp_path / "set" / ".partial").mkdir(parents=True)
+    (tmp_path / "set" / ".partial" / "sa_1.json").write_text("{")
+    for name in ("sa_2.json", "sa_3.json", ".sa_4.json"):
+        (tmp_path / "set" / name).write_text(json.dumps(SA1B_DOC))
+    for url in (str(tmp_path / "set"), f"{tmp_path}/set/*/*.json", f"{tmp_path}/set/*.json"):
+        sets, _ = per_image.find_sets([url], chunk_bytes=1 << 20, batch_files=1, split=None)
+        assert [f.name for s in sets for f in s.files] == ([] if url.endswith("*/*.json") else
+                                                            ["sa_2.json", "sa_3.json"]), url

@@ -93,15 +93,17 @@ def test_export_from_the_s3_warehouse_with_images_on_s3(s3_storage, s3_mini, tmp
 
 
 def test_a_per_image_set_on_s3(s3_storage, dask_cluster):
-    """A glob of per-image documents on S3: listed once by the client, read by the workers."""
+    """Per-image documents on S3, as a glob and as a directory: listed by the client, read by the workers."""
     fs = fsspec.filesystem("s3", **s3_storage)
     rng = np.random.default_rng(11)
     docs = {f"sa_{i}.json": _sa1b_doc(rng, i) for i in range(40)}
-    fs.pipe({f"{BUCKET}/sa1b/{name}": json.dumps(doc).encode() for name, doc in docs.items()})
-    report = run_ingest([f"s3://{BUCKET}/sa1b/sa_*.json"], warehouse=WAREHOUSE, dataset="sa1b",
-                        scheduler=dask_cluster, storage_options=s3_storage, batch_files=16)
-    assert report.files[0]["files"] == 40 and report.files[0]["batches"] == 3
-    wh = Warehouse(WAREHOUSE, "sa1b", s3_storage)
-    rows = wh.read_table("annotations", "train").to_pylist()
-    assert {(r["source_file"], r["id"], r["rle_counts"]) for r in rows} == {
-        (name, a["id"], a["segmentation"]["counts"]) for name, doc in docs.items() for a in doc["annotations"]}
+    fs.pipe({f"{BUCKET}/sa1b/sa_{i // 20:06d}/{name}": json.dumps(doc).encode()
+             for i, (name, doc) in enumerate(docs.items())})
+    fs.pipe(f"{BUCKET}/sa1b/.partial/sa_99.json", b"{")  # hidden: not part of the set
+    expected = {(name, a["id"], a["segmentation"]["counts"]) for name, doc in docs.items() for a in doc["annotations"]}
+    for url, dataset in ((f"s3://{BUCKET}/sa1b/*/sa_*.json", "glob"), (f"s3://{BUCKET}/sa1b/", "directory")):
+        report = run_ingest([url], warehouse=WAREHOUSE, dataset=dataset, scheduler=dask_cluster,
+                            storage_options=s3_storage, batch_files=16)
+        assert report.files[0]["files"] == 40 and report.files[0]["batches"] == 3
+        rows = Warehouse(WAREHOUSE, dataset, s3_storage).read_table("annotations", "train").to_pylist()
+        assert {(r["source_file"], r["id"], r["rle_counts"]) for r in rows} == expected
