@@ -113,6 +113,12 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
     for key in RECORD_SECTIONS:
         if key in skeleton and key not in sections and skeleton[key] is not None:
             raise BadFileError(source.name, f"top-level {key!r} is a {type(skeleton[key]).__name__}, expected a list")
+    if "images" not in sections and isinstance(skeleton.get("image"), dict):
+        raise BadFileError(
+            source.name,
+            "a per-image file ({\"image\": {...}, \"annotations\": [...]}, as SA-1B ships): ingest its "
+            "directory, or give --batch-files to read it as a per-image set",
+        )
     if "images" not in sections and "annotations" not in sections:
         raise BadFileError(
             source.name,

@@ -19,7 +19,7 @@ belong to that image; segmentations may be compressed RLE ``{"size", "counts"}``
 per-image document needs no ``categories``; its masks count as ``instances``.
 
 Guarantees: every file of a set lands in one split (``--split``, else the source's
-``split``, else ``train``); rows keep their own file name in ``source_file``, and each
+``split``, else the split all its file names carry, else ``train``); rows keep their own file name in ``source_file``, and each
 file gets its ``info`` row (its document with the record arrays emptied, a single
 ``image`` becoming ``images``), so an export writes the set back as COCO JSON. The set is
 the unit the manifest replaces on re-ingest. Ids must be unique within each file, and
@@ -134,7 +134,9 @@ def find_sets(entries: list, *, chunk_bytes: int, batch_files: int | None, split
             name = sources._basename(url.rstrip("/")) or url
             files = tuple(SetFile(u, n, size) for u, n, size in listed)
             _check_names(url, files)
-            set_split = split or (spec.split if spec else None) or DEFAULT_SPLIT
+            named = {sources.split_from_name(n) for _, n, _ in listed}
+            set_split = split or (spec.split if spec else None) or (
+                named.pop() if len(named) == 1 and None not in named else DEFAULT_SPLIT)
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", set_split):
                 raise SourceError(url, f"split name {set_split!r}: use letters, digits, '.', '_' or '-'")
             sets.append(FileSet(name, url, set_split, files, so))
@@ -161,6 +163,8 @@ def _listing(url: str, so: dict) -> list[tuple[str, str, int]] | None:
             fixed = path[: min(path.find(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
             found = ((p, info) for p, info in fs.glob(path, detail=True).items()  # `*` matches ".x" here
                      if not any(part.startswith(".") for part in p[len(fixed):].split("/")))
+        elif fs.isfile(path):
+            found = [(path, fs.info(path))]  # a set of one, when --batch-files asks for it
         else:
             return None
         entries = [(p, info.get("size")) for p, info in found if info.get("type") != "directory"]

@@ -230,3 +230,21 @@ def test_a_glob_lists_the_same_set_without_hidden_files(sa1b, tmp_path):
         sets, _ = per_image.find_sets([url], chunk_bytes=1 << 20, batch_files=1, split=None)
         assert [f.name for s in sets for f in s.files] == ([] if url.endswith("*/*.json") else
                                                             ["sa_2.json", "sa_3.json"]), url
+
+
+def test_one_per_image_file(tmp_path):
+    path = tmp_path / "sa_7.json"
+    path.write_text(json.dumps(SA1B_DOC))
+    with pytest.raises(BadFileError, match=r"sa_7.json: a per-image file .*give --batch-files"):
+        run_ingest([str(path)], warehouse=str(tmp_path / "wh"), dataset="d", workers=1)
+    report = run_ingest([str(path)], warehouse=str(tmp_path / "wh"), dataset="d", workers=1, batch_files=1)
+    assert report.files[0]["source_file"] == "sa_7.json" and report.rows[("annotations", "train")] == 1
+
+
+def test_batched_coco_files_keep_the_split_of_their_names(coco_mini, tmp_path):
+    src = coco_mini / "annotations"
+    report = run_ingest([str(src / "instances_val2017.json")], warehouse=str(tmp_path), dataset="d", workers=1,
+                        batch_files=10)
+    assert report.files[0]["split"] == "val2017" and report.rows[("annotations", "val2017")] == 624
+    [s], _ = per_image.find_sets([str(src)], chunk_bytes=16 << 20, batch_files=10, split=None)
+    assert s.split == "train"  # train2017 and val2017 names: no single split
