@@ -393,62 +393,32 @@ def _per_image_records(name: str, image: dict, annotations) -> tuple[list, list]
 _NOUNS = {"images": "image", "annotations": "annotation", "captions": "caption", "categories": "category"}
 
 
+def _duplicates(parts: list) -> tuple[int, list]:
+    """(how many, a few examples) of the values that repeat across ``parts`` (arrays or lists)."""
+    if parts and isinstance(parts[0], np.ndarray):
+        s = np.sort(np.concatenate(parts))
+        dup = s[1:][s[1:] == s[:-1]]
+        return int(dup.size), [int(x) for x in np.unique(dup)[:5]]
+    seen: set = set()
+    dups = [x for part in parts for x in part if x in seen or seen.add(x)]
+    return len(dups), dups[:5]
+
+
 def _check_unique(name: str, table: str, t: pa.Table) -> None:
-    if table not in _NOUNS or t.num_rows < 2:
-        return
-    ids = t.column("id").to_pylist()
-    if len(set(ids)) == len(ids):
-        return
-    seen, dups = set(), []
-    for x in ids:
-        if x in seen:
-            dups.append(x)
-        seen.add(x)
-    shown = ", ".join(map(repr, dups[:5]))
-    raise BadFileError(name, f"{len(dups)} duplicate {_NOUNS[table]} id(s) ({shown}); ids must be unique within a file")
+    if table in _NOUNS and t.num_rows > 1:
+        count, examples = _duplicates([t.column("id").to_pylist()])
+        if count:
+            raise BadFileError(name, f"{count} duplicate {_NOUNS[table]} id(s) ({', '.join(map(repr, examples))}); "
+                               "ids must be unique within a file")
 
 
 def _id_words(id_type: str) -> str:
     return "strings" if id_type == "string" else "integers"
 
 
-def check_unique_images(fileset_name: str, results: list[BatchResult]) -> None:
-    """Image ids must be unique across the set's files of one kind (annotations find their image by id)."""
-    for kind in sorted({k for r in results for k in r.image_ids}):
-        _unique_images(fileset_name, [r.image_ids[kind] for r in results if len(r.image_ids.get(kind, ()))])
-
-
-def _unique_images(fileset_name: str, parts: list) -> None:
-    if not parts:
-        return
-    if isinstance(parts[0], np.ndarray):
-        s = np.sort(np.concatenate(parts))
-        dup = np.unique(s[1:][s[1:] == s[:-1]])
-        examples, count = [int(x) for x in dup[:5]], int(dup.size)
-    else:
-        seen: set = set()
-        dups = []
-        for part in parts:
-            for x in part:
-                if x in seen:
-                    dups.append(x)
-                seen.add(x)
-        examples, count = dups[:5], len(dups)
-    if count:
-        raise BadFileError(fileset_name, f"{count} image id(s) appear in more than one file "
-                           f"({', '.join(map(repr, examples))}); image ids must be unique within a per-image set")
-
-
-def check_set_id_types(fileset_name: str, results: list[BatchResult]) -> str:
-    types = {r.id_type for r in results if r.id_type is not None}
-    if len(types) > 1:
-        raise CocolakeError(f"{fileset_name}: some files use integer ids and others string ids; "
-                            "the files of a per-image set need one id type")
-    return types.pop() if types else "int64"
-
-
 def check_sets(sets: list[FileSet], meta: list, results: list) -> dict[str, str]:
-    """Check each set across its batches; its id type by set name."""
+    """Check each set across its batches: one id type, image ids unique among the files of a
+    kind (annotations find their image by id). Returns each set's id type."""
     by_set: dict[str, list[BatchResult]] = {}
     for (what, _, _, name), res in zip(meta, results):
         if what == "batch":
@@ -456,8 +426,17 @@ def check_sets(sets: list[FileSet], meta: list, results: list) -> dict[str, str]
     types = {}
     for s in sets:
         done = by_set.get(s.name, [])
-        types[s.name] = check_set_id_types(s.name, done)
-        check_unique_images(s.name, done)
+        found = {r.id_type for r in done if r.id_type is not None}
+        if len(found) > 1:
+            raise CocolakeError(f"{s.name}: some files use integer ids and others string ids; "
+                                "the files of a per-image set need one id type")
+        types[s.name] = found.pop() if found else "int64"
+        for kind in sorted({k for r in done for k in r.image_ids}):
+            count, examples = _duplicates([r.image_ids[kind] for r in done if len(r.image_ids.get(kind, ()))])
+            if count:
+                raise BadFileError(s.name, f"{count} image id(s) appear in more than one file "
+                                   f"({', '.join(map(repr, examples))}); image ids must be unique within a "
+                                   "per-image set")
     return types
 
 

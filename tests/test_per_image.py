@@ -248,3 +248,9 @@ def test_batched_coco_files_keep_the_split_of_their_names(coco_mini, tmp_path):
     assert report.files[0]["split"] == "val2017" and report.rows[("annotations", "val2017")] == 624
     [s], _ = per_image.find_sets([str(src)], chunk_bytes=16 << 20, batch_files=10, split=None)
     assert s.split == "train"  # train2017 and val2017 names: no single split
+
+
+def test_duplicate_ids_within_a_file_are_named(tmp_path):
+    doc = {**SA1B_DOC, "annotations": SA1B_DOC["annotations"] * 2}
+    with pytest.raises(BadFileError, match=r"sa_7.json: 1 duplicate annotation id\(s\) \(70\); ids must be unique"):
+        per_image.flatten_document(doc, "sa_7.json")
