@@ -1,7 +1,7 @@
 """per_image: a directory or glob of many small JSON documents, ingested as one source.
 
 Input: a source URL that lists many small COCO-style documents, as SA-1B ships (one
-``sa_<id>.json`` per image). Output: a ``FileSet`` (the set's name, its split, its files
+``sa_<id>.json`` per image), or a single file when ``batch_files`` asks for it. Output: a ``FileSet`` (the set's name, its split, its files
 grouped into batches) and ``ingest_batch``, the task function that reads a whole batch,
 flattens every document of it and writes *one part per table for the batch*: a set of
 millions of files becomes thousands of tasks and parts, not millions.
@@ -11,6 +11,7 @@ sub-directories included) or a glob whose documents (``*.json``, ``*.json.gz``) 
 no larger than one chunk (``chunk_bytes``), and either there are at least two of them and
 no name carries a split (``sa_1.json``, not ``instances_val2017.json``), or
 ``batch_files`` was given. Everything else is ingested document by document (``ingest``).
+Hidden files and directories (``.name``) are left out, globs included.
 
 Each document is either a COCO file (``images``, ``annotations``, ``categories``, ...)
 or the per-image format ``{"image": {...}, "annotations": [...]}``: a single image
@@ -19,11 +20,11 @@ belong to that image; segmentations may be compressed RLE ``{"size", "counts"}``
 per-image document needs no ``categories``; its masks count as ``instances``.
 
 Guarantees: every file of a set lands in one split (``--split``, else the source's
-``split``, else the split all its file names carry, else ``train``); rows keep their own file name in ``source_file``, and each
-file gets its ``info`` row (its document with the record arrays emptied, a single
+``split``, else the split all its file names carry, else ``train``); rows keep their own
+file name in ``source_file``, and each file gets its ``info`` row (its document with the record arrays emptied, a single
 ``image`` becoming ``images``), so an export writes the set back as COCO JSON. The set is
 the unit the manifest replaces on re-ingest. Ids must be unique within each file, and
-image ids within the set. Batches are consecutive files in sorted order: the same input
+image ids among the set's files of one kind. Batches are consecutive files in sorted order: the same input
 writes the same parts.
 """
 
@@ -127,7 +128,7 @@ def find_sets(entries: list, *, chunk_bytes: int, batch_files: int | None, split
         url = entry if spec is None else spec.url
         so = dict(storage_options or {}) if spec is None else dict(spec.storage_options)
         plain = spec is None or not (spec.md5 or spec.sha256 or spec.members)
-        listed = _listing(url, so) if plain else None
+        listed = _listing(url, so, single=bool(batch_files)) if plain else None
         if listed and all(size <= chunk_bytes for _, _, size in listed) and (
             batch_files or (len(listed) >= 2 and not any(sources.split_from_name(n) for _, n, _ in listed))
         ):
@@ -149,8 +150,9 @@ def find_sets(entries: list, *, chunk_bytes: int, batch_files: int | None, split
     return sets, rest
 
 
-def _listing(url: str, so: dict) -> list[tuple[str, str, int]] | None:
-    """(url, name, size) of the documents a directory or glob lists, sorted; None otherwise."""
+def _listing(url: str, so: dict, single: bool = False) -> list[tuple[str, str, int]] | None:
+    """(url, name, size) of the documents a directory or glob (or, if ``single``, a file) lists,
+    sorted; None otherwise."""
     if url.startswith("zip://") or url.lower().startswith(("http://", "https://")):
         return None
     if fsspec.utils.get_protocol(url) in ("file", "local"):
@@ -163,7 +165,7 @@ def _listing(url: str, so: dict) -> list[tuple[str, str, int]] | None:
             fixed = path[: min(path.find(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
             found = ((p, info) for p, info in fs.glob(path, detail=True).items()  # `*` matches ".x" here
                      if not any(part.startswith(".") for part in p[len(fixed):].split("/")))
-        elif fs.isfile(path):
+        elif single and fs.isfile(path):
             found = [(path, fs.info(path))]  # a set of one, when --batch-files asks for it
         else:
             return None
