@@ -93,7 +93,7 @@ class Bench:
         self.quick = quick
         self.runs = runs
         self.data = data_dir
-        self.work = data_dir / "work"
+        self.work = data_dir / "scratch"
         self.logs = data_dir / "logs"
         self.timeout = timeout
         self.python = sys.executable
