@@ -6,7 +6,16 @@ The only place (with the CLI) that chooses where the graph runs:
 otherwise a local cluster of one single-threaded worker process per core.
 
 A run either commits a new warehouse version or leaves the previous one as it was: on
-any error the parts it wrote are removed and nothing is committed.
+any error the parts it wrote are removed and nothing is committed. A run killed outright
+(SIGKILL, power loss) leaves its parts behind unreferenced: readers never see them (they
+read the manifest's parts only) and the next commit's garbage collection removes them.
+
+Test hook: ``COCOLAKE_TEST_PAUSE_AT=<stage>`` makes the run write the file named by
+``COCOLAKE_TEST_PAUSE_FILE`` and wait at that stage until the file is deleted, so that a
+test can kill it or read the warehouse at a known point (tests/test_crash.py). Stages:
+``scan`` (sources planned), ``ingest:<n>`` (n ingest tasks done, their parts written),
+``commit`` (every part written, manifest not yet), ``gc`` (manifest written, garbage not
+yet collected).
 """
 
 from __future__ import annotations
@@ -104,6 +113,17 @@ def _quiet_distributed() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _test_pause(stage: str) -> None:
+    """The test hook of the module docstring; nothing unless COCOLAKE_TEST_PAUSE_AT names ``stage``."""
+    if os.environ.get("COCOLAKE_TEST_PAUSE_AT") != stage:
+        return
+    marker = os.environ["COCOLAKE_TEST_PAUSE_FILE"]
+    with open(marker, "w") as f:
+        f.write(stage)
+    while os.path.exists(marker):
+        time.sleep(0.05)
+
+
 def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
     total = len(tasks)
     if progress:
@@ -119,6 +139,7 @@ def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
                 done[0] += 1
                 if progress:
                     progress(phase, done[0], total)
+                _test_pause(f"{phase}:{done[0]}")
 
         with Callback(posttask=posttask):
             return list(dask.compute(*tasks, scheduler="synchronous"))
@@ -132,6 +153,7 @@ def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
                     fut.result()  # raises the task's exception
                 if progress:
                     progress(phase, i, total)
+                _test_pause(f"{phase}:{i}")
         return client.gather(futures)
     except BaseException as err:
         client.cancel(futures)
@@ -206,6 +228,7 @@ def run_ingest(
     written: list[str] = []
     with dask_client(workers, scheduler) as client:
         plans = compute(plan_graph(source_files, opts), client, progress, "scan")
+        _test_pause("scan")
         _check_unique_files(plans, sets)
         manifest = wh.read_manifest()
         bases = {s: wh.next_part_number(s, manifest) for s in {p.split for p in plans} | {s.split for s in sets}}
@@ -230,10 +253,17 @@ def run_ingest(
                 }
                 for p in plans
             ] + per_image.describe_sets(sets, graph.meta, results, set_types, now)
-            committed = wh.commit(parts, replaced, src_meta)
+            _test_pause("commit")
+            committed = wh.commit(parts, replaced, src_meta, collect=False)
         except BaseException:
-            wh.remove_parts(graph.planned_paths)
+            wh.remove_parts(graph.planned_paths)  # never those of a manifest that got written
             raise
+    _test_pause("gc")
+    try:
+        wh.collect_garbage(committed)
+    except OSError as err:  # committed all the same; the next commit collects again
+        log.warning("%s: version %d committed, but removing old parts failed: %s",
+                    wh.url(""), committed.version, err)
     return IngestReport(
         warehouse=warehouse,
         dataset=dataset,

@@ -163,8 +163,12 @@ class Warehouse:
                         used = max(used, int(m.group(1)))
         return used + 1
 
-    def commit(self, new_parts: list[Part], replaced: set[tuple[str, str]], sources: list[dict]) -> Manifest:
-        """Atomically publish a version: the old parts minus ``replaced`` (split, source file) plus new."""
+    def commit(self, new_parts: list[Part], replaced: set[tuple[str, str]], sources: list[dict],
+               *, collect: bool = True) -> Manifest:
+        """Atomically publish a version: the old parts minus ``replaced`` (split, source file) plus new.
+
+        ``collect=False`` leaves the garbage collection to the caller (``collect_garbage``).
+        """
         old = self.read_manifest()
         kept = [p for p in (old.parts if old else []) if (p.split, p.source_file) not in replaced]
         dropped = [p.path for p in (old.parts if old else []) if (p.split, p.source_file) in replaced]
@@ -178,7 +182,8 @@ class Warehouse:
             previous_parts=sorted(dropped),
         )
         self._write_manifest(manifest)
-        self.collect_garbage(manifest)
+        if collect:
+            self.collect_garbage(manifest)
         return manifest
 
     def _write_manifest(self, manifest: Manifest) -> None:
@@ -219,8 +224,19 @@ class Warehouse:
         return removed
 
     def remove_parts(self, rels: list[str]) -> None:
-        """Best effort: delete parts of a failed run (they are unreferenced anyway)."""
+        """Best effort: delete parts of a failed run, never one the manifest lists.
+
+        A run can fail after its manifest was written (an error or Ctrl-C during the garbage
+        collection): its parts are then the committed version and must stay.
+        """
+        try:
+            manifest = self.read_manifest()
+        except WarehouseError:
+            return  # cannot tell what is referenced: keep everything, the next commit collects
+        keep = ({p.path for p in manifest.parts} | set(manifest.previous_parts)) if manifest else set()
         for rel in rels:
+            if rel in keep:
+                continue
             try:
                 self.fs.rm(f"{self.root}/{rel}")
             except (FileNotFoundError, OSError):
