@@ -13,6 +13,11 @@ Two graphs, because the second one's shape depends on what the first finds:
 Part numbers come from the chunk's position (document order, section order, chunk
 order) on top of a per-split base, so the same input writes the same files whatever the
 number of workers.
+
+Task keys end in the run's ``run_id``: a Dask scheduler treats equal keys as one task,
+so two runs on one cluster (two users, or a re-run while tasks of a killed run still
+finish) would otherwise share each other's plans and results, and write each other's
+parts.
 """
 
 from __future__ import annotations
@@ -28,9 +33,13 @@ from .per_image import BATCH_TABLES, BatchTask, FileSet, ingest_batch
 from .warehouse import Part, Warehouse
 
 
-def plan_graph(source_files: list, opts: IngestOptions) -> list[Delayed]:
+def _key(name: str, run_id: str) -> str:
+    return f"{name}-{run_id}" if run_id else name
+
+
+def plan_graph(source_files: list, opts: IngestOptions, run_id: str = "") -> list[Delayed]:
     return [
-        dask.delayed(plan_file, pure=True)(sf, opts, dask_key_name=f"plan-{i}-{sf.name}")
+        dask.delayed(plan_file, pure=True)(sf, opts, dask_key_name=_key(f"plan-{i}-{sf.name}", run_id))
         for i, sf in enumerate(source_files)
     ]
 
@@ -48,7 +57,7 @@ def _merge_sizes(results, id_type):
 
 
 def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], opts: IngestOptions,
-                 sets: list[FileSet] = ()) -> IngestGraph:
+                 sets: list[FileSet] = (), run_id: str = "") -> IngestGraph:
     counters = dict(bases)
     storage = tuple(sorted(wh.storage_options.items()))
     tasks: list[Delayed] = []
@@ -73,7 +82,7 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
         for section in SECTION_ORDER:
             if section == "annotations" and "annotations" in plan.chunks:
                 sizes = dask.delayed(_merge_sizes, pure=True)(
-                    image_results, plan.id_type, dask_key_name=f"sizes-{p_i}"
+                    image_results, plan.id_type, dask_key_name=_key(f"sizes-{p_i}", run_id)
                 )
             else:
                 sizes = None
@@ -97,7 +106,7 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
                     sub_batch_bytes=opts.chunk_bytes,
                 )
                 d = dask.delayed(ingest_chunk, pure=True)(
-                    task, sizes, dask_key_name=f"chunk-{p_i}-{section}-{c_i}"
+                    task, sizes, dask_key_name=_key(f"chunk-{p_i}-{section}-{c_i}", run_id)
                 )
                 tasks.append(d)
                 meta.append(("chunk", section, split, ctx.source_file))
@@ -109,7 +118,7 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
         planned.append(rel)
         tasks.append(
             dask.delayed(write_info, pure=True)(
-                plan, f"{wh.root}/{rel}", wh.protocol, storage, dask_key_name=f"info-{p_i}"
+                plan, f"{wh.root}/{rel}", wh.protocol, storage, dask_key_name=_key(f"info-{p_i}", run_id)
             )
         )
         meta.append(("info", "info", split, ctx.source_file))
@@ -126,6 +135,6 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
                 warehouse_protocol=wh.protocol,
                 on_bad_record=opts.on_bad_record,
             )
-            tasks.append(dask.delayed(ingest_batch, pure=True)(task, dask_key_name=f"batch-{s_i}-{b_i}"))
+            tasks.append(dask.delayed(ingest_batch, pure=True)(task, dask_key_name=_key(f"batch-{s_i}-{b_i}", run_id)))
             meta.append(("batch", "batch", fileset.split, fileset.name))
     return IngestGraph(tasks=tasks, meta=meta, info_parts=info_parts, planned_paths=planned)

@@ -26,6 +26,7 @@ import datetime as _dt
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 
 import dask
@@ -227,12 +228,13 @@ def run_ingest(
         raise CocolakeError(f"no COCO JSON documents found in {', '.join(urls or []) or 'no sources'}")
     written: list[str] = []
     with dask_client(workers, scheduler) as client:
-        plans = compute(plan_graph(source_files, opts), client, progress, "scan")
+        run_id = uuid.uuid4().hex[:12]  # task keys only (see graph); part names stay deterministic
+        plans = compute(plan_graph(source_files, opts, run_id), client, progress, "scan")
         _test_pause("scan")
         _check_unique_files(plans, sets)
         manifest = wh.read_manifest()
         bases = {s: wh.next_part_number(s, manifest) for s in {p.split for p in plans} | {s.split for s in sets}}
-        graph = ingest_graph(plans, wh, bases, opts, sets)
+        graph = ingest_graph(plans, wh, bases, opts, sets, run_id)
         try:
             results = compute(graph.tasks, client, progress, "ingest")
             set_types = per_image.check_sets(sets, graph.meta, results)

@@ -7,11 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from distributed import Client
 
 from pipeline import synth
 from pipeline.errors import CocolakeError
@@ -61,6 +64,49 @@ def test_a_per_image_set_through_the_cluster(dask_cluster, tmp_path):
     assert len(Warehouse(str(tmp_path / "cluster"), "d").require_manifest().files("images")) == 120 // 16 + 1
 
 
+def test_two_ingests_at_once_on_one_cluster_keep_apart(dask_cluster, coco_mini, tmp_path):
+    """Two runs, same file name, other content, other warehouses, on one scheduler at once.
+
+    Each run waits at the end of each phase, still holding its tasks, until the other has
+    submitted and finished the same phase: a task key the two runs shared would hand one
+    run the other's plans and parts.
+    """
+    src = coco_mini / "annotations" / "instances_val2017.json"
+    doc = json.loads(src.read_text())
+    doc["images"] = doc["images"][:40]
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in {i["id"] for i in doc["images"]}]
+    other = tmp_path / "other" / src.name
+    other.parent.mkdir()
+    other.write_text(json.dumps(doc))
+    barrier = threading.Barrier(2, timeout=120)
+    errors = []
+
+    def progress(phase, done, total):
+        if total and done == total:
+            barrier.wait()
+
+    def ingest(source, name):
+        try:
+            run_ingest([str(source)], warehouse=str(tmp_path / name), dataset="d", scheduler=dask_cluster,
+                       chunk_bytes=50_000, progress=progress)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+            barrier.abort()
+
+    threads = [threading.Thread(target=ingest, args=(s, n)) for s, n in ((src, "a"), (other, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    for source, name in ((src, "a"), (other, "b")):
+        run_ingest([str(source)], warehouse=str(tmp_path / f"{name}-local"), dataset="d", workers=1,
+                   chunk_bytes=50_000)
+        got, expected = _tables(Warehouse(str(tmp_path / name), "d")), _tables(Warehouse(str(tmp_path / f"{name}-local"), "d"))
+        for table in TABLES:
+            assert got[table].equals(expected[table]), (name, table)
+
+
 @pytest.mark.parametrize("allowed_failures", ["3", "0"], ids=["retried", "not-retried"])
 def test_a_killed_worker_is_retried_or_nothing_is_committed(tmp_path, allowed_failures):
     """SIGKILL one worker process while tasks run.
@@ -79,15 +125,22 @@ def test_a_killed_worker_is_retried_or_nothing_is_committed(tmp_path, allowed_fa
     parts_before = _parts(root / "d")
 
     config = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": allowed_failures}
-    with DaskCluster(tmp_path / "dask", config=config) as cluster:
-        victim = sorted(cluster.worker_pids().values())[0]
+    with DaskCluster(tmp_path / "dask", config=config) as cluster, \
+            Client(cluster.address, timeout="20s", set_as_default=False) as watcher:
+        address, victim = sorted(cluster.worker_pids().items())[0]
         killed = []
+
+        def running(dask_worker) -> list[str]:
+            return [str(ts.key) for ts in dask_worker.state.all_running_tasks]
 
         def progress(phase, done, total):
             if phase == "ingest" and done >= 3 and not killed:
                 assert total - done > 10, "too few tasks left to kill a worker mid-ingest"
+                deadline = time.monotonic() + 10
+                while not (keys := watcher.run(running, workers=[address])[address]):  # mid-task only
+                    assert time.monotonic() < deadline, "the worker ran no task to kill it in"
                 os.kill(victim, signal.SIGKILL)
-                killed.append(done)
+                killed.append(keys)
 
         def ingest():
             return run_ingest([src], warehouse=str(root), dataset="d", scheduler=cluster.address,
@@ -102,7 +155,7 @@ def test_a_killed_worker_is_retried_or_nothing_is_committed(tmp_path, allowed_fa
             return
         report = ingest()
         cluster.wait_for_workers(2)  # the nanny restarted the worker it lost
-    assert killed and report.version == 2
+    assert killed and killed[0][0].startswith("chunk-") and report.version == 2
     after = _tables(wh)
     for table in TABLES:
         assert after[table].equals(before[table]), table
