@@ -15,8 +15,14 @@ Only the few depth-1 events (section starts and ends) are handled in Python, so 
 runs at memory bandwidth rather than Python speed, and its memory is one block.
 
 Guarantees: chunk boundaries fall between records; a document that is not a JSON object,
-is truncated, or has a record larger than ``max_record_bytes`` raises ``BadFileError``
-naming the byte offset.
+is truncated, has a record larger than ``max_record_bytes`` (default ``MAX_RECORD_BYTES``,
+256 MB), top-level values other than the record arrays larger than ``max_skeleton_bytes``
+(64 MB), or brackets nested deeper than ``max_depth`` (default ``MAX_DEPTH``, 128 levels
+counting the top-level object) raises ``BadFileError`` naming the byte offset. Each is
+found while the bytes stream past, so hostile input (a gigabyte string, a billion-element
+array, nesting thousands deep) fails in the memory of one block, before any parser sees it.
+Real COCO nests 5 levels deep (object, ``annotations``, record, ``segmentation``,
+polygon); 128 keeps every record within what orjson reads and writes (1024 and 254 levels).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ _CLASS[ord("}")] = _CLASS[ord("]")] = _C_CLOSE
 _WHITESPACE = b" \t\r\n"
 _KEY_TAIL = 1 << 16  # bytes kept from the previous block to read a section's key
 _HEAD_BYTES = 1 << 20  # bytes kept from the start of each section (to sniff its first record)
+MAX_RECORD_BYTES = 256 << 20  # default limit on one record (SA-1B-sized RLE records are a few MB)
+MAX_DEPTH = 128  # default limit on bracket nesting, the top-level object counting as 1
 
 
 @dataclasses.dataclass
@@ -147,8 +155,9 @@ def scan_document(
     *,
     source: str,
     chunk_bytes: int = 16 << 20,
-    max_record_bytes: int = 256 << 20,
+    max_record_bytes: int = MAX_RECORD_BYTES,
     max_skeleton_bytes: int = 64 << 20,
+    max_depth: int = MAX_DEPTH,
 ) -> DocumentLayout:
     """Scan a whole document (an iterable of consecutive byte blocks) into its layout."""
     scanner = StructureScanner()
@@ -183,6 +192,12 @@ def scan_document(
         if depth_after.size and depth_after.min() < 0:
             bad = int(positions[np.argmax(depth_after < 0)])
             raise BadFileError(source, f"unbalanced brackets at byte {bad}; not valid JSON")
+        if depth_after.size and depth_after.max() > max_depth:
+            bad = int(positions[np.argmax(depth_after > max_depth)])
+            raise BadFileError(
+                source, f"brackets nested deeper than {max_depth} levels at byte {bad}; "
+                "nesting that deep is not supported"
+            )
 
         # depth-1 events: a top-level value opens (depth 1 -> 2) or closes (2 -> 1)
         opens = np.flatnonzero((depth_after == 2) & (delta > 0))

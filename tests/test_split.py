@@ -120,3 +120,22 @@ def test_record_spans():
     buf = b' {"a": "}"}, [1, [2]] ,{"b": {}}'
     spans = record_spans(buf)
     assert [json.loads(buf[a:b]) for a, b in spans] == [{"a": "}"}, [1, [2]], {"b": {}}]
+
+
+@pytest.mark.parametrize("where", ["record", "info"])
+def test_nesting_deeper_than_the_limit_is_refused(where):
+    deep = b"[" * 100_000 + b"]" * 100_000
+    raw = (b'{"images": [{"id": 1, "x": ' + deep + b"}]}" if where == "record"
+           else b'{"info": ' + deep + b', "images": []}')
+    with pytest.raises(BadFileError, match=r"^deep.json: brackets nested deeper than 128 levels at byte \d+"):
+        scan_document(_blocks(raw, 4096), source="deep.json")
+
+
+def test_nesting_up_to_the_limit_is_accepted():
+    # the top-level object, "images" and the record are 3 levels; 125 more make 128
+    inner = b"[" * 125 + b"]" * 125
+    raw = b'{"images": [{"id": 1, "x": ' + inner + b"}]}"
+    layout = scan_document(_blocks(raw, 7), source="ok.json", max_depth=128)
+    assert _records(raw, layout.sections["images"]) == [json.loads(b'{"id": 1, "x": ' + inner + b"}")]
+    with pytest.raises(BadFileError, match="deeper than 127 levels"):
+        scan_document(_blocks(raw, 7), source="ok.json", max_depth=127)
