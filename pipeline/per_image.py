@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import json
 import logging
 import os
 import re
+import zlib
 
 import fsspec
 import numpy as np
@@ -46,7 +48,7 @@ from . import flatten, sources
 from .errors import BadFileError, CocolakeError, SourceError
 from .flatten import FileContext
 from .schema import schema_for
-from .split import RECORD_SECTIONS
+from .split import MAX_RECORD_BYTES, RECORD_SECTIONS
 from .warehouse import write_part
 
 log = logging.getLogger(__name__)
@@ -271,13 +273,14 @@ def _read_all(task: BatchTask) -> list[bytes]:
     return out
 
 
-def parse_document(data: bytes, name: str):
-    """The JSON value of a whole (small) document: gzip and a UTF-8 BOM are handled."""
+def parse_document(data: bytes, name: str, max_bytes: int = MAX_RECORD_BYTES):
+    """The JSON value of a whole (small) document: gzip and a UTF-8 BOM are handled.
+
+    A gzip document may decompress to at most ``max_bytes``: a few MB of gzip can hold
+    gigabytes of JSON, which are refused before they are held in memory.
+    """
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise BadFileError(name, f"corrupt or truncated compressed data: {err}") from None
+        data = _gunzip(data, name, max_bytes)
     if data.startswith(sources.BOM):
         data = data[len(sources.BOM):]
     if not data.strip():
@@ -294,6 +297,21 @@ def parse_document(data: bytes, name: str):
         raise BadFileError(name, f"invalid JSON near byte {err.pos}: {err.msg}") from None
     except RecursionError:
         raise BadFileError(name, "nested too deeply") from None
+
+
+def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
+    parts, size = [], 0
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            while piece := f.read(1 << 20):
+                size += len(piece)
+                if size > max_bytes:
+                    raise BadFileError(name, f"decompresses to more than {max_bytes >> 20} MB; a per-image "
+                                       "document that large is not supported")
+                parts.append(piece)
+    except (OSError, EOFError, zlib.error) as err:
+        raise BadFileError(name, f"corrupt or truncated compressed data: {err}") from None
+    return b"".join(parts)
 
 
 @dataclasses.dataclass
