@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from .errors import BadFileError, BadRecordError
 from .schema import schema_for
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_EXACT = 2**53  # integers up to this magnitude are exact in float64
 _RAW_LIMIT = 1 << 20
 
 KNOWN_KEYS = {
@@ -51,6 +53,8 @@ class FileContext:
     # category id -> number of keypoint names (person_keypoints files)
     category_keypoints: dict = dataclasses.field(default_factory=dict)
     category_ids: frozenset | None = None
+    # what decided ``id_type``, for the mixed-id-types message: "the first image's id is 'a'"
+    id_origin: str | None = None
 
 
 @dataclasses.dataclass
@@ -138,6 +142,11 @@ def parse_chunk(buf: bytes, *, source: str, section: str, offset: int) -> list:
         except json.JSONDecodeError as err:
             where = offset + err.pos - 1 + (len(buf) - len(buf.lstrip(b" \t\r\n,")))
             raise BadFileError(source, f"{section}: invalid JSON near byte {where}: {err.msg}") from None
+        except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
+            raise BadFileError(
+                source, f"{section}: a number near byte {offset} has more digits than Python reads "
+                f"({sys.get_int_max_str_digits()})"
+            ) from None
         except RecursionError:
             raise BadFileError(source, f"{section}: a record near byte {offset} is nested too deeply") from None
     return records
@@ -158,7 +167,13 @@ def _is_num(v) -> bool:
     return (type(v) is int or type(v) is float) and math.isfinite(v)
 
 
-def _check_id(value, id_type: str, what: str, required: bool = True):
+def _is_exact_num(v) -> bool:
+    """A finite number that a float64 column holds exactly (no integer beyond 2**53)."""
+    return type(v) is float and math.isfinite(v) or type(v) is int and -_EXACT <= v <= _EXACT
+
+
+def _check_id(value, id_type: str, what: str, required: bool = True, origin: str | None = None):
+    mixed = f"(mixed id types; {origin})" if origin else "(mixed id types)"
     if value is None:
         if required:
             raise _Bad(f"{what} is missing")
@@ -169,20 +184,38 @@ def _check_id(value, id_type: str, what: str, required: bool = True):
                 raise _Bad(f"{what} {value} does not fit in a 64-bit integer")
             return value
         if type(value) is str:
-            raise _Bad(f"{what} {value!r} is a string but this file's ids are integers (mixed id types)")
+            raise _Bad(f"{what} {value!r} is a string but this file's ids are integers {mixed}")
         raise _Bad(f"{what} {value!r} is not an integer")
     if type(value) is str:
         return value
     if type(value) is int:
-        raise _Bad(f"{what} {value} is an integer but this file's ids are strings (mixed id types)")
+        raise _Bad(f"{what} {value} is an integer but this file's ids are strings {mixed}")
     raise _Bad(f"{what} {value!r} is not a string id")
 
 
 def _dumps(value) -> str:
+    """Compact JSON text of a parsed value, exactly as the source had it.
+
+    orjson is fast but writes NaN and Infinity as null and refuses integers beyond 64 bits;
+    the stdlib parser accepted both, so the stdlib writes them back.
+    """
     try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False)
+        text = orjson.dumps(value).decode()
+    except TypeError:  # integers beyond 64 bits
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if "null" in text and _has_non_finite(value):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text
+
+
+def _has_non_finite(value) -> bool:
+    if type(value) is float:
+        return not math.isfinite(value)
+    if type(value) is list:
+        return any(_has_non_finite(v) for v in value)
+    if type(value) is dict:
+        return any(_has_non_finite(v) for v in value.values())
+    return False
 
 
 def _record_id_text(rec) -> str | None:
@@ -205,7 +238,7 @@ class _Collector:
 
     def bad(self, i: int, rec, problem: str) -> None:
         rid = rec.get("id") if isinstance(rec, dict) else None
-        if rid is not None and not isinstance(rid, (int, str)):
+        if type(rid) not in (int, str):  # not bool: "id=True" would read as a real id
             rid = None
         if self.ctx.on_bad_record != "skip":
             raise BadRecordError(self.ctx.source_file, self.section, self.first_index + i, rid, problem)
@@ -277,7 +310,7 @@ def flatten_images(records: list, ctx: FileContext, first_index: int = 0) -> Fla
         try:
             if type(rec) is not dict:
                 raise _Bad(f"is a JSON {type(rec).__name__}, expected an object")
-            rid = _check_id(rec.get("id"), ctx.id_type, "id")
+            rid = _check_id(rec.get("id"), ctx.id_type, "id", origin=ctx.id_origin)
             raw: dict[str, Any] = {}
             height = _typed(rec, "height", _is_int, raw)
             width = _typed(rec, "width", _is_int, raw)
@@ -325,7 +358,7 @@ def flatten_categories(records: list, ctx: FileContext, first_index: int = 0) ->
         try:
             if type(rec) is not dict:
                 raise _Bad(f"is a JSON {type(rec).__name__}, expected an object")
-            rid = _check_id(rec.get("id"), ctx.id_type, "id")
+            rid = _check_id(rec.get("id"), ctx.id_type, "id", origin=ctx.id_origin)
             raw: dict[str, Any] = {}
             kp = _typed(rec, "keypoints", lambda v: type(v) is list and all(type(x) is str for x in v), raw)
             sk = _typed(rec, "skeleton", lambda v: type(v) is list and all(
@@ -388,8 +421,8 @@ def _flatten_captions(records, ctx, sizes, first_index) -> Flat:
         try:
             if type(rec) is not dict:
                 raise _Bad(f"is a JSON {type(rec).__name__}, expected an object")
-            rid = _check_id(rec.get("id"), ctx.id_type, "id")
-            iid = _check_id(rec.get("image_id"), ctx.id_type, "image_id")
+            rid = _check_id(rec.get("id"), ctx.id_type, "id", origin=ctx.id_origin)
+            iid = _check_id(rec.get("image_id"), ctx.id_type, "image_id", origin=ctx.id_origin)
             if not found[i]:
                 raise _Bad(f"image_id {iid!r} is not in this file's images")
             raw: dict[str, Any] = {}
@@ -433,16 +466,16 @@ def _flatten_instances(records, ctx, sizes, first_index) -> Flat:
         try:
             if type(rec) is not dict:
                 raise _Bad(f"is a JSON {type(rec).__name__}, expected an object")
-            rid = _check_id(rec.get("id"), ctx.id_type, "id")
-            iid = _check_id(rec.get("image_id"), ctx.id_type, "image_id")
-            cid = _check_id(rec.get("category_id"), ctx.id_type, "category_id", required=False)
+            rid = _check_id(rec.get("id"), ctx.id_type, "id", origin=ctx.id_origin)
+            iid = _check_id(rec.get("image_id"), ctx.id_type, "image_id", origin=ctx.id_origin)
+            cid = _check_id(rec.get("category_id"), ctx.id_type, "category_id", origin=ctx.id_origin, required=False)
             _check_refs(rec, ctx, bool(found[i]))
             raw: dict[str, Any] = {}
             is_crowd = _typed(rec, "iscrowd", lambda v: type(v) is int and v in (0, 1), raw)
             if "iscrowd" in raw and raw["iscrowd"] is not None and not isinstance(raw["iscrowd"], bool):
                 raise _Bad(f"iscrowd {raw['iscrowd']!r} is not 0 or 1")
-            a = _typed(rec, "area", _is_num, raw)
-            if "area" in raw and raw["area"] is not None:
+            a = _typed(rec, "area", _is_exact_num, raw)
+            if "area" in raw and raw["area"] is not None and not _is_num(raw["area"]):
                 raise _Bad(f"area {raw['area']!r} is not a finite number")
             bbox = rec.get("bbox")
             if "bbox" in rec and bbox is not None:
@@ -450,6 +483,8 @@ def _flatten_instances(records, ctx, sizes, first_index) -> Flat:
                     raise _Bad(f"bbox {_short(bbox)} is not 4 finite numbers [x, y, width, height]")
                 if bbox[2] < 0 or bbox[3] < 0:
                     raise _Bad(f"bbox {_short(bbox)} has a negative width or height")
+                if not all(map(_is_exact_num, bbox)):  # integers beyond 2**53: kept as written, in raw
+                    raw["bbox"], bbox = bbox, None
             elif "bbox" in rec:
                 raw["bbox"] = None
             kind, value = _classify_segmentation(rec, int(heights[i]), int(widths[i]))
@@ -566,13 +601,15 @@ def _fast_instances(records, ctx, sizes, first_index) -> Flat | None:
     area_np = np.array(areas, dtype=np.float64)
     if not (((crowd_np == 0) | (crowd_np == 1)).all() and np.isfinite(area_np).all()):
         return None
+    if (np.abs(area_np) > _EXACT).any():  # maybe integers a float64 cannot hold: the exact path
+        return None
     if set(map(type, bboxes)) != {list} or set(map(len, bboxes)) != {4}:
         return None
     bflat = [x for b in bboxes for x in b]
     if not set(map(type, bflat)) <= _NUMBER_TYPES:
         return None
     bnp = np.array(bflat, dtype=np.float64)
-    if not np.isfinite(bnp).all() or (bnp.reshape(-1, 4)[:, 2:] < 0).any():
+    if not np.isfinite(bnp).all() or (bnp.reshape(-1, 4)[:, 2:] < 0).any() or (np.abs(bnp) > _EXACT).any():
         return None
     found, heights, widths = sizes.lookup(image_ids)
     if not found.all():
@@ -662,6 +699,8 @@ def _classify_segmentation(rec: dict, h: int, w: int):
         if all(type(p) is list for p in seg):
             if h <= 0 or w <= 0:
                 raise _Bad("has polygons but its image has no height/width to draw them on")
+            if not {type(x) for p in seg for x in p} <= _NUMBER_TYPES:  # before numpy or C sees them
+                raise _Bad("polygon has a coordinate that is not a number")
             return "polygon", seg
         if all(type(p) in (int, float) for p in seg):
             raise _Bad("segmentation is a flat list of numbers; expected a list of polygons [[x1, y1, x2, y2, ...]]")
@@ -804,8 +843,8 @@ def _bbox_array(flat: list, valid: list) -> pa.Array:
 def _check_keypoints(rec: dict, ctx: FileContext, cid):
     kps = rec.get("keypoints")
     nk = rec.get("num_keypoints")
-    if not (type(kps) is list and all(_is_num(x) for x in kps)):
-        raise _Bad(f"keypoints {_short(kps)} is not a list of numbers")
+    if not (type(kps) is list and all(_is_exact_num(x) for x in kps)):
+        raise _Bad(f"keypoints {_short(kps)} is not a list of finite numbers")
     if len(kps) % 3:
         raise _Bad(f"keypoints has {len(kps)} numbers; expected 3 per joint (x, y, visibility)")
     expected = ctx.category_keypoints.get(cid)

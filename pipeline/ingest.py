@@ -132,7 +132,8 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
     first_img = _first_record(sections.get("images"))
     kind = detect_kind(source.name, first_ann, "annotations" in sections)
     if kind in ("instances", "stuff", "person_keypoints") and "categories" not in sections:
-        raise BadFileError(source.name, f"a {kind} file needs 'categories'; the file has none")
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise BadFileError(source.name, f"{article} {kind} file needs 'categories'; the file has none")
     split = opts.split or source.split or sources.split_from_name(source.name)
     if not split:
         raise BadFileError(
@@ -161,6 +162,7 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
         on_bad_record=opts.on_bad_record,
         category_keypoints=cat_kp,
         category_ids=cat_ids,
+        id_origin=_id_origin(first_img, first_ann),
     )
     info = skeleton.get("info")
     return FilePlan(
@@ -208,6 +210,13 @@ def detect_kind(name: str, first_annotation, has_annotations: bool) -> str:
         if base.startswith(prefix):
             return kind
     return "instances"
+
+
+def _id_origin(first_img, first_ann) -> str | None:
+    for noun, first in (("image", first_img), ("annotation", first_ann)):
+        if isinstance(first, dict) and "id" in first:
+            return f"the first {noun}'s id is {first['id']!r}"
+    return None
 
 
 def _id_type(first) -> str:

@@ -1,0 +1,1 @@
+"""Data-driven corpora of real-world COCO-format files, read by the tests."""
