@@ -30,7 +30,8 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    """The parser with ``commands`` (default: all); each one imports its module."""
     parser = argparse.ArgumentParser(
         prog="cocolake",
         description="COCO-format annotations as a columnar warehouse: ingest, SQL, export.",
@@ -38,14 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in COMMANDS.items():
+        if commands is not None and name not in commands:
+            continue
         mod = importlib.import_module(f"{__name__}.{module}")
         p = mod.add_parser(sub)
         p.set_defaults(_run=mod.run)
     return parser
 
 
+def _named_command(argv: list[str]) -> str | None:
+    """The sub-command ``argv`` names (the first argument that is not an option), if known."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # only the named command's module is imported: some pull in heavy libraries, and a
+    # short command (an export of a small subset) would spend most of its time on them
+    command = _named_command(argv)
+    parser = build_parser(None if command is None else (command,))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

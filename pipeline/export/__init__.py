@@ -25,7 +25,7 @@ import logging
 import os
 import time
 
-from . import coco, images, parquet, select, yolo
+from . import select
 from .options import ExportError, ExportOptions, ExportReport, Progress
 
 __all__ = ["export", "run_export", "ExportOptions", "ExportReport", "ExportError"]
@@ -43,16 +43,26 @@ def run_export(opts: ExportOptions, progress: Progress | None = None) -> ExportR
         file_rows = select.files(con, opts, sel)
         if not file_rows:
             raise ExportError(_nothing_message(opts))
+        # each format's writer is imported when used: a short export should not pay for
+        # the libraries of the others (YAML, the mask codec, Parquet writing)
         if opts.format == "parquet":
+            from . import parquet
+
             report.files = parquet.write_parquet(con, opts, file_rows, progress)
         else:
             if opts.format == "coco":
+                from . import coco
+
                 report.files = coco.write_coco(con, opts.out, file_rows)
                 image_dir = opts.out
             else:
+                from . import yolo
+
                 report.files = yolo.write_yolo(con, opts.out, task=opts.task, include_crowd=opts.include_crowd)
                 image_dir = os.path.join(opts.out, "images")
             if opts.images != "none":
+                from . import images
+
                 jobs = select.image_jobs(con)
                 report.images_copied, report.images_skipped = images.copy_all(
                     jobs, image_dir, image_root=opts.image_root, mode=opts.images, threads=opts.threads,

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 import orjson
 import pyarrow as pa
 
-from .. import masks
 from .options import ExportError
 from .select import arrow_batches
 
@@ -99,6 +98,8 @@ def segmentation_values(batch: pa.RecordBatch) -> list:
         if fmt == "polygon":
             out.append(poly)
         elif fmt == "uncompressed_rle":
+            from .. import masks  # the mask codec (numpy, pycocotools' C code) only for crowd RLE
+
             out.append({"counts": masks.counts_to_list(c), "size": size})
         elif fmt == "rle":
             out.append({"counts": c, "size": size})
