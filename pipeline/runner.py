@@ -227,7 +227,7 @@ def run_ingest(
     if not source_files and not sets:
         raise CocolakeError(f"no COCO JSON documents found in {', '.join(urls or []) or 'no sources'}")
     written: list[str] = []
-    with dask_client(workers, scheduler) as client:
+    with wh.writer_lock(), dask_client(workers, scheduler) as client:
         run_id = uuid.uuid4().hex[:12]  # task keys only (see graph); part names stay deterministic
         plans = compute(plan_graph(source_files, opts, run_id), client, progress, "scan")
         _test_pause("scan")
@@ -260,12 +260,12 @@ def run_ingest(
         except BaseException:
             wh.remove_parts(graph.planned_paths)  # never those of a manifest that got written
             raise
-    _test_pause("gc")
-    try:
-        wh.collect_garbage(committed)
-    except OSError as err:  # committed all the same; the next commit collects again
-        log.warning("%s: version %d committed, but removing old parts failed: %s",
-                    wh.url(""), committed.version, err)
+        _test_pause("gc")
+        try:
+            wh.collect_garbage(committed)
+        except OSError as err:  # committed all the same; the next commit collects again
+            log.warning("%s: version %d committed, but removing old parts failed: %s",
+                        wh.url(""), committed.version, err)
     return IngestReport(
         warehouse=warehouse,
         dataset=dataset,

@@ -12,10 +12,15 @@ until the next commit, so a reader that opened the old manifest a moment ago can
 
 Re-ingesting a source file replaces the rows that came from that file in that split;
 other files and splits stay.
+
+One writer at a time: an ingest holds ``writer_lock`` from numbering its parts to the
+garbage collection after its commit: two writers would pick the same part numbers, and the
+garbage collection of one would delete the parts of the other before they are committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -28,12 +33,18 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, one writer per dataset is up to the user
+    fcntl = None
+
 from .errors import WarehouseError
 from .schema import PARTITION_KEYS, RUN_TABLES, TABLES, partition_key
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
+LOCK = "_writer.lock"
 FORMAT = "cocolake-manifest/1"
 _PART_RE = re.compile(r"part-(\d+)\.parquet$")
 
@@ -131,6 +142,31 @@ class Warehouse:
         return f"{table}/{partition_key(table)}={split}/part-{number:05d}.parquet"
 
     # -------------------------------------------------------------- manifest
+
+    @contextlib.contextmanager
+    def writer_lock(self):
+        """Hold the dataset's writer lock, or fail at once if another run holds it.
+
+        A local ``flock``: the system releases it when the process dies, even by SIGKILL, so
+        a crashed run leaves no stale lock. Object stores have no such lock: there, run one
+        writer per dataset at a time.
+        """
+        if self.protocol not in ("file", "local") or fcntl is None:
+            yield
+            return
+        self.fs.makedirs(self.root, exist_ok=True)
+        with open(f"{self.root}/{LOCK}", "a") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WarehouseError(
+                    f"{self.url('')}: another run is writing this dataset (it holds {LOCK}); "
+                    "run again when it has ended"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def read_manifest(self) -> Manifest | None:
         path = f"{self.root}/{MANIFEST}"

@@ -25,7 +25,8 @@ import pytest
 from pipeline.runner import run_ingest
 from pipeline.schema import TABLES
 from pipeline.views import connect, fetch_arrow
-from pipeline.warehouse import MANIFEST, Part, Warehouse, write_part
+from pipeline.errors import WarehouseError
+from pipeline.warehouse import LOCK, MANIFEST, Part, Warehouse, write_part
 
 DATASET = "d"
 CHUNK_MB = 0.02  # many small tasks, so that a run can be stopped between them
@@ -56,9 +57,9 @@ def _files(warehouse: Path) -> set[str]:
 
 def _assert_no_strays(warehouse: Path) -> None:
     """On disk: the manifest, its parts, and the parts of the version it replaced (kept one
-    commit for readers that opened that version); nothing a reader could pick up besides."""
+    commit for readers that opened that version), the writer lock; nothing besides."""
     m = Warehouse(str(warehouse), DATASET).require_manifest()
-    assert _files(warehouse) == {MANIFEST} | {p.path for p in m.parts} | set(m.previous_parts)
+    assert _files(warehouse) == {MANIFEST, LOCK} | {p.path for p in m.parts} | set(m.previous_parts)
     assert not {p.path for p in m.parts} & set(m.previous_parts)
 
 
@@ -240,6 +241,27 @@ def test_removing_a_failed_runs_parts_spares_what_the_manifest_lists(tmp_path):
     assert wh.read_table("licenses").num_rows == 1
 
 
+def test_one_writer_at_a_time_and_a_killed_writer_holds_no_lock(versions, tmp_path):
+    """A second ingest of the dataset fails at once while one runs (it would reuse the part
+    numbers of the first and collect its uncommitted parts as garbage); once the first is
+    killed, the lock is gone with it."""
+    base, new_source, old, new, _, _ = versions
+    warehouse = _copy(base, tmp_path)
+    marker = tmp_path / "paused"
+    proc = _start_ingest(new_source, warehouse, marker, "ingest:3")
+    try:
+        _wait_for(marker, proc, "ingest:3")
+        with pytest.raises(WarehouseError, match="another run is writing this dataset"):
+            run_ingest([str(new_source)], warehouse=str(warehouse), dataset=DATASET, workers=1)
+        _assert_same(_snapshot(warehouse), old)
+    finally:
+        _kill_group(proc)
+    run_ingest([str(new_source)], warehouse=str(warehouse), dataset=DATASET, workers=1,
+               chunk_bytes=int(CHUNK_MB * (1 << 20)))
+    _assert_same(_snapshot(warehouse), new)
+    _assert_no_strays(warehouse)
+
+
 # ------------------------------------------------------------------ readers during an ingest
 
 class _Reader(threading.Thread):
@@ -268,6 +290,7 @@ def _cli_counts(warehouse: Path) -> tuple:
     return (row["images"], row["annotations"], row["categories"], row["info"])
 
 
+@pytest.mark.slow
 def test_readers_see_the_old_or_the_new_version_never_a_mix(versions, coco_mini, tmp_path):
     """Readers run all through an ingest; at each stage the test also asks ``cocolake sql``.
 
