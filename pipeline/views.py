@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import re
+from collections.abc import Iterable
 
 import duckdb
 import pyarrow as pa
@@ -93,8 +94,11 @@ def raw_relation_sql(wh: Warehouse, manifest: Manifest, table: str) -> str:
 _VIEW_REF = re.compile(r"\b([a-z_][a-z0-9_]*)\b")
 
 
-def _view_order(files: dict[str, SqlFile]) -> list[str]:
-    """Views in an order where each comes after the views it reads."""
+def _view_order(files: dict[str, SqlFile], only: Iterable[str] | None = None) -> list[str]:
+    """Views in an order where each comes after the views it reads.
+
+    ``only``: just these names (those that are views) and the views they read.
+    """
     deps = {n: {m for m in _VIEW_REF.findall(f.text.lower()) if m in files and m != n} for n, f in files.items()}
     order: list[str] = []
     state: dict[str, int] = {}
@@ -110,13 +114,14 @@ def _view_order(files: dict[str, SqlFile]) -> list[str]:
         state[n] = 2
         order.append(n)
 
-    for n in sorted(files):
+    for n in sorted(files) if only is None else sorted(set(only) & set(files)):
         visit(n, [])
     return order
 
 
-def apply_views(con: duckdb.DuckDBPyConnection, files: dict[str, SqlFile]) -> None:
-    for name in _view_order(files):
+def apply_views(con: duckdb.DuckDBPyConnection, files: dict[str, SqlFile],
+                only: Iterable[str] | None = None) -> None:
+    for name in _view_order(files, only):
         f = files[name]
         try:
             con.execute(f.text)
@@ -139,8 +144,12 @@ def connect(
     functions: bool = True,
     sql_dir: pathlib.Path | None = None,
     restrict: bool = False,
+    only: Iterable[str] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """A connection with the raw relations, the views and (optionally) the mask functions.
+
+    ``only``: create just these views and the views they read (binding each view costs
+    time; a short command needs a few); None creates every view.
 
     ``restrict=True``: afterwards the connection can read the manifest's parts and no other
     file, and its settings are locked (see ``restrict_to_warehouse``).
@@ -156,19 +165,20 @@ def connect(
         from . import sqlfuncs
 
         sqlfuncs.register(con)
-    build(con, wh, manifest, sql_dir=sql_dir)
+    build(con, wh, manifest, sql_dir=sql_dir, only=only)
     if restrict:
         restrict_to_warehouse(con, wh, manifest)
     return con
 
 
-def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | None = None) -> None:
+def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | None = None,
+          only: Iterable[str] | None = None) -> None:
     for table in TABLES:
         try:
             con.execute(f"CREATE OR REPLACE VIEW raw_{table} AS {raw_relation_sql(wh, manifest, table)}")
         except duckdb.Error as err:
             raise WarehouseError(f"{wh.url('')}: cannot read table {table}: {err}") from None
-    apply_views(con, load_sql_dir((sql_dir or SQL_DIR) / "views"))
+    apply_views(con, load_sql_dir((sql_dir or SQL_DIR) / "views"), only)
 
 
 # ------------------------------------------------------------------ user SQL, read only
