@@ -2,13 +2,17 @@
 
 It serves the files under ``root`` (HEAD with Content-Length, GET with single byte ranges,
 ``Accept-Ranges: bytes``), records every request, and on demand answers a path with an
-error status, cuts the connection part-way through a body, or ignores range requests.
+error status, cuts the connection part-way through a body, ignores range requests, serves
+a body made on the fly (any size, none of it on disk), or serves a path's successive
+versions (a file that changes between requests).
 
     def test_x(http_server):
         (http_server.root / "a.json").write_bytes(b"{}")
         http_server.fail("a.json", 500, times=2)      # next two requests get HTTP 500
         http_server.cut("a.json", after=10, times=1)  # next body stops after 10 bytes
         http_server.ranges = False                    # answer 200 + whole file to Range
+        http_server.generate("big.json", 1 << 30, lambda start, end: b"x" * (end - start))
+        http_server.versions("v.json", [b"old", b"new"])  # 1st request: old, then new
         url = http_server.url("a.json")
         ...
         assert http_server.count("a.json", "GET") == 3
@@ -47,6 +51,8 @@ class HTTPTestServer:
         self.requests: list[Request] = []
         self._failures: dict[str, list] = {}  # path -> [status, remaining or None]
         self._cuts: dict[str, list] = {}  # path -> [after_bytes, remaining or None]
+        self._generated: dict[str, tuple] = {}  # path -> (size, piece(start, end) -> bytes)
+        self._versions: dict[str, list[bytes]] = {}  # path -> bodies still to serve, in order
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -61,6 +67,20 @@ class HTTPTestServer:
         """Send only ``after`` bytes of the body, then drop the connection."""
         with self._lock:
             self._cuts[path.lstrip("/")] = [after, times]
+
+    def generate(self, path: str, size: int, piece) -> None:
+        """Serve ``size`` bytes at ``path``, bytes ``[start, end)`` being ``piece(start, end)``.
+
+        The body is made 1 MB at a time as it is sent: a gigabyte document costs no disk
+        and no memory. A client that hangs up part-way is not an error.
+        """
+        with self._lock:
+            self._generated[path.lstrip("/")] = (size, piece)
+
+    def versions(self, path: str, bodies: list[bytes]) -> None:
+        """Each request for ``path`` gets the next of ``bodies``; the last one stays."""
+        with self._lock:
+            self._versions[path.lstrip("/")] = list(bodies)
 
     def count(self, path: str | None = None, method: str | None = None) -> int:
         with self._lock:
@@ -111,6 +131,20 @@ class HTTPTestServer:
                 rule[1] = remaining - 1
             return value
 
+    def _body(self, rel: str) -> tuple[bytes | None, int, object]:
+        """(data, size, piece): the file's bytes, or a generated body's size and maker."""
+        with self._lock:
+            if rel in self._generated:
+                size, piece = self._generated[rel]
+                return None, size, piece
+            bodies = self._versions.get(rel)
+            if bodies:
+                return (bodies.pop(0) if len(bodies) > 1 else bodies[0]), 0, None
+        target = (self.root / rel).resolve()
+        if self.root not in target.parents or not target.is_file():
+            return None, 0, None
+        return target.read_bytes(), 0, None
+
     def _record(self, request: Request) -> None:
         with self._lock:
             self.requests.append(request)
@@ -136,23 +170,24 @@ class _Handler(BaseHTTPRequestHandler):
         status = owner._take(owner._failures, rel)
         if status is not None:
             return self._plain(status, f"{status} on request\n".encode(), head)
-        target = (owner.root / rel).resolve()
-        if owner.root not in target.parents or not target.is_file():
+        data, size, piece = owner._body(rel)
+        if data is None and piece is None:
             return self._plain(404, b"not found\n", head)
-        data = target.read_bytes()
-        start, end, code = 0, len(data), 200
+        if piece is None:
+            size = len(data)
+        start, end, code = 0, size, 200
         wanted = self.headers.get("Range") if owner.ranges else None
         if wanted:
             m = _RANGE.match(wanted.strip())
             if m and (m[1] or m[2]):
                 if m[1]:
                     start = int(m[1])
-                    end = min(len(data), int(m[2]) + 1) if m[2] else len(data)
+                    end = min(size, int(m[2]) + 1) if m[2] else size
                 else:
-                    start = max(0, len(data) - int(m[2]))
-                if start >= len(data) or start >= end:
+                    start = max(0, size - int(m[2]))
+                if start >= size or start >= end:
                     self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Range", f"bytes */{size}")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -163,10 +198,12 @@ class _Handler(BaseHTTPRequestHandler):
         if owner.ranges:
             self.send_header("Accept-Ranges", "bytes")
         if code == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         self.end_headers()
         if head:
             return
+        if piece is not None:
+            return self._stream(piece, start, end)
         body = data[start:end]
         after = owner._take(owner._cuts, rel)
         if after is not None and after < len(body):
@@ -179,6 +216,13 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         self.wfile.write(body)
+
+    def _stream(self, piece, start: int, end: int) -> None:
+        try:
+            for a in range(start, end, 1 << 20):
+                self.wfile.write(piece(a, min(a + (1 << 20), end)))
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading
+            self.close_connection = True
 
     def _plain(self, status: int, body: bytes, head: bool) -> None:
         self.send_response(status)
