@@ -18,7 +18,7 @@ import dataclasses
 import json
 import math
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -518,22 +518,18 @@ def _flatten_instances(records, ctx, sizes, first_index) -> Flat:
             kp_rows["keypoints"].append(kp[1])
             kp_keep.append(i)
 
-    rle_counts, rle_size, polygons, fmt, bad = _encode_masks(seg_kind, seg_value, h_keep, w_keep)
-    if bad:
+    m = _encode_masks(seg_kind, seg_value, h_keep, w_keep)
+    if m.bad:
         # masks that failed validation: drop those rows (or raise) and keep the rest
-        for j, problem in sorted(bad.items()):
+        for j, problem in sorted(m.bad.items()):
             col.bad(keep[j], records[keep[j]], problem)
-        good = [j for j in range(len(keep)) if j not in bad]
-        sel = np.asarray(good, dtype=np.int64)
+        good = [j for j in range(len(keep)) if j not in m.bad]
         ids, image_col, cat_col, crowd, area, extra, raws = (
             [x[j] for j in good] for x in (ids, image_col, cat_col, crowd, area, extra, raws))
         bbox_idx = np.cumsum(bbox_valid) - 1
         bbox_rows = [bbox_flat[4 * bbox_idx[j]: 4 * bbox_idx[j] + 4] if bbox_valid[j] else None for j in good]
         bbox_arr = pa.array(bbox_rows, pa.list_(pa.float64()))
-        rle_counts = [rle_counts[j] for j in good]
-        rle_size = [rle_size[j] for j in good]
-        polygons = polygons.take(pa.array(sel)) if len(polygons) else polygons
-        fmt = [fmt[j] for j in good]
+        m = m.take(good)
         keep = [keep[j] for j in good]
         kept = set(keep)
         kp_sel = [k for k, i in enumerate(kp_keep) if i in kept]
@@ -549,11 +545,11 @@ def _flatten_instances(records, ctx, sizes, first_index) -> Flat:
         "iscrowd": crowd,
         "area": area,
         "bbox": bbox_arr,
-        "rle_counts": pa.array(rle_counts, pa.string()),
-        "rle_size": pa.array(rle_size, pa.list_(pa.int32())),
-        "mask_area": _mask_areas(rle_counts, rle_size),
-        "polygons": polygons,
-        "segmentation_format": fmt,
+        "rle_counts": pa.array(m.counts, pa.string()),
+        "rle_size": pa.array(m.size, pa.list_(pa.int32())),
+        "mask_area": m.area_column(),
+        "polygons": m.polygons,
+        "segmentation_format": m.fmt,
         "extra": extra,
         "raw": [_dumps(r) if r else None for r in raws],
     }
@@ -656,10 +652,8 @@ def _fast_instances(records, ctx, sizes, first_index) -> Flat | None:
                 kp_rows["keypoints"].append(kps)
                 kp_keep.append(i)
 
-    rle_counts, rle_size, polygons, fmt, bad = _encode_masks(
-        seg_kind, seg_value, heights.tolist(), widths.tolist(), poly=(flat, part_offsets, ann_parts)
-    )
-    if bad:
+    m = _encode_masks(seg_kind, seg_value, heights.tolist(), widths.tolist(), poly=(flat, part_offsets, ann_parts))
+    if m.bad:
         return None
     offsets = np.arange(0, 4 * n + 1, 4, dtype=np.int32)
     columns = {
@@ -669,11 +663,11 @@ def _fast_instances(records, ctx, sizes, first_index) -> Flat | None:
         "iscrowd": pa.array(crowd_np.astype(np.int32)),
         "area": pa.array(area_np),
         "bbox": pa.ListArray.from_arrays(pa.array(offsets), pa.array(bnp)),
-        "rle_counts": pa.array(rle_counts, pa.string()),
-        "rle_size": pa.array(rle_size, pa.list_(pa.int32())),
-        "mask_area": _mask_areas(rle_counts, rle_size),
-        "polygons": polygons,
-        "segmentation_format": fmt,
+        "rle_counts": pa.array(m.counts, pa.string()),
+        "rle_size": pa.array(m.size, pa.list_(pa.int32())),
+        "mask_area": m.area_column(),
+        "polygons": m.polygons,
+        "segmentation_format": m.fmt,
         "extra": [None if r.keys() <= known else _split_known(r, known) for r in records],
         "raw": pa.nulls(n, pa.string()),
     }
@@ -723,8 +717,28 @@ def _classify_segmentation(rec: dict, h: int, w: int):
     raise _Bad(f"segmentation {_short(seg)} is neither polygons nor an RLE object")
 
 
-def _encode_masks(seg_kind, seg_value, heights, widths, poly=None):
-    """Encode every mask of a chunk; polygons in one batch. Returns columns and {row: problem}.
+class _Masks(NamedTuple):
+    """The mask columns of a chunk's annotations, and the rows whose mask is bad."""
+
+    counts: list  # compressed string or None per row
+    size: list  # [h, w] or None
+    polygons: pa.Array  # list<list<double>>, null where the source was not polygons
+    fmt: list  # segmentation_format
+    bad: dict  # {row: problem}
+    area: np.ndarray  # int64 foreground pixels (0 where counts is None)
+
+    def take(self, rows: list[int]) -> _Masks:
+        sel = np.asarray(rows, dtype=np.int64)
+        return _Masks([self.counts[j] for j in rows], [self.size[j] for j in rows],
+                      self.polygons.take(pa.array(sel)) if len(self.polygons) else self.polygons,
+                      [self.fmt[j] for j in rows], {}, self.area[sel])
+
+    def area_column(self) -> pa.Array:
+        return pa.array(self.area, pa.int64(), mask=np.array([c is None for c in self.counts], dtype=bool))
+
+
+def _encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> _Masks:
+    """Encode every mask of a chunk; polygons in one batch, validated once, with areas.
 
     ``poly`` = (flat coordinate list, part offsets, annotation part offsets) of the polygon
     rows, when the caller already gathered them.
@@ -732,6 +746,7 @@ def _encode_masks(seg_kind, seg_value, heights, widths, poly=None):
     n = len(seg_kind)
     rle_counts: list = [None] * n
     rle_size: list = [None] * n
+    areas = np.zeros(n, np.int64)
     fmt = [("none" if k in ("none", "empty") else k) for k in seg_kind]
     bad: dict[int, str] = {}
 
@@ -748,46 +763,36 @@ def _encode_masks(seg_kind, seg_value, heights, widths, poly=None):
                 flat.extend(part)
                 part_offsets.append(len(flat))
             ann_parts.append(len(part_offsets) - 1)
-    coords = np.array(flat, dtype=np.float64) if len(flat) else np.zeros(0, np.float64)
     if poly is None and flat and not _all_numbers(flat):
-        # non-numeric coordinates: find the rows and reject them one by one
+        # non-numeric coordinates: find the rows, reject them and encode the others as 0s
         for k, j in enumerate(poly_rows):
             if not all(_is_plain_number(x) for part in seg_value[j] for x in part):
                 bad[j] = "polygon has a coordinate that is not a number"
+        flat = [x if _is_plain_number(x) else 0.0 for x in flat]
+    coords = np.array(flat, dtype=np.float64) if len(flat) else np.zeros(0, np.float64)
     part_offsets_arr = np.asarray(part_offsets, dtype=np.int64)
     ann_parts_arr = np.asarray(ann_parts, dtype=np.int64)
     if poly_rows:
         h_arr = np.asarray([heights[j] for j in poly_rows], dtype=np.int64)
         w_arr = np.asarray([widths[j] for j in poly_rows], dtype=np.int64)
-        problems = masks.validate_polygons(coords, part_offsets_arr, ann_parts_arr, h_arr, w_arr)
-        for k, problem in enumerate(problems):
-            if problem is not None and poly_rows[k] not in bad:
-                bad[poly_rows[k]] = problem
-        ok = np.asarray([poly_rows[k] not in bad for k in range(len(poly_rows))], dtype=bool)
-        if ok.all():
-            encoded = masks.encode_polygons(coords, part_offsets_arr, ann_parts_arr, h_arr, w_arr)
-            for k, j in enumerate(poly_rows):
-                rle_counts[j] = encoded[k]
-                rle_size[j] = [heights[j], widths[j]]
-        else:
-            for k, j in enumerate(poly_rows):
-                if ok[k]:
-                    sub = _one_annotation(coords, part_offsets_arr, ann_parts_arr, k)
-                    rle_counts[j] = masks.encode_polygons(*sub, h_arr[k:k + 1], w_arr[k:k + 1])[0]
-                    rle_size[j] = [heights[j], widths[j]]
+        enc = masks.encode_polygon_batch(coords, part_offsets_arr, ann_parts_arr, h_arr, w_arr)
+        for k, j in enumerate(poly_rows):
+            if j in bad:
+                continue
+            if k in enc.problems:
+                bad[j] = enc.problems[k]
+                continue
+            rle_counts[j] = enc.counts[k]
+            rle_size[j] = [heights[j], widths[j]]
+        areas[poly_rows] = enc.areas
     for j in range(n):
-        kind = seg_kind[j]
-        try:
-            if kind == "uncompressed_rle":
-                counts, size = seg_value[j]
-                rle_counts[j] = masks.encode_uncompressed(counts, (size[0], size[1]))
+        if seg_kind[j] in ("uncompressed_rle", "rle"):
+            counts, size = seg_value[j]
+            try:
+                rle_counts[j], areas[j] = masks.encode_rle(counts, (size[0], size[1]))
                 rle_size[j] = list(size)
-            elif kind == "rle":
-                counts, size = seg_value[j]
-                rle_counts[j] = masks.check_compressed(counts, (size[0], size[1]))
-                rle_size[j] = list(size)
-        except masks.InvalidMask as err:
-            bad[j] = str(err)
+            except masks.InvalidMask as err:
+                bad[j] = str(err)
 
     # the polygons column
     poly_mask = np.ones(n, dtype=bool)
@@ -802,17 +807,9 @@ def _encode_masks(seg_kind, seg_value, heights, widths, poly=None):
     outer_offsets[1:] = np.cumsum(counts_per_row)
     inner = pa.ListArray.from_arrays(pa.array(part_offsets_arr.astype(np.int32)), pa.array(coords))
     polygons = pa.ListArray.from_arrays(pa.array(outer_offsets), inner, mask=pa.array(poly_mask))
-    return rle_counts, rle_size, polygons, fmt, bad
-
-
-def _mask_areas(rle_counts: list, rle_size: list) -> pa.Array:
-    have = [j for j, c in enumerate(rle_counts) if c is not None]
-    out = np.zeros(len(rle_counts), dtype=np.int64)
-    if have:
-        out[have] = masks.area([rle_counts[j] for j in have], [rle_size[j] for j in have])
-    mask = np.ones(len(rle_counts), dtype=bool)
-    mask[have] = False
-    return pa.array(out, pa.int64(), mask=mask)
+    for j in bad:
+        areas[j] = 0
+    return _Masks(rle_counts, rle_size, polygons, fmt, bad, areas)
 
 
 def _one_annotation(coords, part_offsets, ann_parts, k):

@@ -391,8 +391,8 @@ def _int_counts(counts) -> np.ndarray:
     if isinstance(counts, np.ndarray):
         ok = counts.ndim == 1 and counts.dtype.kind in "iu"
     else:
-        ok = isinstance(counts, (list, tuple)) and all(
-            isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in counts)
+        ok = isinstance(counts, (list, tuple)) and (set(map(type, counts)) <= {int} or all(
+            isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in counts))
     if not ok:
         raise InvalidMask(f"counts is not a string or list of ints: got {_describe(counts)}")
     values = np.asarray(counts) if len(counts) else np.zeros(0, np.int64)
@@ -417,6 +417,14 @@ def _describe(value) -> str:
 
 
 # ------------------------------------------------------------------------- polygons
+class Encoded(NamedTuple):
+    """A batch of polygon annotations, validated and encoded in one pass."""
+
+    counts: list  # compressed string per annotation; None where there is a problem
+    areas: np.ndarray  # int64 foreground pixels per annotation (0 where there is a problem)
+    problems: dict  # {annotation index: what is wrong with it}
+
+
 def validate_polygons(coords, part_offsets, ann_offsets, heights, widths) -> list[str | None]:
     """Per annotation: what is wrong with it (a message), or None when it can be encoded."""
     arrays = _polygon_arrays(coords, part_offsets, ann_offsets, heights, widths)
@@ -431,9 +439,24 @@ def encode_polygons(coords, part_offsets, ann_offsets, heights, widths) -> list[
     coords[part_offsets[j]:part_offsets[j + 1]]; annotation i owns parts
     ann_offsets[i]:ann_offsets[i + 1] and lies on an image of heights[i] x widths[i].
     Everything is validated first; the first bad annotation raises InvalidMask with its
-    ``index`` (use ``validate_polygons`` to skip bad ones instead).
+    ``index`` (``encode_polygon_batch`` encodes the good ones and reports the bad ones).
     """
     return _encode_polygons(_polygon_arrays(coords, part_offsets, ann_offsets, heights, widths))
+
+
+def encode_polygon_batch(coords, part_offsets, ann_offsets, heights, widths) -> Encoded:
+    """Validate and encode in one pass, with the area of each mask (pycocotools ``area``):
+    bad annotations get a problem instead of a string, the others are encoded."""
+    arrays = _polygon_arrays(coords, part_offsets, ann_offsets, heights, widths)
+    problems = _polygon_problems(*arrays)
+    n = len(arrays[3])
+    skip = np.zeros(n, bool)
+    skip[list(problems)] = True
+    if _C is None:
+        counts, areas = _py_polygons(*arrays, skip=skip)
+    else:
+        counts, areas = _c_polygons(*arrays, skip=skip)
+    return Encoded(counts, areas, problems)
 
 
 def _encode_polygons(arrays, batch: bool = True) -> list[str]:
@@ -442,8 +465,8 @@ def _encode_polygons(arrays, batch: bool = True) -> list[str]:
         i = min(problems)
         raise InvalidMask(problems[i], i if batch else None)
     if _C is None:
-        return _py_polygons(*arrays)
-    return _c_polygons(*arrays)
+        return _py_polygons(*arrays)[0]
+    return _c_polygons(*arrays)[0]
 
 
 def _polygon_arrays(coords, part_offsets, ann_offsets, heights, widths):
@@ -519,29 +542,34 @@ def _polygon_problems(coords, po, ao, heights, widths) -> dict[int, str]:
     return problems
 
 
-def _c_polygons(coords, po, ao, heights, widths) -> list[str]:
-    """rleFrPoly per part, rleMerge when there are several, rleToString when it is safe."""
+def _c_polygons(coords, po, ao, heights, widths, skip=None) -> tuple[list, np.ndarray]:
+    """rleFrPoly per part, rleMerge when there are several, rleToString when it is safe,
+    rleArea; annotations marked in ``skip`` are left as None."""
     n = len(heights)
     most = int(np.diff(ao).max()) if n else 0
     rles = (_RLE * (most + 2))()  # the parts of one annotation, their union, a string holder
     size, first = ctypes.sizeof(_RLE), ctypes.addressof(rles)
     merged, holder = first + most * size, rles[most + 1]
-    base = coords.ctypes.data
+    areas = np.zeros(n, np.uint32)
+    base, area_at = coords.ctypes.data, areas.ctypes.data
     po, ao, hs, ws = po.tolist(), ao.tolist(), heights.tolist(), widths.tolist()
-    frpoly, merge, free = _C.rleFrPoly, _C.rleMerge, _C.rleFree
+    todo = range(n) if skip is None else np.flatnonzero(~skip).tolist()
+    frpoly, merge, free, rle_area = _C.rleFrPoly, _C.rleMerge, _C.rleFree, _C.rleArea
     to_string, string_at = _C.rleToString, ctypes.string_at
     out: list = [None] * n
     large = []  # (index, runs as bytes) of images too large for rleToString
     try:
-        for i in range(n):
+        for i in todo:
             a, k, h, w = ao[i], ao[i + 1] - ao[i], hs[i], ws[i]
             for j in range(k):
                 s = po[a + j]
                 frpoly(first + j * size, base + 8 * s, (po[a + j + 1] - s) >> 1, h, w)
             if k > 1:
                 merge(first, merged, k, 0)
+            one = merged if k > 1 else first
+            rle_area(one, 1, area_at + 4 * i)
             if h * w < _C_STRING_PIXELS:
-                text = to_string(merged if k > 1 else first)
+                text = to_string(one)
                 out[i] = string_at(text).decode("ascii")
                 holder.cnts = text  # rleFree(holder) frees it with the library's own free()
                 free(first + (most + 1) * size)
@@ -560,18 +588,21 @@ def _c_polygons(coords, po, ao, heights, widths) -> list[str]:
         offsets = np.concatenate(([0], np.cumsum([len(r) for r in runs]))).astype(np.int64)
         for (i, _), text in zip(large, _to_strings(np.concatenate(runs), offsets)):
             out[i] = text
-    return out
+    return out, areas.astype(np.int64)
 
 
-def _py_polygons(coords, po, ao, heights, widths) -> list[str]:
+def _py_polygons(coords, po, ao, heights, widths, skip=None) -> tuple[list, np.ndarray]:
     from pycocotools import mask as cmask
 
-    out = []
+    out: list = [None] * len(heights)
+    areas = np.zeros(len(heights), np.int64)
     for i in range(len(heights)):
+        if skip is not None and skip[i]:
+            continue
         parts = [coords[po[j]:po[j + 1]].tolist() for j in range(ao[i], ao[i + 1])]
         rle = cmask.merge(cmask.frPyObjects(parts, int(heights[i]), int(widths[i])))
-        out.append(rle["counts"].decode("ascii"))
-    return out
+        out[i], areas[i] = rle["counts"].decode("ascii"), int(cmask.area(rle))
+    return out, areas
 
 
 # ------------------------------------------------------------------ single segmentations
@@ -611,19 +642,29 @@ def _rle_size(size) -> tuple[int, int]:
 
 def encode_uncompressed(counts, size) -> str:
     """Compressed string of an uncompressed RLE ``{"counts": [...], "size": [h, w]}``."""
-    h, w = _rle_size(size)
-    runs = _int_counts(counts)
-    if runs.sum() != h * w:
-        raise InvalidMask(f"RLE counts sum to {runs.sum()}, expected h*w={h * w}")
-    return _to_string(runs)
+    return encode_rle(counts, size)[0]
 
 
 def check_compressed(counts, size) -> str:
     """The compressed string itself (bytes decoded), once checked to decode to h*w pixels."""
     if not isinstance(counts, (str, bytes)):
         raise InvalidMask(f"counts is not a string or list of ints: got {_describe(counts)}")
-    _rles([counts], [size], None)
-    return counts if isinstance(counts, str) else counts.decode("ascii")
+    return encode_rle(counts, size)[0]
+
+
+def encode_rle(counts, size) -> tuple[str, int]:
+    """(compressed string, area) of an RLE whose counts are a compressed string (checked to
+    decode to h*w pixels) or a list of runs (uncompressed RLE)."""
+    if isinstance(counts, (str, bytes)):
+        r = _rles([counts], [size], None)
+        text = counts if isinstance(counts, str) else counts.decode("ascii")
+        return text, int(r.counts[1::2].sum(dtype=np.int64))
+    h, w = _rle_size(size)
+    runs = _int_counts(counts)
+    total = int(runs.sum())
+    if total != h * w:
+        raise InvalidMask(f"RLE counts sum to {total}, expected h*w={h * w}")
+    return _to_string(runs), int(runs[1::2].sum())
 
 
 def counts_to_list(counts) -> list[int]:

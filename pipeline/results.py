@@ -205,7 +205,7 @@ def flatten_detections(records: list, ctx: FileContext, sizes: ImageSizes, split
         w_keep.append(int(widths[i]))
 
     checked = _check_rles_at_once(seg_kind, seg_value)
-    rle_counts, rle_size, _, fmt, bad = flatten._encode_masks(seg_kind, seg_value, h_keep, w_keep)
+    rle_counts, rle_size, _, fmt, bad, _ = flatten._encode_masks(seg_kind, seg_value, h_keep, w_keep)
     for j in checked:
         rle_counts[j], rle_size[j], fmt[j] = seg_value[j][0], list(seg_value[j][1]), "rle"
     if bad:
