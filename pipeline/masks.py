@@ -252,7 +252,7 @@ def _check_bytes(s: _Strings, problems: dict) -> None:
         where = np.flatnonzero(bad)
         owner = np.searchsorted(s.starts, where, "right") - 1
         _first(problems, owner, np.ones(len(where), bool), lambda j: (
-            f"compressed counts has character {chr(s.buf[where[j]])!r} at position "
+            f"compressed counts has {_byte(s.buf[where[j]])} at position "
             f"{where[j] - s.starts[owner[j]]}; expected characters '0' to 'o'"))
     last = np.flatnonzero(s.lens > 0)
     cut = (c[ends[last] - 1] & 0x20) != 0
@@ -266,6 +266,10 @@ def _check_bytes(s: _Strings, problems: dict) -> None:
         _first(problems, owner, np.ones(len(where), bool), lambda j: (
             f"compressed counts has a number longer than 6 characters at position "
             f"{where[j] - s.starts[owner[j]]}; pycocotools decodes at most 6 exactly"))
+
+
+def _byte(b) -> str:
+    return f"character {chr(b)!r}" if b < 128 else f"byte 0x{int(b):02x}"
 
 
 def _runs(s: _Strings, problems: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -515,7 +519,7 @@ def _polygon_problems(coords, po, ao, heights, widths) -> dict[int, str]:
         outside = np.abs(sub) > bound[owner]
         _first(problems, owner, outside, lambda j: (
             f"coordinate {sub[j]:g} is outside [-{bound[owner[j]]:g}, {bound[owner[j]]:g}] "
-            f"(4 * max(height, width) + 10000 for a {w[owner[j]]}x{h[owner[j]]} image)"))
+            f"(4 * max(height, width) + 10000 for an image of height {h[owner[j]]} and width {w[owner[j]]})"))
         sub = np.where(outside, 0.0, sub)
     if badlen.any():
         coord_part = np.repeat(np.arange(len(parts)), plen) if coord_part is None else coord_part

@@ -260,7 +260,7 @@ def test_invalid_mask_is_a_cocolake_error_and_a_value_error():
     ([[1, 1, -float("inf"), 1, 4, 3]], (5, 5), r"^coordinate -inf is not finite$"),
     ([[1, 1, 2e8, 1, 4, 3]], (480, 640),
      r"^coordinate 2e\+08 is outside \[-12560, 12560\] "
-     r"\(4 \* max\(height, width\) \+ 10000 for a 640x480 image\)$"),
+     r"\(4 \* max\(height, width\) \+ 10000 for an image of height 480 and width 640\)$"),
     ([[1, 1, 4, 1, 4, -12561]], (480, 640), r"coordinate -12561 is outside \[-12560, 12560\]"),
     ([[0, 0, 90000, 0] * 20 + [0, 1]], (20000, 20000),
      r"^polygon outline is \d+ pixels long, more than 3355443: pycocotools traces it at 5x"),
@@ -371,6 +371,11 @@ def test_inconsistent_batch_arrays_are_rejected():
 def test_invalid_rle_messages(call, message):
     with pytest.raises(InvalidMask, match=message):
         call()
+
+
+def test_a_non_ascii_byte_is_named_by_its_value():
+    with pytest.raises(masks.InvalidMask, match="compressed counts has byte 0xc3 at position 1"):
+        masks.check_compressed("1\u00ff", (1, 1))
 
 
 @pytest.mark.parametrize("counts", ["632000o", "63~0004", "0" + "o" * 6 + "0", "6\x0020004", "6é"])
