@@ -21,12 +21,15 @@ Guarantees:
   locally. Without one: read remotely, with range requests when the server supports them.
 - ``download`` never leaves a partial or unverified file in the cache, retries connection
   errors and 5xx responses with backoff (resuming with a range request when it can), and
-  fails at once on other HTTP errors.
+  fails at once on other HTTP errors. A resumed file that fails verification is fetched
+  again whole once (the file may have changed between the attempts). Temporary files that
+  a killed process left behind are removed once they are an hour old.
 - Every failure is a ``SourceError`` (``BadFileError`` for corrupt data) naming the URL.
 """
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import http.client
@@ -59,6 +62,7 @@ _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # an archive with members / an emp
 _SUFFIXES = (".json", ".json.gz", ".zip")
 _BLOCK = 1 << 20
 _TIMEOUT = 60  # seconds without data before a download attempt counts as failed
+_STALE_PART = 3600  # seconds without a write after which a download's temporary file is abandoned
 _CORRUPT = (EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile)
 
 
@@ -206,8 +210,23 @@ def _resolve_file(url: str, name: str, wanted, so: dict) -> list[SourceFile]:
     return [SourceFile(url, _doc_name(name), None if size is None else size - bom, None, seekable, so, bom=bom)]
 
 
-def _probe(url: str, so: dict) -> tuple[bytes, int | None, bool]:
-    """First bytes, size, and whether byte ranges can be read directly."""
+def _probe(url: str, so: dict, attempts: int = 3) -> tuple[bytes, int | None, bool]:
+    """First bytes, size, and whether byte ranges can be read directly (5xx answers retried)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _probe_once(url, so)
+        except SourceError as err:
+            status = re.match(r"HTTP (\d+)", err.problem)
+            if not status or int(status[1]) < 500:
+                raise
+            if attempt == attempts:
+                raise SourceError(url, f"{err.problem}; gave up after {attempts} attempts") from None
+            log.warning("%s: %s; retrying", url, err.problem)
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _probe_once(url: str, so: dict) -> tuple[bytes, int | None, bool]:
     fs, path = _fs(url, so)
     try:
         if not _is_http(url):
@@ -324,6 +343,9 @@ class _Stream(io.RawIOBase):
             data = self._inner.read(len(b))
         except _CORRUPT as err:
             raise BadFileError(self._url, f"corrupt or truncated compressed data: {err}") from None
+        except Exception as err:  # noqa: BLE001 - a cut connection comes as the fsspec backend's own error
+            raise SourceError(self._url, "the connection was lost or the server failed while reading: "
+                              f"{type(err).__name__}: {err}") from None
         b[: len(data)] = data
         return len(data)
 
@@ -436,23 +458,20 @@ def download(url: str, *, cache_dir: str, md5: str | None = None, sha256: str | 
     if final.is_file():
         log.debug("%s: using cached %s", url, final)
         return str(final)
+    _remove_stale_parts(cache, final.name)
     tmp = cache / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
     try:
         log.info("downloading %s", url)
-        for attempt in range(retries + 1):
-            try:
-                if _is_http(url):
-                    _http_get(url, tmp, resume=attempt > 0)
-                else:
-                    _fsspec_get(url, tmp, storage_options or {})
-                break
-            except _Transient as err:
-                if attempt == retries:
-                    raise SourceError(url, f"{err}; gave up after {attempt + 1} attempts") from None
-                delay = backoff * 2**attempt
-                log.warning("%s: %s; retrying in %.1f s (%d/%d)", url, err, delay, attempt + 1, retries)
-                time.sleep(delay)
-        _verify(url, str(tmp), sums, keep=False)
+        resumed = _fetch(url, tmp, retries, backoff, storage_options or {})
+        try:
+            _verify(url, str(tmp), sums, keep=False)
+        except SourceError as err:
+            if not resumed:
+                raise
+            log.warning("%s: %s after resuming; downloading it again whole", url, err.problem.split(";")[0])
+            tmp.unlink()
+            _fetch(url, tmp, retries, backoff, storage_options or {})
+            _verify(url, str(tmp), sums, keep=False)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -460,7 +479,41 @@ def download(url: str, *, cache_dir: str, md5: str | None = None, sha256: str | 
     return str(final)
 
 
-def _http_get(url: str, tmp: Path, resume: bool) -> None:
+def _fetch(url: str, tmp: Path, retries: int, backoff: float, so: dict) -> bool:
+    """Write ``url`` to ``tmp``, retrying transient failures; True if a transfer was resumed."""
+    for attempt in range(retries + 1):
+        try:
+            if _is_http(url):
+                return _http_get(url, tmp, resume=attempt > 0)
+            _fsspec_get(url, tmp, so)
+            return False
+        except _Transient as err:
+            if attempt == retries:
+                raise SourceError(url, f"{err}; gave up after {attempt + 1} attempts") from None
+            delay = backoff * 2**attempt
+            log.warning("%s: %s; retrying in %.1f s (%d/%d)", url, err, delay, attempt + 1, retries)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _remove_stale_parts(cache: Path, name: str) -> None:
+    """Temporary files of this download that no process has written to for an hour.
+
+    A download writes its temporary file at least once a minute (``_TIMEOUT``) while it
+    runs, and removes it when it fails; one that is this old was left by a killed process.
+    """
+    cutoff = time.time() - _STALE_PART
+    for part in cache.glob(f".{glob.escape(name)}.*.part"):
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                log.info("%s: removed a partial download left behind", part)
+        except FileNotFoundError:  # removed by another process meanwhile
+            pass
+
+
+def _http_get(url: str, tmp: Path, resume: bool) -> bool:
+    """One attempt; True when it appended to what an earlier attempt had written."""
     have = tmp.stat().st_size if resume and tmp.exists() else 0
     headers = {"User-Agent": "cocolake", "Accept-Encoding": "identity"}
     if have:
@@ -488,6 +541,7 @@ def _http_get(url: str, tmp: Path, resume: bool) -> None:
             raise _Transient(f"connection lost after {have + got} bytes: {err}") from None
     if length is not None and got != int(length):
         raise _Transient(f"connection closed after {have + got} of {have + int(length)} bytes")
+    return bool(have)
 
 
 def _fsspec_get(url: str, tmp: Path, so: dict) -> None:

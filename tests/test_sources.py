@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import pathlib
 import zipfile
 
 import pytest
@@ -323,6 +324,85 @@ def test_connection_cut_once_resumes_with_a_range_request(archive_on_server, tmp
     path = sources.download(server.url("ann.zip"), cache_dir=str(tmp_path), sha256=sha, backoff=0.01)
     assert open(path, "rb").read() == payload
     assert [r.range for r in server.requests if r.path == "ann.zip"] == [None, f"bytes={half}-"]
+
+
+def test_5xx_every_time_gives_up_with_a_clear_error_and_leaves_nothing(archive_on_server, tmp_path):
+    server = archive_on_server[0]
+    server.fail("ann.zip", 500)
+    with pytest.raises(SourceError, match=r"ann\.zip: HTTP 500 Internal Server Error; gave up after 3 attempts"):
+        sources.download(server.url("ann.zip"), cache_dir=str(tmp_path), sha256="0" * 64, retries=2, backoff=0.01)
+    assert server.count("ann.zip", "GET") == 3
+    assert _files_under(tmp_path) == []
+
+
+def test_wrong_checksum_after_a_resume_is_fetched_whole_once_then_leaves_nothing(archive_on_server, tmp_path):
+    server, payload, _sha, _md5 = archive_on_server
+    half = len(payload) // 2
+    server.cut("ann.zip", after=half, times=1)
+    with pytest.raises(SourceError, match=r"ann\.zip: sha256 mismatch: expected 0{64}, got [0-9a-f]{64} "
+                       rf"\({len(payload)} bytes\); the download was discarded"):
+        sources.download(server.url("ann.zip"), cache_dir=str(tmp_path), sha256="0" * 64, backoff=0.01)
+    assert [r.range for r in server.requests] == [None, f"bytes={half}-", None]
+    assert _files_under(tmp_path) == []
+
+
+def test_a_file_that_changed_between_attempts_is_fetched_again_whole(http_server, tmp_path):
+    old, new = b"A" * 4000, b"B" * 4000
+    http_server.versions("instances_val2017.json", [old, new])
+    http_server.cut("instances_val2017.json", after=1000, times=1)
+    sha = hashlib.sha256(new).hexdigest()
+    path = sources.download(http_server.url("instances_val2017.json"), cache_dir=str(tmp_path), sha256=sha,
+                            backoff=0.01)
+    # the resumed file (1000 old bytes + 3000 new ones) failed verification and was discarded
+    assert [r.range for r in http_server.requests] == [None, "bytes=1000-", None]
+    assert open(path, "rb").read() == new
+    assert _files_under(tmp_path) == [path.rsplit("/", 1)[1]]
+
+
+def test_partial_downloads_left_by_a_killed_process_are_removed(archive_on_server, tmp_path):
+    import os
+    import time
+
+    server, payload, sha, _md5 = archive_on_server
+    name = pathlib.Path(sources.download(server.url("ann.zip"), cache_dir=str(tmp_path / "a"), sha256=sha)).name
+    cache = tmp_path / "b"
+    cache.mkdir()
+    stale, live = cache / f".{name}.4242.0badf00d.part", cache / f".{name}.4343.0c0ffee0.part"
+    stale.write_bytes(payload[:100])
+    live.write_bytes(payload[:100])
+    hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    path = sources.download(server.url("ann.zip"), cache_dir=str(cache), sha256=sha)
+    # an hour without a write: left behind; a recent one may belong to a download still running
+    assert _files_under(cache) == sorted([live.name, pathlib.Path(path).name])
+
+
+def test_remote_reads_retry_5xx_then_fail_clearly(http_server, tmp_path):
+    (http_server.root / "instances_val2017.json").write_bytes(DOC)
+    http_server.fail("instances_val2017.json", 503, times=2)
+    [sf] = sources.resolve([http_server.url("instances_val2017.json")], cache_dir=str(tmp_path))
+    assert _read_all(sf) == DOC
+    http_server.fail("instances_val2017.json", 500)
+    with pytest.raises(SourceError, match=r"instances_val2017\.json: HTTP 500 Internal Server Error; gave up after "
+                       "3 attempts"):
+        sources.resolve([http_server.url("instances_val2017.json")], cache_dir=str(tmp_path))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_stream_cut_mid_file_is_a_source_error(http_server, tmp_path):
+    """Without a checksum a remote document is read in place; a cut is a clear error, not a crash."""
+    from pipeline.runner import run_ingest
+
+    (http_server.root / "instances_val2017.json").write_bytes(DOC)
+    url = http_server.url("instances_val2017.json")
+    [sf] = sources.resolve([url], cache_dir=str(tmp_path))
+    http_server.cut("instances_val2017.json", after=1000)
+    with pytest.raises(SourceError, match=r"instances_val2017\.json: the connection was lost or the server failed "
+                       r"while reading: .*received 1000 of \d+ bytes"):
+        _read_all(sf)
+    with pytest.raises(SourceError, match="the connection was lost or the server failed while reading"):
+        run_ingest([url], warehouse=str(tmp_path / "wh"), dataset="d", workers=1)
+    assert not list(tmp_path.rglob("*.parquet"))
 
 
 # ------------------------------------------------------------------------------ object store
