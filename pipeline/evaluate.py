@@ -700,18 +700,19 @@ def save_matches(warehouse: str, dataset: str, result: Evaluation, storage_optio
     from .warehouse import Part, Warehouse, write_part
 
     wh = Warehouse(warehouse, dataset, storage_options)
-    manifest = wh.require_manifest()
-    id_type = manifest.id_type()
-    rel = Warehouse.part_rel("prediction_matches", result.run, wh.next_part_number(result.run, manifest))
-    source = f"evaluate-{result.iou_type}"
-    try:
-        rows = write_part(wh.fs, f"{wh.root}/{rel}", match_tables(result, id_type),
-                          schema_for("prediction_matches", id_type))
-        parts = [Part("prediction_matches", result.run, source, rel, rows, id_type)] if rows else []
-        wh.commit(parts, {(result.run, source)}, [])
-    except BaseException:
-        wh.remove_parts([rel])
-        raise
+    with wh.writer_lock():
+        manifest = wh.require_manifest()
+        id_type = manifest.id_type()
+        rel = Warehouse.part_rel("prediction_matches", result.run, wh.next_part_number(result.run, manifest))
+        source = f"evaluate-{result.iou_type}"
+        try:
+            rows = write_part(wh.fs, f"{wh.root}/{rel}", match_tables(result, id_type),
+                              schema_for("prediction_matches", id_type))
+            parts = [Part("prediction_matches", result.run, source, rel, rows, id_type)] if rows else []
+            wh.commit(parts, {(result.run, source)}, [])
+        except BaseException:
+            wh.remove_parts([rel])
+            raise
     return rows
 
 

@@ -32,6 +32,7 @@ import logging
 import math
 import re
 import time
+import uuid
 
 import dask
 import duckdb
@@ -385,12 +386,20 @@ def run_ingest_results(
     progress=None,
 ) -> ResultsReport:
     """Ingest one results file as run ``run``, replacing what that run had."""
-    from .runner import compute, dask_client
-
-    t0 = time.perf_counter()
     if not _NAME.fullmatch(run or ""):
         raise CocolakeError(f"run name {run!r}: use letters, digits, '.', '_' or '-'")
     wh = Warehouse(warehouse, dataset, storage_options)
+    with wh.writer_lock():  # from numbering the parts to the commit, as an ingest
+        return _ingest_results(wh, url, run=run, split=split, workers=workers, scheduler=scheduler,
+                               chunk_bytes=chunk_bytes, on_bad_record=on_bad_record, cache_dir=cache_dir,
+                               progress=progress)
+
+
+def _ingest_results(wh: Warehouse, url: str, *, run, split, workers, scheduler, chunk_bytes, on_bad_record,
+                    cache_dir, progress) -> ResultsReport:
+    from .runner import compute, dask_client
+
+    t0 = time.perf_counter()
     manifest = wh.read_manifest()
     if manifest is None or not manifest.splits():
         raise WarehouseError(f"{wh.url('')}: no ground truth here; run `cocolake ingest` first")
@@ -417,8 +426,9 @@ def run_ingest_results(
         tasks_meta.append((ResultsTask(sf, start, end, first, gt.split, ctx, f"{wh.root}/{pred_rel}",
                                        f"{wh.root}/{rej_rel}", wh.protocol, storage), pred_rel, rej_rel))
     planned = [rel for _, a, b in tasks_meta for rel in (a, b)]
-    sizes = dask.delayed(gt.sizes, name=f"sizes-{run}")
-    graph = [dask.delayed(ingest_results_chunk, pure=True)(t, sizes, dask_key_name=f"results-{run}-{k}")
+    key = uuid.uuid4().hex[:12]  # task keys unique per call: one Dask cluster may serve several runs
+    sizes = dask.delayed(gt.sizes, name=f"sizes-{run}-{key}")
+    graph = [dask.delayed(ingest_results_chunk, pure=True)(t, sizes, dask_key_name=f"results-{run}-{k}-{key}")
              for k, (t, _, _) in enumerate(tasks_meta)]
     try:
         with dask_client(workers, scheduler) as client:

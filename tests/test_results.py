@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from pycocotools.coco import COCO
 
-from pipeline import results
+from pipeline import evaluate, results
 from pipeline.cli import main
-from pipeline.errors import BadFileError, BadRecordError, CocolakeError
+from pipeline.errors import BadFileError, BadRecordError, CocolakeError, WarehouseError
 from pipeline.flatten import FileContext, ImageSizes
 from pipeline.split import iter_blocks
 from pipeline.views import connect
@@ -206,6 +206,25 @@ def test_run_names_and_splits_are_checked(coco_mini, warehouse, tmp_path):
     with pytest.raises(CocolakeError, match="split 'test2017' is not in the warehouse"):
         results.run_ingest_results(str(path), run="r", warehouse=root, dataset=dataset, split="test2017")
     assert Warehouse(root, dataset).require_manifest().runs() == []
+
+
+def test_results_and_matches_fail_at_once_while_another_run_writes(coco_mini, warehouse, tmp_path):
+    root, dataset = warehouse
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(_val_detections(coco_mini, 3)))
+    wh = Warehouse(root, dataset)
+    before = wh.require_manifest().version
+    with wh.writer_lock():  # as an ingest in another process holds it
+        with pytest.raises(WarehouseError, match="another run is writing this dataset"):
+            results.run_ingest_results(str(path), run="m1", warehouse=root, dataset=dataset)
+    assert wh.require_manifest().version == before
+    results.run_ingest_results(str(path), run="m1", warehouse=root, dataset=dataset)
+    con = connect(root, dataset)
+    result = evaluate.evaluate(con, "m1", iou_type="bbox")
+    with wh.writer_lock():
+        with pytest.raises(WarehouseError, match="another run is writing this dataset"):
+            evaluate.save_matches(root, dataset, result)
+    assert evaluate.save_matches(root, dataset, result) > 0
 
 
 def test_cli_ingest_results(coco_mini, warehouse, tmp_path, capsys):
