@@ -46,6 +46,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="YOLO labels: boxes or polygons (default: detect)")
     p.add_argument("--include-crowd", action="store_true", help="YOLO: keep iscrowd=1 annotations as objects")
     p.add_argument("--threads", type=int, default=8, help="parallel image transfers (default: 8)")
+    p.add_argument("--allow-external-access", action="store_true",
+                   help="let --where/--sql read files outside the warehouse (e.g. read_csv('ids.csv')); by "
+                   "default they read the warehouse's parts and nothing else")
     p.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
     return p
 
@@ -102,6 +105,7 @@ def run(args) -> int:
         task=args.task,
         include_crowd=args.include_crowd,
         threads=args.threads,
+        allow_external_access=args.allow_external_access,
     )
     report = run_export(opts, make_progress(args.no_progress))
     for line in report.lines():

@@ -100,12 +100,13 @@ def export(
     threads: int = 8,
     storage_options: dict | None = None,
     progress: Progress | None = None,
+    allow_external_access: bool = False,
 ) -> ExportReport:
     """``cocolake export`` as a function; the keywords are the command's options."""
     opts = ExportOptions(
         out=str(out), format=format, warehouse=str(warehouse), dataset=dataset, where=where, sql=sql,
         splits=splits, images=images, keep=keep, split_ratio=split_ratio, seed=seed,
         image_root=None if image_root is None else str(image_root), task=task, include_crowd=include_crowd,
-        threads=threads, storage_options=storage_options,
+        threads=threads, storage_options=storage_options, allow_external_access=allow_external_access,
     )
     return run_export(opts, progress)

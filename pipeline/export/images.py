@@ -15,7 +15,9 @@ Guarantees: a ``file_name`` that could land outside the destination (absolute, `
 drive letter, a NUL, empty) is rejected before anything is written; transfers run in a
 thread pool and report progress; a file already there with the source's size is skipped,
 so an interrupted export resumes; each file is written under a temporary name and renamed,
-so a partial download never looks complete; failures are collected and reported together.
+so a partial download never looks complete; a symlink already at a destination or its
+temporary name is replaced, never written through; failures are collected and reported
+together.
 """
 
 from __future__ import annotations
@@ -190,10 +192,10 @@ def transfer(job: ImageJob, dest: str, image_root: str | None, mode: str) -> boo
             return False
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     tmp = f"{dest}.part"
+    if os.path.lexists(tmp):  # left by an interrupted run; were it a symlink, writing would follow it
+        os.remove(tmp)
     if mode == "link" and _is_local(fs):
         src = os.path.abspath(path)
-        if os.path.lexists(tmp):
-            os.remove(tmp)
         try:
             os.link(src, tmp)
         except OSError:  # another filesystem, or links not allowed: a symlink does

@@ -52,6 +52,8 @@ class ExportOptions:
     # parallel image transfers
     threads: int = 8
     storage_options: dict | None = None
+    # let the selector read files outside the warehouse (read_csv of a list of ids, ...)
+    allow_external_access: bool = False
 
     def __post_init__(self):
         for name, kind in (("format", Format), ("images", ImagesMode), ("keep", Keep), ("task", Task)):

@@ -19,7 +19,9 @@ those images. ``sql`` is a query returning ``annotation_id`` (treated like ``whe
 images whose md5(``<seed>:<image id>``) read as a 32-bit fraction is below R, else "val".
 
 Guarantees: the selector runs on a connection opened read-only, as exactly one SELECT
-statement; a malformed one raises a one-line ``QueryError`` quoting it.
+statement; a malformed one raises a one-line ``QueryError`` quoting it. Unless
+``allow_external_access``, that connection opens no file but the parts the manifest lists
+(``views.restrict_to_warehouse``), so ``read_csv('/etc/passwd')`` in a selector fails.
 """
 
 from __future__ import annotations
@@ -73,9 +75,12 @@ def open_readonly(opts: ExportOptions):
             con.close()
         ro = duckdb.connect(db, read_only=True)
         try:
-            views.register_filesystem(ro, Warehouse(opts.warehouse, opts.dataset, opts.storage_options))
+            wh = Warehouse(opts.warehouse, opts.dataset, opts.storage_options)
+            views.register_filesystem(ro, wh)
             if functions:
                 _register_functions(ro)
+            if not opts.allow_external_access:  # the selector reads the warehouse's parts, no other file
+                views.restrict_to_warehouse(ro, wh, wh.require_manifest())
             yield ro
         finally:
             ro.close()

@@ -1,0 +1,228 @@
+"""Nothing is written outside its target, and user SQL cannot change the warehouse or read other files.
+
+Paths: zip members (sources), image ``file_name`` during ``export --images copy|link`` from
+a directory or a zip image root, symlinks planted in the export directory. SQL: ``cocolake
+sql`` and ``cocolake export --where/--sql`` through ``main([...])``, the real code path;
+``--allow-external-access`` is the user asking for more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import zipfile
+
+import pytest
+
+from pipeline import sources
+from pipeline.cli import main
+from pipeline.errors import SourceError
+from pipeline.export import ExportError, export
+from pipeline.runner import run_ingest
+
+DOC = json.dumps({"images": [], "annotations": []}).encode()
+IMAGE_NAME = "000000397133.jpg"  # in coco-mini's val2017
+
+
+def _files(root) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+# ---------------------------------------------------------------------------- archive members
+
+
+@pytest.mark.parametrize("member", ["..\\..\\evil_val2017.json", "C:/evil_val2017.json", "c:evil_val2017.json",
+                                    "\\evil_val2017.json", "ok/../../evil_val2017.json"])
+def test_unsafe_zip_member_names_are_refused(tmp_path, member):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(member, DOC)
+    before = _files(tmp_path)
+    with pytest.raises(SourceError, match="absolute path or '..' in the name; refusing it"):
+        sources.resolve([f"zip://{member}::{archive}"], cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(SourceError, match="refusing it"):
+        sources.resolve([str(archive)], cache_dir=str(tmp_path / "cache"), members={str(archive): [member]})
+    try:  # listed: refused, or left out as a hidden name ("..\\x" is one name starting with a dot)
+        assert sources.resolve([str(archive)], cache_dir=str(tmp_path / "cache")) == []
+    except SourceError as err:
+        assert "refusing it" in str(err)
+    assert _files(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------- image file names
+
+
+@pytest.fixture
+def evil_dataset(tmp_path):
+    """A warehouse whose second image is named by the test (``make(file_name)``)."""
+
+    def make(file_name: str) -> str:
+        doc = {"images": [{"id": 1, "file_name": IMAGE_NAME, "height": 427, "width": 640},
+                          {"id": 2, "file_name": file_name, "height": 10, "width": 10}],
+               "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+        src = tmp_path / "src" / "instances_val2017.json"
+        src.parent.mkdir(exist_ok=True)
+        src.write_text(json.dumps(doc))
+        run_ingest([str(src)], warehouse=str(tmp_path / "wh"), dataset="evil", workers=1)
+        return str(tmp_path / "wh")
+
+    return make
+
+
+@pytest.mark.parametrize("mode", ["copy", "link"])
+@pytest.mark.parametrize("bad", ["..\\..\\escape.jpg", "val2017/../../../escape.jpg", "/tmp/escape.jpg",
+                                 "D:\\escape.jpg"])
+def test_export_never_writes_a_file_name_outside_out(evil_dataset, coco_mini, tmp_path, mode, bad):
+    wh = evil_dataset(bad)
+    with pytest.raises(ExportError, match="image id=2: file_name .* outside the export directory"):
+        export(tmp_path / "out", warehouse=wh, dataset="evil", images=mode, image_root=str(coco_mini))
+    assert not list(tmp_path.rglob("*.jpg")) and not os.path.exists("/tmp/escape.jpg")
+
+
+def test_a_zip_image_root_with_a_zip_slip_member_is_not_followed(evil_dataset, coco_mini, tmp_path):
+    """The archive holds a member under the unsafe name too: the name is refused before any lookup."""
+    root = tmp_path / "val2017.zip"
+    with zipfile.ZipFile(root, "w") as z:
+        z.write(coco_mini / "val2017" / IMAGE_NAME, f"val2017/{IMAGE_NAME}")
+        z.writestr("val2017/../../escape.jpg", b"evil")
+        z.writestr("../escape.jpg", b"evil")
+    wh = evil_dataset("../escape.jpg")
+    with pytest.raises(ExportError, match="contains '..'"):
+        export(tmp_path / "out", warehouse=wh, dataset="evil", image_root=str(root))
+    assert not list(tmp_path.rglob("escape.jpg"))
+
+
+def test_a_symlinked_directory_in_out_is_not_written_through(evil_dataset, coco_mini, tmp_path):
+    wh = evil_dataset("sub/b.jpg")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "out" / "val2017").mkdir(parents=True)
+    (tmp_path / "out" / "val2017" / "sub").symlink_to(outside)
+    with pytest.raises(ExportError, match=r"image id=2: 'sub/b.jpg' resolves to .*outside"):
+        export(tmp_path / "out", warehouse=wh, dataset="evil", image_root=str(coco_mini))
+    assert _files(outside) == []
+
+
+@pytest.mark.parametrize("planted", ["destination", "temporary file"])
+def test_a_planted_symlink_is_replaced_not_written_through(mini_warehouse, coco_mini, tmp_path, planted):
+    wh, ds = mini_warehouse
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    target = tmp_path / "out" / "val2017" / IMAGE_NAME
+    target.parent.mkdir(parents=True)
+    (target if planted == "destination" else target.with_name(IMAGE_NAME + ".part")).symlink_to(victim)
+    export(tmp_path / "out", warehouse=wh, dataset=ds, splits=["val2017"], where=f"file_name = '{IMAGE_NAME}'",
+           image_root=str(coco_mini))
+    assert victim.read_text() == "keep me"
+    assert not target.is_symlink()
+    assert target.read_bytes() == (coco_mini / "val2017" / IMAGE_NAME).read_bytes()
+
+
+# ---------------------------------------------------------------------------- cocolake sql
+
+
+@pytest.fixture(scope="module")
+def wh_args(mini_warehouse):
+    return ["--warehouse", mini_warehouse[0], "--dataset", mini_warehouse[1]]
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A CSV and a Parquet file outside the warehouse."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "ids.csv").write_text("annotation_id\n2232\n")
+    pq.write_table(pa.table({"annotation_id": [2232]}), tmp_path / "ids.parquet")
+    return tmp_path
+
+
+def _one_error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("statement", [
+    "CREATE TABLE t AS SELECT 1",
+    "CREATE OR REPLACE VIEW images AS SELECT 1 AS id",
+    "INSERT INTO raw_images SELECT * FROM raw_images",
+    "ATTACH '{dir}/x.duckdb' AS x",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET enable_external_access = true",
+    "RESET lock_configuration",
+    "COPY (SELECT 1) TO '{dir}/x.csv'",
+    "EXPORT DATABASE '{dir}/dump'",
+    "SELECT 1; COPY (SELECT 1) TO '{dir}/x.csv'",
+])
+def test_sql_cannot_change_anything(capsys, wh_args, mini_warehouse, tmp_path, statement):
+    before = _files(tmp_path)
+    warehouse_before = _files(pathlib.Path(mini_warehouse[0]))
+    err = _one_error(capsys, ["sql", *wh_args, statement.format(dir=tmp_path)])
+    assert "only read-only queries run here" in err
+    assert _files(tmp_path) == before
+    assert _files(pathlib.Path(mini_warehouse[0])) == warehouse_before
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT * FROM read_csv('{dir}/ids.csv')",
+    "SELECT * FROM '{dir}/ids.csv'",
+    "SELECT * FROM read_parquet('{dir}/ids.parquet')",
+    "SELECT * FROM parquet_metadata('{dir}/ids.parquet')",
+    "SELECT * FROM read_text('/etc/hostname')",
+    "SELECT * FROM read_blob('/etc/passwd')",
+    "SELECT * FROM glob('{dir}/*')",
+    "SELECT * FROM read_json('{warehouse}/_manifest.json')",
+    "SELECT * FROM query('SELECT * FROM read_csv(''{dir}/ids.csv'')')",
+    "SELECT * FROM read_csv('http://127.0.0.1:9/ids.csv')",
+])
+def test_sql_cannot_read_outside_the_warehouse_parts(capsys, wh_args, mini_warehouse, outside, query):
+    text = query.format(dir=outside, warehouse=f"{mini_warehouse[0]}/{mini_warehouse[1]}")
+    err = _one_error(capsys, ["sql", *wh_args, text])
+    assert "Permission Error" in err
+
+
+def test_sql_reads_outside_when_asked(capsys, wh_args, outside):
+    code = main(["sql", *wh_args, "--allow-external-access",
+                 f"SELECT a.id FROM annotations AS a JOIN read_csv('{outside}/ids.csv') AS i ON a.id = i.annotation_id"])
+    assert code == 0 and capsys.readouterr().out.splitlines() == ["id", "2232"]
+
+
+# ---------------------------------------------------------------------------- cocolake export
+
+
+@pytest.mark.parametrize("selector", [
+    ["--where", "id IN (SELECT annotation_id FROM read_csv('{dir}/ids.csv'))"],
+    ["--where", "length((SELECT content FROM read_text('/etc/hostname'))) > 0"],
+    ["--where", "(SELECT count(*) FROM glob('{dir}/*')) > 0"],
+    ["--sql", "{dir}/picks.sql"],
+])
+def test_export_selectors_cannot_read_outside_the_warehouse(capsys, wh_args, outside, selector):
+    (outside / "picks.sql").write_text(f"SELECT annotation_id FROM read_parquet('{outside}/ids.parquet')\n")
+    argv = ["export", *wh_args, "--format", "coco", "--out", str(outside / "out"), "--images", "none"]
+    err = _one_error(capsys, argv + [s.format(dir=outside) for s in selector])
+    assert "Permission Error" in err
+    assert not (outside / "out" / "annotations").exists()
+
+
+@pytest.mark.parametrize("where", [
+    "true; COPY (SELECT 1) TO '{dir}/x.csv'",
+    "true) UNION ALL SELECT 1, 1 --",
+    "id IN (SELECT * FROM query('COPY (SELECT 1) TO ''{dir}/x.csv'''))",
+])
+def test_export_where_cannot_write(capsys, wh_args, tmp_path, where):
+    argv = ["export", *wh_args, "--format", "coco", "--out", str(tmp_path / "out"), "--images", "none",
+            "--where", where.format(dir=tmp_path)]
+    _one_error(capsys, argv)
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_export_reads_a_list_of_ids_when_asked(capsys, wh_args, outside):
+    argv = ["export", *wh_args, "--format", "coco", "--out", str(outside / "out"), "--images", "none",
+            "--where", f"id IN (SELECT annotation_id FROM read_csv('{outside}/ids.csv'))"]
+    assert main(argv + ["--allow-external-access"]) == 0
+    written = sorted((outside / "out" / "annotations").glob("*.json"))
+    assert [a["id"] for f in written for a in json.loads(f.read_text())["annotations"]] == [2232]
