@@ -785,14 +785,15 @@ def _encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> _Masks:
             rle_counts[j] = enc.counts[k]
             rle_size[j] = [heights[j], widths[j]]
         areas[poly_rows] = enc.areas
-    for j in range(n):
-        if seg_kind[j] in ("uncompressed_rle", "rle"):
-            counts, size = seg_value[j]
-            try:
-                rle_counts[j], areas[j] = masks.encode_rle(counts, (size[0], size[1]))
-                rle_size[j] = list(size)
-            except masks.InvalidMask as err:
-                bad[j] = str(err)
+    rle_rows = [j for j in range(n) if seg_kind[j] in ("uncompressed_rle", "rle")]
+    if rle_rows:
+        enc = masks.encode_rle_batch([seg_value[j][0] for j in rle_rows],
+                                     [(seg_value[j][1][0], seg_value[j][1][1]) for j in rle_rows])
+        for k, j in enumerate(rle_rows):
+            if k in enc.problems:
+                bad[j] = enc.problems[k]
+            else:
+                rle_counts[j], areas[j], rle_size[j] = enc.counts[k], enc.areas[k], list(seg_value[j][1])
 
     # the polygons column
     poly_mask = np.ones(n, dtype=bool)

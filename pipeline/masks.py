@@ -375,19 +375,32 @@ def _show(value) -> str:
 def _rles(counts_list, sizes, what: str | None = "mask") -> _Rles:
     """Parse and check a batch of compressed strings; raise for the first bad one (naming
     it as ``what #i``, or not at all when ``what`` is None: a single string)."""
+    rles, problems = _parse_rles(counts_list, sizes)
+    if problems:
+        i = min(problems)
+        raise InvalidMask(problems[i], None if what is None else i, what or "")
+    return rles
+
+
+def _parse_rles(counts_list, sizes) -> tuple[_Rles, dict[int, str]]:
+    """Parse and check a batch of compressed strings; bad ones are listed, not raised."""
     strings, problems = _gather(counts_list)
     h, w = _sizes(sizes, len(strings.lens), problems)
     _check_bytes(strings, problems)
     runs, offsets = _runs(strings, problems)
-    m = np.diff(offsets)
-    total = np.zeros(len(m), np.int64)
-    total[m > 0] = np.add.reduceat(runs, offsets[:-1][m > 0], dtype=np.int64)
+    total, _ = _run_sums(runs, offsets)
     for i in np.flatnonzero(total != h * w).tolist():
         problems.setdefault(i, f"RLE counts sum to {total[i]}, expected h*w={h[i] * w[i]}")
-    if problems:
-        i = min(problems)
-        raise InvalidMask(problems[i], None if what is None else i, what or "")
-    return _Rles(runs, offsets, h, w)
+    return _Rles(runs, offsets, h, w), problems
+
+
+def _run_sums(runs: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per item: the sum of its runs (pixels) and of its odd runs (foreground pixels)."""
+    m = np.diff(offsets)
+    pos = np.arange(len(runs)) - np.repeat(offsets[:-1], m)
+    cs = np.concatenate(([0], np.cumsum(runs, dtype=np.int64)))
+    odd = np.concatenate(([0], np.cumsum(np.where(pos % 2 == 1, runs, 0), dtype=np.int64)))
+    return cs[offsets[1:]] - cs[offsets[:-1]], odd[offsets[1:]] - odd[offsets[:-1]]
 
 
 def _int_counts(counts) -> np.ndarray:
@@ -659,16 +672,52 @@ def check_compressed(counts, size) -> str:
 def encode_rle(counts, size) -> tuple[str, int]:
     """(compressed string, area) of an RLE whose counts are a compressed string (checked to
     decode to h*w pixels) or a list of runs (uncompressed RLE)."""
-    if isinstance(counts, (str, bytes)):
-        r = _rles([counts], [size], None)
-        text = counts if isinstance(counts, str) else counts.decode("ascii")
-        return text, int(r.counts[1::2].sum(dtype=np.int64))
-    h, w = _rle_size(size)
-    runs = _int_counts(counts)
-    total = int(runs.sum())
-    if total != h * w:
-        raise InvalidMask(f"RLE counts sum to {total}, expected h*w={h * w}")
-    return _to_string(runs), int(runs[1::2].sum())
+    enc = encode_rle_batch([counts], [size])
+    if enc.problems:
+        raise InvalidMask(enc.problems[0])
+    return enc.counts[0], int(enc.areas[0])
+
+
+def encode_rle_batch(counts_list, sizes) -> Encoded:
+    """``encode_rle`` for a batch: compressed strings and areas, and a problem for each
+    bad item instead of an exception."""
+    n = len(counts_list)
+    problems: dict[int, str] = {}
+    h, w = _sizes(sizes, n, problems)
+    out: list = [None] * n
+    areas = np.zeros(n, np.int64)
+    strings = [i for i in range(n) if isinstance(counts_list[i], (str, bytes))]
+    if strings:
+        rles, found = _parse_rles([counts_list[i] for i in strings], np.stack([h[strings], w[strings]], axis=1))
+        _, odd = _run_sums(rles.counts, rles.offsets)
+        for k, i in enumerate(strings):
+            if k in found:
+                problems.setdefault(i, found[k])
+            elif i not in problems:
+                c = counts_list[i]
+                out[i], areas[i] = (c if isinstance(c, str) else c.decode("ascii")), odd[k]
+    good, runs = [], []
+    for i in range(n):
+        if out[i] is None and i not in problems:
+            try:
+                r = _int_counts(counts_list[i])
+            except InvalidMask as err:
+                problems[i] = str(err)
+                continue
+            good.append(i)
+            runs.append(r)
+    if good:
+        offsets = np.zeros(len(good) + 1, np.int64)
+        np.cumsum([len(r) for r in runs], out=offsets[1:])
+        flat = np.concatenate(runs)
+        total, odd = _run_sums(flat, offsets)
+        texts = _to_strings(flat, offsets)
+        for k, i in enumerate(good):
+            if total[k] != h[i] * w[i]:
+                problems[i] = f"RLE counts sum to {total[k]}, expected h*w={h[i] * w[i]}"
+            else:
+                out[i], areas[i] = texts[k], odd[k]
+    return Encoded(out, areas, problems)
 
 
 def counts_to_list(counts) -> list[int]:

@@ -373,6 +373,28 @@ def test_invalid_rle_messages(call, message):
         call()
 
 
+def test_rle_batch_encodes_the_good_items_and_names_the_bad_ones(cocos):
+    crowd = [a["segmentation"] for c in cocos.values() for a in c.dataset["annotations"] if a["iscrowd"]][:5]
+    assert crowd, "coco-mini has crowd annotations"
+    items = [(c["counts"], tuple(c["size"])) for c in crowd]
+    strings = [(cmask.frPyObjects(c, *c["size"])["counts"].decode(), tuple(c["size"])) for c in crowd]
+    bad = [([1, 2, 3], (2, 2)), ("0o", (1, 1)), ("1\u00ff", (1, 1)), ([1, True], (1, 2)), ([1], (0, 1))]
+    batch = items + [(s.encode(), size) for s, size in strings] + bad
+    enc = masks.encode_rle_batch([c for c, _ in batch], [size for _, size in batch])
+    want = [s for s, _ in strings] * 2
+    assert enc.counts[:10] == want and enc.counts[10:] == [None] * 5
+    rles = [{"counts": s.encode(), "size": list(size)} for s, size in strings]
+    assert enc.areas[:10].tolist() == [int(a) for a in cmask.area(rles)] * 2
+    assert sorted(enc.problems) == list(range(10, 15))
+    assert enc.problems[10] == "RLE counts sum to 6, expected h*w=4"
+    assert "ends in the middle of a number" in enc.problems[11]
+    assert "byte 0xc3" in enc.problems[12]
+    assert "counts is not a string or list of ints" in enc.problems[13]
+    assert "RLE size [0, 1] is not 2 positive ints" in enc.problems[14]
+    for (counts, size), text in zip(batch[:10], want):  # one at a time: the same strings
+        assert masks.encode_rle(counts, size)[0] == text
+
+
 def test_a_non_ascii_byte_is_named_by_its_value():
     with pytest.raises(masks.InvalidMask, match="compressed counts has byte 0xc3 at position 1"):
         masks.check_compressed("1\u00ff", (1, 1))
