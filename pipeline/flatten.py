@@ -776,14 +776,18 @@ def _encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> _Masks:
         h_arr = np.asarray([heights[j] for j in poly_rows], dtype=np.int64)
         w_arr = np.asarray([widths[j] for j in poly_rows], dtype=np.int64)
         enc = masks.encode_polygon_batch(coords, part_offsets_arr, ann_parts_arr, h_arr, w_arr)
-        for k, j in enumerate(poly_rows):
-            if j in bad:
-                continue
-            if k in enc.problems:
-                bad[j] = enc.problems[k]
-                continue
-            rle_counts[j] = enc.counts[k]
-            rle_size[j] = [heights[j], widths[j]]
+        if len(poly_rows) == n and not bad and not enc.problems:  # the common case: all polygons, all good
+            rle_counts = enc.counts
+            rle_size = [[h, w] for h, w in zip(heights, widths)]
+        else:
+            for k, j in enumerate(poly_rows):
+                if j in bad:
+                    continue
+                if k in enc.problems:
+                    bad[j] = enc.problems[k]
+                    continue
+                rle_counts[j] = enc.counts[k]
+                rle_size[j] = [heights[j], widths[j]]
         areas[poly_rows] = enc.areas
     rle_rows = [j for j in range(n) if seg_kind[j] in ("uncompressed_rle", "rle")]
     if rle_rows:
@@ -796,15 +800,11 @@ def _encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> _Masks:
                 rle_counts[j], areas[j], rle_size[j] = enc.counts[k], enc.areas[k], list(seg_value[j][1])
 
     # the polygons column
-    poly_mask = np.ones(n, dtype=bool)
+    poly_mask = np.ones(n, dtype=bool)  # segmentation: [] -> an empty polygon list, not null
+    poly_mask[[j for j in range(n) if seg_kind[j] in ("polygon", "empty")]] = False
     outer_offsets = np.zeros(n + 1, dtype=np.int32)
     counts_per_row = np.zeros(n, dtype=np.int64)
-    for k, j in enumerate(poly_rows):
-        counts_per_row[j] = ann_parts[k + 1] - ann_parts[k]
-        poly_mask[j] = False
-    for j in range(n):
-        if seg_kind[j] == "empty":
-            poly_mask[j] = False  # segmentation: [] -> an empty polygon list, not null
+    counts_per_row[poly_rows] = np.diff(ann_parts_arr)
     outer_offsets[1:] = np.cumsum(counts_per_row)
     inner = pa.ListArray.from_arrays(pa.array(part_offsets_arr.astype(np.int32)), pa.array(coords))
     polygons = pa.ListArray.from_arrays(pa.array(outer_offsets), inner, mask=pa.array(poly_mask))
