@@ -171,6 +171,19 @@ def _fetch(con, sql: str, params: list) -> pa.Table:
         raise QueryError(f"{err}\nSQL: {sql}") from None
 
 
+def _predicate(con, sql: str, params: list, what: str) -> pa.Table:
+    """A query around a user's predicate: one SELECT statement or nothing runs; one-line errors."""
+    try:
+        statements = duckdb.extract_statements(sql)
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            raise QueryError(f"{what}: must be a single SELECT expression, got {len(statements)} statement(s)")
+        return con.sql(sql, params=params).to_arrow_table()
+    except duckdb.Error as err:
+        lines = [line.strip() for line in str(err).splitlines()]
+        text = " ".join(lines[:lines.index("")] if "" in lines else lines)
+        raise QueryError(f"{what}: {text.split(' LINE ')[0]}") from None
+
+
 def _ids(col) -> np.ndarray:
     arr = col.to_numpy(zero_copy_only=False)
     return arr.astype(np.int64) if arr.dtype.kind in "iuf" else arr.astype(object)
@@ -224,8 +237,8 @@ def select(con, split: str, gt_kind: str, where: str | None) -> tuple[np.ndarray
     cat_ids, names = cat_ids[order], [names[i] for i in order]
     img_ids = np.unique(imgs)
     if where is not None:
-        sel = _fetch(con, f"SELECT DISTINCT image_id, category_id FROM annotations_enriched "
-                     f"WHERE split = ? AND ({where})", [split])
+        sel = _predicate(con, "SELECT DISTINCT image_id, category_id FROM annotations_enriched "
+                         f"WHERE split = ? AND ({where}\n)", [split], f"--where {where!r}")
         img_ids = np.intersect1d(img_ids, _ids(sel.column(0)))
         keep = np.isin(cat_ids, _ids(sel.column(1)))
         cat_ids, names = cat_ids[keep], [n for n, k in zip(names, keep) if k]

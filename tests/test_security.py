@@ -226,3 +226,43 @@ def test_export_reads_a_list_of_ids_when_asked(capsys, wh_args, outside):
     assert main(argv + ["--allow-external-access"]) == 0
     written = sorted((outside / "out" / "annotations").glob("*.json"))
     assert [a["id"] for f in written for a in json.loads(f.read_text())["annotations"]] == [2232]
+
+
+# ---------------------------------------------------------------------------- cocolake evaluate
+
+
+@pytest.fixture(scope="module")
+def evaluated(mini_warehouse, coco_mini, tmp_path_factory):
+    """A copy of the mini warehouse with a run of detections (the val2017 ground truth's boxes)."""
+    import shutil
+
+    from pipeline import results
+
+    root = tmp_path_factory.mktemp("eval")
+    shutil.copytree(f"{mini_warehouse[0]}/{mini_warehouse[1]}", root / "d")
+    gt = json.loads((coco_mini / "annotations" / "instances_val2017.json").read_text())
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+            for a in gt["annotations"][:40]]
+    (root / "dets.json").write_text(json.dumps(dets))
+    results.run_ingest_results(str(root / "dets.json"), run="m1", warehouse=str(root), dataset="d")
+    return ["evaluate", "--run", "m1", "--warehouse", str(root), "--dataset", "d", "--no-save-matches"]
+
+
+@pytest.mark.parametrize("where", [
+    "id IN (SELECT annotation_id FROM read_csv('{dir}/ids.csv'))",
+    "length((SELECT content FROM read_text('/etc/hostname'))) > 0",
+])
+def test_evaluate_where_cannot_read_outside_the_warehouse(capsys, evaluated, outside, where):
+    err = _one_error(capsys, evaluated + ["--where", where.format(dir=outside)])
+    assert "Permission Error" in err
+    assert main(evaluated + ["--where", where.format(dir=outside), "--allow-external-access"]) == 0
+
+
+@pytest.mark.parametrize("where", [
+    "true; COPY (SELECT 1) TO '{dir}/x.csv'",
+    "true) UNION ALL SELECT 1, 1 --",
+])
+def test_evaluate_where_cannot_write(capsys, evaluated, tmp_path, where):
+    err = _one_error(capsys, evaluated + ["--where", where.format(dir=tmp_path)])
+    assert "--where" in err
+    assert not (tmp_path / "x.csv").exists()

@@ -23,6 +23,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="demo", help="dataset name (default: demo)")
     p.add_argument("--per-category", action="store_true", help="also print AP per category")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    p.add_argument("--allow-external-access", action="store_true",
+                   help="let --where read files outside the warehouse (read_csv of a list of ids, ...); "
+                   "by default its connection opens the warehouse's parts and nothing else")
     p.add_argument("--no-save-matches", action="store_true",
                    help="do not store the per-detection match table (stored when evaluating a whole split)")
     return p
@@ -32,7 +35,7 @@ def run(args) -> int:
     from .. import evaluate
     from ..views import connect
 
-    con = connect(args.warehouse, args.dataset)
+    con = connect(args.warehouse, args.dataset, restrict=not args.allow_external_access)
     try:
         result = evaluate.evaluate(con, args.run, iou_type=args.iou_type, where=args.where, split=args.split)
         if args.where is None and not args.no_save_matches:
