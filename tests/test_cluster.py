@@ -175,3 +175,16 @@ def test_the_command_runs_on_the_cluster(dask_cluster, coco_mini, mini_warehouse
     got, expected = _tables(Warehouse(str(tmp_path), "d")), _tables(Warehouse(*mini_warehouse))
     for table in TABLES:
         assert got[table].equals(expected[table]), table
+
+
+def test_local_cluster_workers_keep_the_adaptive_malloc_threshold():
+    """Dask's MALLOC_TRIM_THRESHOLD_ stays; the mmap threshold is set so that pycocotools'
+    per-polygon merge buffers come from the heap rather than a fresh mmap each."""
+    from pipeline.runner import dask_client
+
+    def environ():
+        return os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+    with dask_client(workers=2) as client:
+        got = set(client.run(environ).values())
+    assert got == {(str(32 << 20), "65536")}
