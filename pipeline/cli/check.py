@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from .sql import add_warehouse_options, connect, render_table
+from .sql import add_warehouse_options, connect, print_catalogue, render_table
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,10 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import checks
 
     if args.list:
-        found = checks.checks()
-        width = max(len(n) for n in found)
-        for name, f in found.items():
-            print(f"{name:<{width}}  {checks.description(f)}")
+        print_catalogue(checks.checks())
         return 0
     con = connect(args)
     try:

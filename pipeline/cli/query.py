@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .sql import add_output_options, add_warehouse_options, connect, write_result
+from .sql import add_output_options, add_warehouse_options, connect, print_catalogue, write_result
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,10 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import checks
 
     if not args.name:
-        found = checks.queries()
-        width = max(len(n) for n in found)
-        for name, f in found.items():
-            print(f"{name:<{width}}  {checks.description(f)}")
+        print_catalogue(checks.queries())
         return 0
     con = connect(args)
     try:

@@ -50,6 +50,15 @@ def settings(args) -> dict:
     return found
 
 
+def print_catalogue(found: dict) -> None:
+    """One line per SQL file of ``sql/checks`` or ``sql/queries``: its name and what it is for."""
+    from .. import checks
+
+    width = max(len(n) for n in found)
+    for name, f in found.items():
+        print(f"{name:<{width}}  {checks.description(f)}")
+
+
 def connect(args, *, restrict: bool = True, functions: bool = True):
     from ..views import connect as views_connect
 
