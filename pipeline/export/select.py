@@ -66,7 +66,7 @@ def open_readonly(opts: ExportOptions):
     with tempfile.TemporaryDirectory(prefix="cocolake-export-") as tmp:
         db = os.path.join(tmp, "views.duckdb")
         con = views.connect(opts.warehouse, opts.dataset, storage_options=opts.storage_options,
-                            database=db, functions=False, only=_needed_views(opts))
+                            database=db, functions=False, only=_needed_views(opts), durable=False)
         try:
             functions = _calls_unknown_function(con, _selector_text(opts))
             if functions:
