@@ -138,29 +138,32 @@ def license_records(batch: pa.RecordBatch) -> list[dict]:
 
 # ---------------------------------------------------------------------------- queries
 
+# the rows of one source file ($2, $3) that go to one output split ($1): the join is on the
+# id alone, the subquery having fixed split and file, which spares hashing two strings for
+# every row of the table
 _IMAGE_SQL = (
-    "SELECT r.* FROM raw_images AS r SEMI JOIN export_images AS e "
-    "ON e.split = r.split AND e.source_file = r.source_file AND e.id = r.id AND e.out_split = ? "
-    "WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index"
+    "SELECT r.* FROM raw_images AS r "
+    "SEMI JOIN (SELECT id FROM export_images WHERE out_split = $1 AND split = $2 AND source_file = $3) AS e "
+    "ON e.id = r.id WHERE r.split = $2 AND r.source_file = $3 ORDER BY r.record_index"
 )
 _ANNOTATION_SQL = (
-    "SELECT r.* FROM raw_annotations AS r SEMI JOIN export_annotations AS e "
-    "ON e.split = r.split AND e.source_file = r.source_file AND e.id = r.id AND e.out_split = ? "
-    "WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index"
+    "SELECT r.* FROM raw_annotations AS r "
+    "SEMI JOIN (SELECT id FROM export_annotations WHERE out_split = $1 AND split = $2 AND source_file = $3) AS e "
+    "ON e.id = r.id WHERE r.split = $2 AND r.source_file = $3 ORDER BY r.record_index"
 )
 # person_keypoints files: the same, with each annotation's keypoints
 _KEYPOINT_SQL = (
     "SELECT r.*, k.num_keypoints, k.keypoints FROM raw_annotations AS r "
-    "SEMI JOIN export_annotations AS e "
-    "ON e.split = r.split AND e.source_file = r.source_file AND e.id = r.id AND e.out_split = ? "
+    "SEMI JOIN (SELECT id FROM export_annotations WHERE out_split = $1 AND split = $2 AND source_file = $3) AS e "
+    "ON e.id = r.id "
     "LEFT JOIN raw_keypoints AS k "
     "ON k.split = r.split AND k.source_file = r.source_file AND k.annotation_id = r.id "
-    "WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index"
+    "WHERE r.split = $2 AND r.source_file = $3 ORDER BY r.record_index"
 )
 _CAPTION_SQL = (
-    "SELECT r.* FROM raw_captions AS r SEMI JOIN export_captions AS e "
-    "ON e.split = r.split AND e.source_file = r.source_file AND e.id = r.id AND e.out_split = ? "
-    "WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index"
+    "SELECT r.* FROM raw_captions AS r "
+    "SEMI JOIN (SELECT id FROM export_captions WHERE out_split = $1 AND split = $2 AND source_file = $3) AS e "
+    "ON e.id = r.id WHERE r.split = $2 AND r.source_file = $3 ORDER BY r.record_index"
 )
 _SMALL_SQL = "SELECT * FROM raw_{table} WHERE split = ? AND source_file = ? ORDER BY record_index"
 
