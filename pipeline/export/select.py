@@ -2,8 +2,8 @@
 
 Input: ``ExportOptions`` (warehouse, dataset, ``where`` or ``sql``, ``splits``, ``keep``,
 ``split_ratio``, ``seed``). Output: a read-only DuckDB connection over the warehouse (the
-``raw_<table>`` relations and the views of ``sql/views``) holding three temp tables, one
-row per source row that the export writes:
+``raw_<table>`` relations and those views of ``sql/views`` that the selector names or the
+writer reads) holding three temp tables, one row per source row that the export writes:
 
 - ``export_images(split, source_file, id, out_split)``
 - ``export_annotations(split, source_file, id, image_id, out_split)``
