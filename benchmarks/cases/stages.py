@@ -13,8 +13,7 @@ duplicate-id check, building the graph).
 | split/scan | ``split.scan_document`` |
 | parse | ``flatten.parse_chunk`` (JSON bytes to Python objects) |
 | flatten | ``flatten.flatten_*`` (validation, Arrow columns) |
-| RLE | ``masks``: ``validate_polygons``, ``encode_polygons``, ``encode_uncompressed``, ``check_compressed`` |
-| mask area | ``masks.area`` |
+| RLE | ``masks``: ``encode_polygon_batch``, ``encode_rle_batch`` (validation, encoding and each mask's area) |
 | write | ``warehouse.write_part`` (Parquet, zstd) |
 | commit | ``Warehouse.commit`` (manifest, clean-up) |
 
@@ -55,15 +54,12 @@ TIMED = (
     ("pipeline.flatten", "flatten_annotations", "flatten"),
     ("pipeline.flatten", "flatten_categories", "flatten"),
     ("pipeline.flatten", "flatten_licenses", "flatten"),
-    ("pipeline.masks", "validate_polygons", "RLE"),
-    ("pipeline.masks", "encode_polygons", "RLE"),
-    ("pipeline.masks", "encode_uncompressed", "RLE"),
-    ("pipeline.masks", "check_compressed", "RLE"),
-    ("pipeline.masks", "area", "mask area"),
+    ("pipeline.masks", "encode_polygon_batch", "RLE"),
+    ("pipeline.masks", "encode_rle_batch", "RLE"),
     ("pipeline.warehouse", "write_part", "write"),
     ("pipeline.warehouse", "Warehouse.commit", "commit"),
 )
-STAGES = ("read", "split/scan", "parse", "flatten", "RLE", "mask area", "write", "commit", "other")
+STAGES = ("read", "split/scan", "parse", "flatten", "RLE", "write", "commit", "other")
 BLOCK = 16 * MB
 
 
