@@ -25,6 +25,7 @@ import orjson
 import pyarrow as pa
 
 from . import masks
+from .jsontext import dumps_text as _dumps
 from .errors import BadFileError, BadRecordError
 from .schema import schema_for
 
@@ -191,31 +192,6 @@ def _check_id(value, id_type: str, what: str, required: bool = True, origin: str
     if type(value) is int:
         raise _Bad(f"{what} {value} is an integer but this file's ids are strings {mixed}")
     raise _Bad(f"{what} {value!r} is not a string id")
-
-
-def _dumps(value) -> str:
-    """Compact JSON text of a parsed value, exactly as the source had it.
-
-    orjson is fast but writes NaN and Infinity as null and refuses integers beyond 64 bits;
-    the stdlib parser accepted both, so the stdlib writes them back.
-    """
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:  # integers beyond 64 bits
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    if "null" in text and _has_non_finite(value):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return text
-
-
-def _has_non_finite(value) -> bool:
-    if type(value) is float:
-        return not math.isfinite(value)
-    if type(value) is list:
-        return any(_has_non_finite(v) for v in value)
-    if type(value) is dict:
-        return any(_has_non_finite(v) for v in value.values())
-    return False
 
 
 def _record_id_text(rec) -> str | None:

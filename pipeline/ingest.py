@@ -21,6 +21,7 @@ import pyarrow as pa
 from . import flatten, sources
 from .errors import BadFileError, CocolakeError
 from .flatten import FileContext, ImageSizes
+from .jsontext import dumps_text
 from .schema import schema_for
 from .split import RECORD_SECTIONS, StructureScanner, iter_blocks, record_spans, scan_document
 from .warehouse import write_part
@@ -171,7 +172,7 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
         kind=kind,
         id_type=id_type,
         skeleton=layout.skeleton,
-        info=flatten._dumps(info) if "info" in skeleton else None,
+        info=dumps_text(info) if "info" in skeleton else None,
         chunks={name: [(a, b, fi) for (a, b), fi in zip(sec.chunks(), sec.first_index)]
                 for name, sec in sections.items()},
         records={name: sec.records for name, sec in sections.items()},

@@ -47,6 +47,7 @@ import pyarrow as pa
 from . import flatten, sources
 from .errors import BadFileError, CocolakeError, SourceError
 from .flatten import FileContext
+from .jsontext import dumps_text
 from .schema import schema_for
 from .split import MAX_RECORD_BYTES, RECORD_SECTIONS
 from .warehouse import write_part
@@ -381,8 +382,8 @@ def flatten_document(doc, name: str, on_bad_record: str = "error") -> FlatDocume
             tables[table] = t
         rejects += flat.rejects
     tables["info"] = pa.Table.from_pylist([{
-        "info": flatten._dumps(doc["info"]) if "info" in doc else None,
-        "document": flatten._dumps({k: ([] if k in sections else v) for k, v in skeleton.items()}),
+        "info": dumps_text(doc["info"]) if "info" in doc else None,
+        "document": dumps_text({k: ([] if k in sections else v) for k, v in skeleton.items()}),
         "id_type": ctx.id_type,
         "source_file": name,
         "kind": kind,

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 import orjson
 import pyarrow as pa
 
+from ..jsontext import dumps
 from .options import ExportError
 from .select import arrow_batches
 
@@ -48,13 +49,6 @@ def loads(text: str):
         return orjson.loads(text)
     except orjson.JSONDecodeError:  # integers beyond 64 bits, NaN: what the stdlib accepts
         return json.loads(text)
-
-
-def dumps(value) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # integers beyond 64 bits
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 # ---------------------------------------------------------------------------- records

@@ -389,6 +389,15 @@ _HUGE_NUMBERS = {
     "categories": [{"id": 1, "name": "a"}],
 }
 
+# NaN and Infinity where no typed column needs a number: kept as written, exported as written
+_NON_FINITE_EXTRAS = {
+    "info": {"year": float("nan")},
+    "images": [{"id": 1, "file_name": "a.jpg", "height": 20, "width": 30, "score": float("inf")}],
+    "annotations": [{"id": 10, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 8.0,
+                     "bbox": [1, 1, 2, 4], "quality": [float("nan"), -float("inf")]}],
+    "categories": [{"id": 1, "name": "a", "weight": float("nan")}],
+}
+
 ACCEPTED = [
     Accepted("lvis_style_extra_fields", _LVIS, file="lvis_v1_val.json", split="val",
              upstream="https://github.com/facebookresearch/detectron2/issues/670"),
@@ -402,6 +411,7 @@ ACCEPTED = [
     Accepted("segmentation_empty_list", _EMPTY_SEGMENTATION,
              upstream="https://github.com/cocodataset/cocoapi/issues/262"),
     Accepted("bbox_and_area_integers_beyond_float_precision", _HUGE_NUMBERS),
+    Accepted("nan_and_infinity_in_extra_fields", _NON_FINITE_EXTRAS),
     Accepted("utf8_bom", _PLAIN, data=b"\xef\xbb\xbf" + _GOOD,
              upstream="https://github.com/cityjson/cjio/issues/21"),
     Accepted("gzip_under_a_json_name", _PLAIN, data=gzip.compress(_GOOD)),
