@@ -132,7 +132,7 @@ def _child(args) -> dict:
     """Run one task in this (fresh) process; CPU seconds and peak RSS."""
     import psutil
 
-    from pipeline import ingest, per_image, sources
+    from pipeline import per_image, sources
     from pipeline.ingest import ChunkTask, IngestOptions, ingest_chunk, plan_file
 
     opts = IngestOptions(chunk_bytes=int(args.chunk_mb * MB))

@@ -427,7 +427,7 @@ def _flatten_instances(records, ctx, sizes, first_index) -> Flat:
     image_ids = [r.get("image_id") if type(r) is dict else None for r in records]
     found, heights, widths = sizes.lookup(image_ids)
 
-    ids, image_col, cat_col, crowd, area, extra, raws, fmt = [], [], [], [], [], [], [], []
+    ids, image_col, cat_col, crowd, area, extra, raws = [], [], [], [], [], [], []
     bbox_flat: list[float] = []
     bbox_valid: list[bool] = []
     seg_kind: list[str] = []  # per kept row: polygon | rle | uncompressed_rle | none | empty

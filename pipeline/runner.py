@@ -237,7 +237,6 @@ def run_ingest(
         )
     if not source_files and not sets:
         raise CocolakeError(f"no COCO JSON documents found in {', '.join(urls or []) or 'no sources'}")
-    written: list[str] = []
     with wh.writer_lock(), dask_client(workers, scheduler) as client:
         run_id = uuid.uuid4().hex[:12]  # task keys only (see graph); part names stay deterministic
         plans = compute(plan_graph(source_files, opts, run_id), client, progress, "scan")
@@ -250,7 +249,6 @@ def run_ingest(
             results = compute(graph.tasks, client, progress, "ingest")
             set_types = per_image.check_sets(sets, graph.meta, results)
             parts, rows, rejects = _collect(graph, results, plans, set_types)
-            written = [p.path for p in parts]
             _check_duplicates(graph, results)
             replaced = {(p.split, p.source.name) for p in plans} | {(s.split, s.name) for s in sets}
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -23,7 +23,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from pipeline.cli import main
-from pipeline.errors import BadFileError, BadRecordError, SourceError
+from pipeline.errors import BadFileError, BadRecordError
 from pipeline.export import export
 from pipeline.runner import run_ingest
 from pipeline.warehouse import Warehouse

@@ -171,7 +171,6 @@ def floor_scan(source: str) -> float:
 
 def floor_rle(warehouse: str, dataset: str) -> dict:
     """pycocotools frPyObjects + merge per polygon annotation, polygons prepared in NumPy."""
-    import numpy as np
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from pycocotools import mask as mask_utils

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import pathlib
-import sys
 
 from ..errors import ConfigError
-
-log = logging.getLogger(__name__)
+from .progress import make_progress
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -53,33 +50,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def make_progress(disabled: bool):
-    if not disabled and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bars: dict = {}
-
-        def show(phase, done, total):
-            bar = bars.get(phase)
-            if bar is None:
-                bar = bars[phase] = tqdm(total=total, desc=phase, unit="file", leave=False)
-            bar.n = done
-            bar.refresh()
-            if done >= total:
-                bar.close()
-
-        return show
-    last: dict = {}
-
-    def log_lines(phase, done, total):
-        step = max(1, total // 10)
-        if total and done and (done == total or done - last.get(phase, 0) >= step):
-            last[phase] = done
-            log.info("%s: %d/%d", phase, done, total)
-
-    return log_lines
-
-
 def run(args) -> int:
     from ..export import ExportOptions, run_export
 
@@ -107,7 +77,7 @@ def run(args) -> int:
         threads=args.threads,
         allow_external_access=args.allow_external_access,
     )
-    report = run_export(opts, make_progress(args.no_progress))
+    report = run_export(opts, make_progress(args.no_progress, "file", 10))
     for line in report.lines():
         print(line)
     return 0

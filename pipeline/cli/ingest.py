@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from ..errors import ConfigError
+from .progress import make_progress
 
 log = logging.getLogger(__name__)
 
@@ -67,33 +67,6 @@ def ensure_synth(cfg) -> None:
     if synth.ensure_generated(cfg.synth.out, images=cfg.synth.images, seed=cfg.synth.seed):
         log.info("generated the synthetic dataset in %s (%d images, seed %d)",
                  cfg.synth.out, cfg.synth.images, cfg.synth.seed)
-
-
-def make_progress(disabled: bool):
-    if not disabled and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bars: dict = {}
-
-        def show(phase, done, total):
-            bar = bars.get(phase)
-            if bar is None:
-                bar = bars[phase] = tqdm(total=total, desc=phase, unit="task", leave=False)
-            bar.n = done
-            bar.refresh()
-            if done >= total:
-                bar.close()
-
-        return show
-    last: dict = {}
-
-    def log_lines(phase, done, total):
-        step = max(1, total // 4)
-        if done == total or done - last.get(phase, -step) >= step:
-            last[phase] = done
-            log.info("%s: %d/%d tasks", phase, done, total)
-
-    return log_lines
 
 
 def run(args) -> int:

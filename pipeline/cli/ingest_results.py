@@ -29,7 +29,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..results import run_ingest_results
-    from .ingest import make_progress
+    from .progress import make_progress
 
     report = run_ingest_results(
         args.file,
