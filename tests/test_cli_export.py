@@ -31,6 +31,28 @@ def test_giraffe_subset_as_coco(mini_warehouse, coco_mini, tmp_path, capsys):
         assert (tmp_path / "val2017" / image["file_name"]).is_file()
 
 
+@pytest.mark.parametrize("where", [
+    "rle_area(rle_counts, rle_size) > 50000",  # a mask function: registered only when a selector calls it
+    "image_id IN (SELECT image_id FROM image_stats WHERE annotations > 10)",  # a view the selector names
+])
+def test_selectors_calling_mask_functions_and_other_views(mini_warehouse, coco_mini, tmp_path, capsys, where):
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    wh, ds = mini_warehouse
+    code, out, err = _run(capsys, "--warehouse", wh, "--dataset", ds, "--split", "val2017", "--where", where,
+                          "--format", "coco", "--out", str(tmp_path), "--images", "none", "--no-progress")
+    assert code == 0, err
+    got = json.loads((tmp_path / "annotations" / "instances_val2017.json").read_text())["annotations"]
+    gt = COCO(str(coco_mini / "annotations" / "instances_val2017.json"))
+    if where.startswith("rle_area"):
+        want = [a["id"] for a in gt.dataset["annotations"] if mask_utils.area(gt.annToRLE(a)) > 50000]
+    else:
+        want = [a["id"] for a in gt.dataset["annotations"] if len(gt.imgToAnns[a["image_id"]]) > 10]
+    capsys.readouterr()
+    assert want and sorted(a["id"] for a in got) == sorted(want)
+
+
 def test_sql_file_split_options_and_yolo(mini_warehouse, tmp_path, capsys):
     wh, ds = mini_warehouse
     query = tmp_path / "pick.sql"
