@@ -242,6 +242,27 @@ def test_area_buckets_equal_pycocotools_area_ranges(mini_con, coco_mini):
     assert got == expected
 
 
+def test_a_connection_for_one_query_has_what_it_needs_and_gives_the_same_rows(mini_con, mini_warehouse):
+    def views_and_functions(c):
+        names = {r[0] for r in c.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        udfs = {r[0] for r in c.execute("SELECT function_name FROM duckdb_functions() "
+                                        "WHERE function_name IN ('rle_area', 'bbox_area')").fetchall()}
+        return names, udfs
+
+    plain = "SELECT split, count(*) FROM category_stats GROUP BY split ORDER BY split"
+    c = connect(*mini_warehouse, for_sql=plain)
+    names, udfs = views_and_functions(c)
+    assert "category_stats" in names and "annotations" in names and "image_stats" not in names and not udfs
+    assert rows(c, plain) == rows(mini_con, plain)
+    c.close()
+    masks = "SELECT sum(rle_area(rle_counts, rle_size)) FROM annotations WHERE split = 'val2017'"
+    c = connect(*mini_warehouse, for_sql=masks)
+    assert views_and_functions(c)[1] == {"rle_area", "bbox_area"}
+    assert rows(c, masks) == rows(mini_con, masks) == rows(mini_con, "SELECT sum(mask_area) FROM annotations "
+                                                                     "WHERE split = 'val2017'")
+    c.close()
+
+
 # ------------------------------------------------------------------ read-only user SQL
 def test_restricted_connection_reads_views_only(tiny, tmp_path):
     outside = tmp_path / "outside.csv"

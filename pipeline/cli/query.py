@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.name:
         print_catalogue(checks.queries())
         return 0
-    con = connect(args)
+    found = checks.queries()
+    text = found[args.name].text if args.name in found else None
+    con = connect(args, for_sql=text)
     try:
         table = checks.run_query(con, args.name)
     finally:

@@ -59,11 +59,12 @@ def print_catalogue(found: dict) -> None:
         print(f"{name:<{width}}  {checks.description(f)}")
 
 
-def connect(args, *, restrict: bool = True, functions: bool = True):
+def connect(args, *, restrict: bool = True, functions: bool = True, for_sql: str | None = None):
+    """The connection of a command; ``for_sql``: the SQL it will run (see ``views.connect``)."""
     from ..views import connect as views_connect
 
     s = settings(args)
-    return views_connect(s["warehouse"], s["dataset"], restrict=restrict, functions=functions)
+    return views_connect(s["warehouse"], s["dataset"], restrict=restrict, functions=functions, for_sql=for_sql)
 
 
 def add_output_options(p: argparse.ArgumentParser, default: str = "csv") -> None:
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
     text = read_query(args)
     free = args.allow_external_access
-    con = connect(args, restrict=not free)
+    con = connect(args, restrict=not free, for_sql=text)
     try:
         table = run_sql(con, text, read_only=not free)
     finally:

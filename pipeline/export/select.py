@@ -68,7 +68,7 @@ def open_readonly(opts: ExportOptions):
         con = views.connect(opts.warehouse, opts.dataset, storage_options=opts.storage_options,
                             database=db, functions=False, only=_needed_views(opts), durable=False)
         try:
-            functions = _calls_unknown_function(con, _selector_text(opts))
+            functions = views.calls_unknown_function(con, _selector_text(opts))
             if functions:
                 _store_macros(con)
         finally:
@@ -88,34 +88,17 @@ def open_readonly(opts: ExportOptions):
 
 # the views each writer reads, besides the raw_<table> relations and the export_* tables
 _WRITER_VIEWS = {"coco": (), "parquet": (), "yolo": ("annotations", "images", "categories")}
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
-
-
 def _selector_text(opts: ExportOptions) -> str:
     return opts.where if opts.where is not None else (opts.sql or "")
 
 
 def _needed_views(opts: ExportOptions) -> set[str]:
     """Every name the selector mentions (a superset of the views it reads), and the writer's views."""
-    names = {w.lower() for w in _NAME.findall(_selector_text(opts))}
+    names = views.mentioned_names(_selector_text(opts))
     names.update(_WRITER_VIEWS[opts.format])
     if opts.where is not None:
         names.add("annotations_enriched")
     return names
-
-
-def _calls_unknown_function(con, text: str) -> bool:
-    """Whether ``text`` calls something that is neither a DuckDB function nor a keyword (``IN (``)."""
-    called = sorted({m.lower() for m in _CALL.findall(text)})
-    if not called:
-        return False
-    known = con.execute(
-        "SELECT lower(function_name) FROM duckdb_functions() WHERE list_contains($1, lower(function_name)) "
-        "UNION SELECT lower(keyword_name) FROM duckdb_keywords() WHERE list_contains($1, lower(keyword_name))",
-        [called],
-    ).fetchall()
-    return bool(set(called) - {r[0] for r in known})
 
 
 def _sqlfuncs():
