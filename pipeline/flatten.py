@@ -14,7 +14,9 @@ by ``masks`` in one batch per chunk, after validation, never one C call per coor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import math
 import sys
@@ -116,6 +118,24 @@ class ImageSizes:
         h = np.asarray([x[0] if x else -1 for x in hw], dtype=np.int64)
         w = np.asarray([x[1] if x else -1 for x in hw], dtype=np.int64)
         return found, h, w
+
+
+@contextlib.contextmanager
+def no_cyclic_gc():
+    """Python's cyclic garbage collector off while a chunk is parsed and flattened.
+
+    Parsed records are millions of dicts and lists, none in a reference cycle; with the
+    collector on, every few hundred allocations of the flatten step start a collection
+    that walks them again (measured: a fifth of the ingest time at train2017 scale).
+    Reference counting frees them all the same.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -752,18 +772,17 @@ def _encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> _Masks:
         h_arr = np.asarray([heights[j] for j in poly_rows], dtype=np.int64)
         w_arr = np.asarray([widths[j] for j in poly_rows], dtype=np.int64)
         enc = masks.encode_polygon_batch(coords, part_offsets_arr, ann_parts_arr, h_arr, w_arr)
-        if len(poly_rows) == n and not bad and not enc.problems:  # the common case: all polygons, all good
-            rle_counts = enc.counts
-            rle_size = [[h, w] for h, w in zip(heights, widths)]
-        else:
-            for k, j in enumerate(poly_rows):
-                if j in bad:
-                    continue
-                if k in enc.problems:
-                    bad[j] = enc.problems[k]
-                    continue
-                rle_counts[j] = enc.counts[k]
-                rle_size[j] = [heights[j], widths[j]]
+        ok = np.ones(len(poly_rows), dtype=bool)
+        if bad:  # rows with non-numbers were encoded as zeros: drop those
+            ok[[k for k, j in enumerate(poly_rows) if j in bad]] = False
+        for k, problem in enc.problems.items():
+            if ok[k]:
+                bad[poly_rows[k]] = problem
+            ok[k] = False
+        hw = np.stack([h_arr, w_arr], axis=1).tolist()
+        for k in np.flatnonzero(ok).tolist():
+            j = poly_rows[k]
+            rle_counts[j], rle_size[j] = enc.counts[k], hw[k]
         areas[poly_rows] = enc.areas
     rle_rows = [j for j in range(n) if seg_kind[j] in ("uncompressed_rle", "rle")]
     if rle_rows:

@@ -107,3 +107,22 @@ def test_reingest_replaces_a_file_and_keeps_the_others(coco_mini, tmp_path):
     assert wh.read_table("annotations", "val2017").num_rows == 624
     assert wh.read_table("captions", "val2017").num_rows == 395
     assert wh.read_table("annotations", "train2017").num_rows == 739
+
+
+def test_chunks_run_without_the_cyclic_collector_and_restore_it(coco_mini, tmp_path, monkeypatch):
+    import gc
+
+    from pipeline import flatten
+
+    seen = []
+    real = flatten.flatten_annotations
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flatten, "flatten_annotations", spy)
+    assert gc.isenabled()
+    run_ingest([str(coco_mini / "annotations" / "instances_val2017.json")], warehouse=str(tmp_path),
+               dataset="d", workers=1)
+    assert seen and not any(seen) and gc.isenabled()
