@@ -12,9 +12,11 @@ WITH per_category AS (
         count(*) FILTER (WHERE iscrowd <> 0) AS crowd,
         avg(area) AS mean_area,
         median(area) AS median_area,
-        count(*) FILTER (WHERE area_bucket = 'small') AS small,
-        count(*) FILTER (WHERE area_bucket = 'medium') AS medium,
-        count(*) FILTER (WHERE area_bucket = 'large') AS large
+        -- area_bucket's thresholds (annotations_enriched) on the number itself: the same
+        -- counts without building the bucket string of every row (half this view's time)
+        count(*) FILTER (WHERE area < 32 * 32) AS small,
+        count(*) FILTER (WHERE area >= 32 * 32 AND area < 96 * 96) AS medium,
+        count(*) FILTER (WHERE area >= 96 * 96) AS large
     FROM annotations_enriched
     GROUP BY split, category_id
 )
