@@ -210,20 +210,9 @@ def _resolve_file(url: str, name: str, wanted, so: dict) -> list[SourceFile]:
     return [SourceFile(url, _doc_name(name), None if size is None else size - bom, None, seekable, so, bom=bom)]
 
 
-def _probe(url: str, so: dict, attempts: int = 3) -> tuple[bytes, int | None, bool]:
+def _probe(url: str, so: dict, retries: int = 2) -> tuple[bytes, int | None, bool]:
     """First bytes, size, and whether byte ranges can be read directly (5xx answers retried)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return _probe_once(url, so)
-        except SourceError as err:
-            status = re.match(r"HTTP (\d+)", err.problem)
-            if not status or int(status[1]) < 500:
-                raise
-            if attempt == attempts:
-                raise SourceError(url, f"{err.problem}; gave up after {attempts} attempts") from None
-            log.warning("%s: %s; retrying", url, err.problem)
-            time.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
+    return _with_retries(url, retries, 0.5, lambda attempt: _probe_once(url, so))
 
 
 def _probe_once(url: str, so: dict) -> tuple[bytes, int | None, bool]:
@@ -244,7 +233,10 @@ def _probe_once(url: str, so: dict) -> tuple[bytes, int | None, bool]:
                 return head, size, False
             return head, size, True
     except FileNotFoundError as err:
-        raise _http_problem(url, err) from None
+        problem = _http_problem(url, err)
+        if (getattr(err.__cause__ or err.__context__, "status", None) or 0) >= 500:  # the server failed: again
+            raise _Transient(problem.problem) from None
+        raise problem from None
     except OSError as err:
         raise SourceError(url, f"cannot read: {err}") from None
 
@@ -481,17 +473,27 @@ def download(url: str, *, cache_dir: str, md5: str | None = None, sha256: str | 
 
 def _fetch(url: str, tmp: Path, retries: int, backoff: float, so: dict) -> bool:
     """Write ``url`` to ``tmp``, retrying transient failures; True if a transfer was resumed."""
-    for attempt in range(retries + 1):
+
+    def attempt(n: int) -> bool:
+        if _is_http(url):
+            return _http_get(url, tmp, resume=n > 0)
+        _fsspec_get(url, tmp, so)
+        return False
+
+    return _with_retries(url, retries, backoff, attempt)
+
+
+def _with_retries(url: str, retries: int, backoff: float, attempt):
+    """``attempt(n)`` for n = 0, 1, ... until it does not raise ``_Transient``, waiting
+    backoff * 2**n in between; after ``retries`` retries, a ``SourceError`` saying so."""
+    for n in range(retries + 1):
         try:
-            if _is_http(url):
-                return _http_get(url, tmp, resume=attempt > 0)
-            _fsspec_get(url, tmp, so)
-            return False
+            return attempt(n)
         except _Transient as err:
-            if attempt == retries:
-                raise SourceError(url, f"{err}; gave up after {attempt + 1} attempts") from None
-            delay = backoff * 2**attempt
-            log.warning("%s: %s; retrying in %.1f s (%d/%d)", url, err, delay, attempt + 1, retries)
+            if n == retries:
+                raise SourceError(url, f"{err}; gave up after {n + 1} attempts") from None
+            delay = backoff * 2**n
+            log.warning("%s: %s; retrying in %.1f s (%d/%d)", url, err, delay, n + 1, retries)
             time.sleep(delay)
     raise AssertionError("unreachable")
 
