@@ -419,7 +419,7 @@ def _per_image_records(name: str, image: dict, annotations) -> tuple[list, list]
 _NOUNS = {"images": "image", "annotations": "annotation", "captions": "caption", "categories": "category"}
 
 
-def _duplicates(parts: list) -> tuple[int, list]:
+def duplicate_ids(parts: list) -> tuple[int, list]:
     """(how many, a few examples) of the values that repeat across ``parts`` (arrays or lists)."""
     if parts and isinstance(parts[0], np.ndarray):
         s = np.sort(np.concatenate(parts))
@@ -432,7 +432,7 @@ def _duplicates(parts: list) -> tuple[int, list]:
 
 def _check_unique(name: str, table: str, t: pa.Table) -> None:
     if table in _NOUNS and t.num_rows > 1:
-        count, examples = _duplicates([t.column("id").to_pylist()])
+        count, examples = duplicate_ids([t.column("id").to_pylist()])
         if count:
             raise BadFileError(name, f"{count} duplicate {_NOUNS[table]} id(s) ({', '.join(map(repr, examples))}); "
                                "ids must be unique within a file")
@@ -458,7 +458,7 @@ def check_sets(sets: list[FileSet], meta: list, results: list) -> dict[str, str]
                                 "the files of a per-image set need one id type")
         types[s.name] = found.pop() if found else "int64"
         for kind in sorted({k for r in done for k in r.image_ids}):
-            count, examples = _duplicates([r.image_ids[kind] for r in done if len(r.image_ids.get(kind, ()))])
+            count, examples = duplicate_ids([r.image_ids[kind] for r in done if len(r.image_ids.get(kind, ()))])
             if count:
                 raise BadFileError(s.name, f"{count} image id(s) appear in more than one file "
                                    f"({', '.join(map(repr, examples))}); image ids must be unique within a "

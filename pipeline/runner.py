@@ -30,7 +30,6 @@ import uuid
 from collections.abc import Callable
 
 import dask
-import numpy as np
 
 from . import per_image, sources
 from .errors import BadFileError, CocolakeError
@@ -324,22 +323,9 @@ def _check_duplicates(graph, results) -> None:
         if what == "chunk" and section in ("images", "annotations", "categories"):
             groups.setdefault((source_file, section), []).append(res.ids)
     for (source_file, section), parts in groups.items():
-        if parts and isinstance(parts[0], np.ndarray):
-            ids = np.concatenate(parts)
-            if ids.size:
-                s = np.sort(ids)
-                dup = s[1:][s[1:] == s[:-1]]
-                if dup.size:
-                    _raise_dup(source_file, section, [int(x) for x in np.unique(dup)[:5]], int(dup.size))
-        else:
-            seen, dups = set(), []
-            for part in parts:
-                for x in part:
-                    if x in seen:
-                        dups.append(x)
-                    seen.add(x)
-            if dups:
-                _raise_dup(source_file, section, dups[:5], len(dups))
+        count, examples = per_image.duplicate_ids(parts)
+        if count:
+            _raise_dup(source_file, section, examples, count)
 
 
 def _raise_dup(source_file, section, examples, count) -> None:
