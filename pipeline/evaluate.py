@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from . import masks
 from .errors import CocolakeError, QueryError
+from .views import check_single_select, short_error
 
 log = logging.getLogger(__name__)
 
@@ -173,15 +174,11 @@ def _fetch(con, sql: str, params: list) -> pa.Table:
 
 def _predicate(con, sql: str, params: list, what: str) -> pa.Table:
     """A query around a user's predicate: one SELECT statement or nothing runs; one-line errors."""
+    check_single_select(sql, what)
     try:
-        statements = duckdb.extract_statements(sql)
-        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-            raise QueryError(f"{what}: must be a single SELECT expression, got {len(statements)} statement(s)")
         return con.sql(sql, params=params).to_arrow_table()
     except duckdb.Error as err:
-        lines = [line.strip() for line in str(err).splitlines()]
-        text = " ".join(lines[:lines.index("")] if "" in lines else lines)
-        raise QueryError(f"{what}: {text.split(' LINE ')[0]}") from None
+        raise QueryError(f"{what}: {short_error(err)}") from None
 
 
 def _ids(col) -> np.ndarray:

@@ -252,6 +252,26 @@ def fetch_arrow(rel) -> pa.Table:
     return fetch()
 
 
+def short_error(err: Exception) -> str:
+    """DuckDB's message without the echoed SQL and caret lines."""
+    lines = []
+    for line in str(err).splitlines():
+        if line.startswith("LINE ") or not line.strip():
+            break
+        lines.append(line.strip())
+    return " ".join(lines) or type(err).__name__
+
+
+def check_single_select(sql: str, what: str) -> None:
+    """Refuse ``sql`` (a user's predicate wrapped in a query) unless it is one SELECT statement."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as err:
+        raise QueryError(f"{what}: {short_error(err)}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise QueryError(f"{what}: must be a single SELECT expression, got {len(statements)} statement(s)")
+
+
 def _one_line(err: Exception) -> str:
     lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
     if not lines:

@@ -129,30 +129,11 @@ def _register_functions(con) -> None:
         log.debug("mask functions on the read-only connection: %s", err)
 
 
-def _one_line(err: Exception) -> str:
-    """DuckDB's message without the echoed SQL and caret lines."""
-    lines = []
-    for line in str(err).splitlines():
-        if line.startswith("LINE ") or not line.strip():
-            break
-        lines.append(line.strip())
-    return " ".join(lines) or type(err).__name__
-
-
-def _check_single_select(sql: str, what: str) -> None:
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as err:
-        raise QueryError(f"{what}: {_one_line(err)}") from None
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-        raise QueryError(f"{what}: must be a single SELECT expression, got {len(statements)} statement(s)")
-
-
 def _run(con, sql: str, params: list, what: str):
     try:
         return con.execute(sql, params)
     except duckdb.Error as err:
-        raise QueryError(f"{what}: {_one_line(err)}") from None
+        raise QueryError(f"{what}: {views.short_error(err)}") from None
 
 
 def _splits(con, opts: ExportOptions) -> list[str]:
@@ -174,7 +155,7 @@ def select(con, opts: ExportOptions, splits: list[str]) -> Selection:
         what = f"--where {opts.where!r}"
         # the predicate is checked on its own first, so that ") UNION SELECT ..." and
         # "; COPY ..." are refused before anything runs
-        _check_single_select(f"SELECT 1 FROM annotations_enriched WHERE ({opts.where}\n)", what)
+        views.check_single_select(f"SELECT 1 FROM annotations_enriched WHERE ({opts.where}\n)", what)
         column = "image_id" if opts.keep == "all" else "id"
         query = (f"SELECT DISTINCT CAST(split AS VARCHAR) AS split, {column} AS id "
                  f"FROM annotations_enriched WHERE list_contains(?, split) AND ({opts.where}\n)")
@@ -183,11 +164,11 @@ def select(con, opts: ExportOptions, splits: list[str]) -> Selection:
     else:
         what = "--sql " + _shorten(opts.sql)
         text = _TRAILING_SEMICOLON.sub("", opts.sql.strip())
-        _check_single_select(text, what)
+        views.check_single_select(text, what)
         try:
             cols = [d[0].lower() for d in con.execute(f"DESCRIBE {text}").fetchall()]
         except duckdb.Error as err:
-            raise QueryError(f"{what}: {_one_line(err)}") from None
+            raise QueryError(f"{what}: {views.short_error(err)}") from None
         if "annotation_id" in cols:
             column, mode = "annotation_id", "annotations"
         elif "image_id" in cols:
