@@ -122,7 +122,8 @@ class ImageSizes:
 
 @contextlib.contextmanager
 def no_cyclic_gc():
-    """Python's cyclic garbage collector off while a chunk is parsed and flattened.
+    """Python's cyclic garbage collector off while a chunk is parsed and flattened (a
+    context manager, or a decorator of a task function: ``@no_cyclic_gc()``).
 
     Parsed records are millions of dicts and lists, none in a reference cycle; with the
     collector on, every few hundred allocations of the flatten step start a collection

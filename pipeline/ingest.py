@@ -229,13 +229,9 @@ def _id_type(first) -> str:
 # ---------------------------------------------------------------------------- chunks
 
 
+@flatten.no_cyclic_gc()
 def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResult:
     """Read, parse, validate, flatten and write one chunk; return counts and ids."""
-    with flatten.no_cyclic_gc():
-        return _ingest_chunk(task, sizes)
-
-
-def _ingest_chunk(task: ChunkTask, sizes: ImageSizes | None) -> ChunkResult:
     import fsspec
 
     fs = fsspec.filesystem(task.warehouse_protocol, **dict(task.storage_options))

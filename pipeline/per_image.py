@@ -214,13 +214,9 @@ def _check_names(url: str, files: tuple[SetFile, ...]) -> None:
 # ---------------------------------------------------------------------------- the task
 
 
+@flatten.no_cyclic_gc()
 def ingest_batch(task: BatchTask) -> BatchResult:
     """Read, parse, validate, flatten and write a batch of documents; return counts and image ids."""
-    with flatten.no_cyclic_gc():
-        return _ingest_batch(task)
-
-
-def _ingest_batch(task: BatchTask) -> BatchResult:
     wfs = fsspec.filesystem(task.warehouse_protocol, **dict(task.storage_options))
     per_table: dict[str, list[pa.Table]] = {}
     rejects: list[dict] = []

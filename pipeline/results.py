@@ -291,13 +291,9 @@ def _check_keypoints(kps, ctx: FileContext, cid):
     return [float(x) for x in kps] if int in types else kps
 
 
+@flatten.no_cyclic_gc()
 def ingest_results_chunk(task: ResultsTask, sizes: ImageSizes) -> dict:
     """Read, parse, validate, encode and write one chunk; return row counts."""
-    with flatten.no_cyclic_gc():
-        return _ingest_results_chunk(task, sizes)
-
-
-def _ingest_results_chunk(task: ResultsTask, sizes: ImageSizes) -> dict:
     import fsspec
 
     fs = fsspec.filesystem(task.warehouse_protocol, **dict(task.storage_options))
