@@ -243,3 +243,158 @@ def test_nothing_selected_gives_minus_one(con):
     result = ev.evaluate(con, "box", where="category_name = 'no such category'")
     assert result.n_images == 0 and (result.stats == -1).all()
     assert copy.deepcopy(result.summary())["AP"] == -1
+
+
+# ---------------------------------------------------------------------------- edges coco-mini never reaches
+# COCOeval's area ranges are closed at both ends (an object is left out when `area < lo or
+# area > hi`): an area of exactly 32² counts in "small" and in "medium". Detections are
+# capped at maxDets=100 per image and category (`dt[:maxDet]` after the score sort).
+
+EDGE_IMAGES = [{"id": i, "file_name": f"{i}.jpg", "width": 640, "height": 480} for i in (1, 2, 3)]
+EDGE_CATEGORIES = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+EDGE_AREAS = (1023.9, 1024.0, 1024.1, 9215.9, 9216.0, 9216.1)  # on both sides of 32² and 96²
+
+
+def _box_ann(aid, image_id, cat, x, y, w, h, area=None):
+    return {"id": aid, "image_id": image_id, "category_id": cat, "iscrowd": 0, "bbox": [x, y, w, h],
+            "area": float(w * h if area is None else area),
+            "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}
+
+
+def edge_area_gt() -> dict:
+    """Ground truths whose `area` is exactly 32² or 96² or just beside them, in both categories."""
+    anns = []
+    for image in EDGE_IMAGES:
+        for k, area in enumerate(EDGE_AREAS):
+            side = 32.0 if area < 5000 else 96.0
+            x, y = 10 + (k % 3) * 200, 10 + (k // 3) * 200
+            anns.append(_box_ann(len(anns) + 1, image["id"], 1 + k % 2, x, y, side, side, area))
+    return {"images": EDGE_IMAGES, "categories": EDGE_CATEGORIES, "annotations": anns}
+
+
+def edge_area_results(gt: dict) -> list[dict]:
+    """Hits on most ground truths, misses, and false positives whose box area is exactly 32² or 96²."""
+    rng = np.random.default_rng(7)
+    out = []
+    for a in gt["annotations"]:
+        if a["id"] % 5 == 0:
+            continue  # a miss
+        x, y, w, h = a["bbox"]
+        out.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": [x + 1, y + 1, w, h],
+                    "score": round(float(rng.uniform(0.2, 1.0)), 3)})
+    for image in EDGE_IMAGES:  # background boxes of 32x32 and 96x96, in the empty bottom row
+        for k, side in enumerate((32.0, 96.0, 32.0, 96.0)):
+            out.append({"image_id": image["id"], "category_id": 1 + k % 2, "bbox": [10 + k * 150, 370, side, side],
+                        "score": round(float(rng.uniform(0.0, 1.0)), 3)})
+    return out
+
+
+def capped_gt() -> dict:
+    """One image with 40 objects of category 1 (a 8x5 grid of 50x50 boxes) and 3 of category 2."""
+    anns = [_box_ann(k + 1, 1, 1, 20 + (k % 8) * 70, 20 + (k // 8) * 70, 50, 50) for k in range(40)]
+    anns += [_box_ann(41 + k, 1, 2, 20 + k * 70, 400, 50, 50) for k in range(3)]
+    return {"images": EDGE_IMAGES[:1], "categories": EDGE_CATEGORIES, "annotations": anns}
+
+
+def capped_results(gt: dict) -> list[dict]:
+    """150 detections of category 1 on one image: 20 exact hits above 110 background boxes, 20
+    exact hits below them (ranks 130..149, past the cap); category 2's 3 hits score lowest of all."""
+    rng = np.random.default_rng(11)
+    cat1 = [a for a in gt["annotations"] if a["category_id"] == 1]
+    out = []
+    for k, a in enumerate(cat1):
+        x, y, w, h = a["bbox"]
+        score = 0.9 + 0.09 * rng.random() if k < 20 else 0.1 * rng.random()
+        out.append({"image_id": 1, "category_id": 1, "bbox": [x, y, w, h], "score": score})
+    for k in range(110):  # background: inside the image, clear of every object
+        out.append({"image_id": 1, "category_id": 1, "bbox": [float(k % 60) * 10, 460.0, 8.0, 8.0],
+                    "score": 0.2 + 0.6 * float(rng.random())})
+    for a in gt["annotations"][40:]:
+        out.append({"image_id": 1, "category_id": 2, "bbox": a["bbox"], "score": 0.01})
+    rng.shuffle(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def edge_runs(tmp_path_factory):
+    """Two datasets at the edges, each with its run "edge": (warehouse, {name: (gt path, results path)})."""
+    from pipeline.runner import run_ingest
+
+    root = tmp_path_factory.mktemp("edges")
+    files = {}
+    for name, gt in (("areas", edge_area_gt()), ("capped", capped_gt())):
+        src = root / name / "instances_val2017.json"
+        src.parent.mkdir()
+        src.write_text(json.dumps(gt))
+        results = root / name / "results.json"
+        make = edge_area_results if name == "areas" else capped_results
+        results.write_text(json.dumps(make(gt)))
+        run_ingest([str(src)], warehouse=str(root / "wh"), dataset=name, workers=1)
+        run_ingest_results(str(results), run="edge", warehouse=str(root / "wh"), dataset=name)
+        files[name] = (str(src), str(results))
+    return str(root / "wh"), files
+
+
+def _cocoeval(gt_path: str, results_path: str, area_rng=None, max_dets=None) -> COCOeval:
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(gt_path)
+        e = COCOeval(gt, gt.loadRes(results_path), "bbox")
+        if area_rng is not None:
+            e.params.areaRng = area_rng
+        if max_dets is not None:
+            e.params.maxDets = max_dets
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    return e
+
+
+def _evaluate_json(capsys, warehouse: str, dataset: str) -> dict:
+    assert main(["evaluate", "--run", "edge", "--warehouse", warehouse, "--dataset", dataset, "--format", "json",
+                 "--per-category"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_area_ranges_include_both_ends_as_cocoeval(edge_runs, capsys):
+    """Ground truths and false positives of area exactly 32² and 96² count in both ranges they bound."""
+    warehouse, files = edge_runs
+    e = _cocoeval(*files["areas"])
+    out = _evaluate_json(capsys, warehouse, "areas")
+    np.testing.assert_allclose(list(out["stats"].values()), e.stats, atol=1e-4, rtol=0)
+    con = connect(warehouse, "areas")
+    assert_same(ev.evaluate(con, "edge"), e)
+    con.close()
+    # the data reaches the edge: with upper ends made exclusive, COCOeval's small/medium numbers move
+    exclusive = [[lo, np.nextafter(hi, 0)] for lo, hi in e.params.areaRng]
+    moved = _cocoeval(*files["areas"], area_rng=exclusive).stats
+    assert all(abs(moved[k] - e.stats[k]) > 0.01 for k in (3, 4, 10)), (moved, e.stats)  # APs, APm, ARm
+    # and the ground truth of exactly 32² is in "small" and in "medium"
+    per_range = {tuple(img["aRng"]): img for img in e.evalImgs if img is not None and img["image_id"] == 1
+                 and img["category_id"] == 2}
+    exact = next(a["id"] for a in json.loads(open(files["areas"][0]).read())["annotations"]
+                 if a["image_id"] == 1 and a["area"] == 1024.0)
+    for rng in ([0, 32 ** 2], [32 ** 2, 96 ** 2]):
+        img = per_range[tuple(rng)]
+        assert not img["gtIgnore"][img["gtIds"].index(exact)]
+
+
+def test_at_most_100_detections_per_image_and_category(edge_runs, capsys):
+    """Detections past the 100th best of an (image, category) are not evaluated, as in COCOeval."""
+    warehouse, files = edge_runs
+    e = _cocoeval(*files["capped"])
+    out = _evaluate_json(capsys, warehouse, "capped")
+    np.testing.assert_allclose(list(out["stats"].values()), e.stats, atol=1e-4, rtol=0)
+    assert [(r["category_id"], r["detections"]) for r in out["per_category"]] == [(1, 100), (2, 3)]
+    con = connect(warehouse, "capped")
+    result = ev.evaluate(con, "edge")
+    assert_same(result, e)
+    kept = {d for img in e.evalImgs if img is not None and img["aRng"] == [0, 1e10] for d in img["dtIds"]}
+    assert set(result.matching["dt"].ids.tolist()) == kept and len(kept) == 103
+    # the data needs the cap: with room for every detection, COCOeval's AR@100 would be 1.0
+    uncapped = _cocoeval(*files["capped"], max_dets=[1, 10, 1000]).stats
+    assert e.stats[8] == pytest.approx((20 / 40 + 3 / 3) / 2) and uncapped[8] == pytest.approx(1.0)
+    # the stored match table holds the 103 evaluated detections, plus the 20 misses per threshold
+    got = con.execute("SELECT outcome, count(DISTINCT prediction_id), count(*) FROM prediction_matches "
+                      "WHERE run = 'edge' AND iou_threshold = 0.5 GROUP BY outcome ORDER BY 1").fetchall()
+    con.close()
+    assert got == [("fn", 0, 20), ("fp", 80, 80), ("tp", 23, 23)]
