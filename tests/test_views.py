@@ -234,12 +234,13 @@ def test_area_buckets_equal_pycocotools_area_ranges(mini_con, coco_mini):
     from pycocotools.coco import COCO
 
     coco = COCO(str(coco_mini / "annotations" / "instances_val2017.json"))
-    expected = {"small": 0, "medium": 0, "large": 0}
-    for a in coco.dataset["annotations"]:  # COCOeval's areaRng: [0, 32²), [32², 96²), [96², inf)
-        expected["small" if a["area"] < 32**2 else "medium" if a["area"] < 96**2 else "large"] += 1
-    got = dict(rows(mini_con, "SELECT area_bucket, count(*) FROM annotations_enriched "
-                              "WHERE split = 'val2017' GROUP BY area_bucket"))
-    assert got == expected
+    small = set(coco.getAnnIds(areaRng=[0, 32 ** 2]))  # 0 < area < 32²
+    small_or_medium = set(coco.getAnnIds(areaRng=[0, 96 ** 2]))
+    expected = {"small": small, "medium": small_or_medium - small, "large": set(coco.getAnnIds()) - small_or_medium}
+    got = {b: set() for b in expected}
+    for bucket, aid in rows(mini_con, "SELECT area_bucket, id FROM annotations_enriched WHERE split = 'val2017'"):
+        got[bucket].add(aid)
+    assert got == expected and all(got.values())
 
 
 def test_a_connection_for_one_query_has_what_it_needs_and_gives_the_same_rows(mini_con, mini_warehouse):
@@ -296,3 +297,38 @@ def test_errors_are_one_line(con):
 def test_missing_warehouse(tmp_path):
     with pytest.raises(WarehouseError, match="no warehouse here"):
         connect(str(tmp_path), "nothing")
+
+
+# areas on both sides of 32² and 96²: pycocotools' getAnnIds(areaRng=[lo, hi]) keeps
+# lo < area < hi, so [0, 32²] is "small" and [0, 96²] is "small" or "medium"
+EDGE_AREAS = (1.0, 1023.9, 1024.0, 1024.1, 9215.9, 9216.0, 9216.1, 40000.0)
+EDGE_INSTANCES = {
+    "images": [{"id": 1, "file_name": "a.jpg", "width": 640, "height": 480}],
+    "categories": [{"id": 1, "name": "cat"}],
+    "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": area,
+                     "bbox": [0, 0, 10, 10], "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]]}
+                    for k, area in enumerate(EDGE_AREAS)],
+}
+
+
+def test_area_buckets_at_the_edges_equal_pycocotools_area_ranges(tmp_path):
+    from pycocotools.coco import COCO
+
+    from pipeline.runner import run_ingest
+
+    src = tmp_path / "instances_val2017.json"
+    src.write_text(json.dumps(EDGE_INSTANCES))
+    run_ingest([str(src)], warehouse=str(tmp_path / "wh"), dataset="edges", workers=1)
+    c = connect(str(tmp_path / "wh"), "edges")
+    got = {}
+    for bucket, aid in rows(c, "SELECT area_bucket, id FROM annotations_enriched ORDER BY id"):
+        got.setdefault(bucket, set()).add(aid)
+    c.close()
+    coco = COCO(str(src))
+    small = set(coco.getAnnIds(areaRng=[0, 32 ** 2]))
+    small_or_medium = set(coco.getAnnIds(areaRng=[0, 96 ** 2]))
+    assert got["small"] == small
+    assert got["small"] | got["medium"] == small_or_medium and not got["small"] & got["medium"]
+    assert got["large"] == set(coco.getAnnIds()) - small_or_medium
+    # exactly 32² is medium, exactly 96² is large
+    assert [sorted(got[b]) for b in ("small", "medium", "large")] == [[1, 2], [3, 4, 5], [6, 7, 8]]
