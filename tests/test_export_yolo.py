@@ -202,3 +202,76 @@ def test_simplify_and_join_keep_the_shape():
     joined = join_outlines([a, b])
     assert len(joined) == len(a) + len(b) + 2
     assert {tuple(p) for p in joined} == {tuple(p) for p in np.concatenate([a, b])}
+
+
+# ---------------------------------------------------------------------------- the image edge
+
+EDGE_W, EDGE_H = 100, 80
+
+
+def _poly_ann(aid, points, bbox=None):
+    xs, ys = points[0::2], points[1::2]
+    box = bbox or [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+    return {"id": aid, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": float(box[2] * box[3]), "bbox": box,
+            "segmentation": [points]}
+
+
+def _box_poly(x, y, w, h):
+    return [x, y, x + w, y, x + w, y + h, x, y + h]
+
+
+# (annotation, in the image after clipping?)
+EDGE_ANNOTATIONS = [
+    (_poly_ann(1, _box_poly(-10, -5, 30, 25)), True),  # crosses the left and top edges
+    (_poly_ann(2, _box_poly(90, 70, 20, 20)), True),  # crosses the right and bottom edges
+    (_poly_ann(3, _box_poly(-10, -10, 200, 200)), True),  # covers the image and more
+    (_poly_ann(4, _box_poly(90, 0, 10, 80)), True),  # inside, on the right edge
+    (_poly_ann(5, [-20, 40, 50, 10, 50, 70]), True),  # a triangle with a vertex left of the image
+    (_poly_ann(6, _box_poly(120, 10, 10, 10)), False),  # wholly right of the image
+    (_poly_ann(7, _box_poly(10, -30, 10, 10)), False),  # wholly above it
+    (_poly_ann(8, _box_poly(100, 10, 10, 10)), False),  # outside, touching the right edge
+    (_poly_ann(9, [110, 10, 130, 10, 120, 30, 105, 90]), False),  # a polygon beyond the right and bottom edges
+]
+EDGE_DOC = {
+    "images": [{"id": 1, "file_name": "edge.jpg", "width": EDGE_W, "height": EDGE_H}],
+    "categories": [{"id": 1, "name": "thing"}],
+    "annotations": [a for a, _ in EDGE_ANNOTATIONS],
+}
+
+
+@pytest.fixture(scope="module")
+def edge_warehouse(tmp_path_factory):
+    from pipeline.runner import run_ingest
+
+    src = tmp_path_factory.mktemp("edge-src") / "instances_val2017.json"
+    src.write_text(json.dumps(EDGE_DOC))
+    wh = tmp_path_factory.mktemp("edge-wh")
+    run_ingest([str(src)], warehouse=str(wh), dataset="edge", workers=1)
+    return str(wh), "edge"
+
+
+def test_boxes_across_the_image_edge_are_clipped_and_boxes_outside_it_dropped(edge_warehouse, tmp_path):
+    report = export(tmp_path, format="yolo", warehouse=edge_warehouse[0], dataset=edge_warehouse[1], images="none")
+    inside = [a for a, kept in EDGE_ANNOTATIONS if kept]
+    assert report.files["labels/val2017"] == {"images": 1, "labels": len(inside), "skipped": 4}
+    got = read_labels(tmp_path / "labels" / "val2017" / "edge.txt")
+    assert [cls for cls, _ in got] == [0] * len(inside)
+    for (_, (cx, cy, bw, bh)), ann in zip(got, inside):
+        x1, y1, x2, y2 = clipped_box(ann["bbox"], EDGE_W, EDGE_H)
+        want = [(x1 + x2) / 2 / EDGE_W, (y1 + y2) / 2 / EDGE_H, (x2 - x1) / EDGE_W, (y2 - y1) / EDGE_H]
+        np.testing.assert_allclose([cx, cy, bw, bh], want, atol=1e-6)
+        assert 0 <= cx - bw / 2 and cx + bw / 2 <= 1 + 1e-6 and 0 <= cy - bh / 2 and cy + bh / 2 <= 1 + 1e-6
+
+
+def test_polygons_across_the_image_edge_are_clipped_and_polygons_outside_it_dropped(edge_warehouse, tmp_path):
+    report = export(tmp_path, format="yolo", task="segment", warehouse=edge_warehouse[0],
+                    dataset=edge_warehouse[1], images="none")
+    inside = [a for a, kept in EDGE_ANNOTATIONS if kept]
+    assert report.files["labels/val2017"] == {"images": 1, "labels": len(inside), "skipped": 4}
+    got = read_labels(tmp_path / "labels" / "val2017" / "edge.txt")
+    assert len(got) == len(inside)
+    for (_, coords), ann in zip(got, inside):
+        (points,) = ann["segmentation"]
+        want = [min(max(v, 0), EDGE_W if k % 2 == 0 else EDGE_H) / (EDGE_W if k % 2 == 0 else EDGE_H)
+                for k, v in enumerate(points)]
+        np.testing.assert_allclose(coords, want, atol=1e-6)

@@ -15,7 +15,8 @@ Classes are contiguous, in category-id order, over every category of the exporte
 (not only those the subset uses, so the same dataset always gives the same indices): for
 COCO's 80 categories, whose ids run 1..90 with gaps, id 1 (person) → 0, ..., id 90
 (toothbrush) → 79. Crowd annotations (``iscrowd=1``) are left out unless
-``include_crowd``; boxes with no width or height after clipping are left out.
+``include_crowd``; boxes, and outlines, with no width or height after clipping (an object
+wholly outside the image) are left out and counted as ``skipped``.
 
 Segmentation: polygons come from the source polygons; an annotation with several parts
 becomes one outline, each further part joined at the nearest pair of vertices by a
@@ -174,6 +175,8 @@ def segment_line(cls: int, row: dict, width: int, height: int) -> str | None:
         parts = [np.asarray([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float64)]
     pts = join_outlines(parts) / np.asarray([width, height], dtype=np.float64)
     pts = np.clip(pts, 0.0, 1.0)
+    if np.ptp(pts[:, 0]) == 0 or np.ptp(pts[:, 1]) == 0:
+        return None  # wholly outside the image: clipping flattens it onto the border
     return f"{cls} " + " ".join(f"{v:.6f}" for v in pts.ravel())
 
 
