@@ -97,8 +97,11 @@ def test_usage_errors(tmp_path, capsys):
         main(["export", "--where", "true", "--sql", "x.sql", "--format", "coco", "--out", str(tmp_path)])
     assert info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         main(["export", "--format", "csv", "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        "cocolake export: error: argument --format: invalid choice: 'csv'")
     code, _, err = _run(capsys, "--format", "coco", "--out", str(tmp_path), "--split-ratio", "1.5")
     assert code == 1 and "split_ratio: 1.5" in err
 
