@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -99,6 +100,96 @@ def test_sql_takes_warehouse_from_config(capsys, mini_warehouse, tmp_path):
     cfg.write_text(f"dataset: {mini_warehouse[1]}\nwarehouse: {mini_warehouse[0]}\nsources: [x.json]\n")
     code, out, _ = run(capsys, "sql", "--config", str(cfg), "SELECT count(*) AS n FROM images")
     assert code == 0 and out.splitlines() == ["n", "159"]
+
+
+# ------------------------------------------------------------------ repeated column names
+def readme_rle_iou_query() -> str:
+    """The README's own ``rle_iou`` example (two columns named ``id``)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sql\n(.*?)```", readme, flags=re.S)
+    return next(b for b in blocks if "rle_iou(a.rle_counts" in b)
+
+
+@pytest.fixture(scope="module")
+def iou_rows(mini_warehouse):
+    """The README query's rows with the names given by hand: what every format must hold."""
+    from pipeline.views import connect, run_sql
+
+    query = readme_rle_iou_query()
+    assert query.startswith("-- ") and "SELECT a.image_id, a.id, b.id, rle_iou(" in query
+    con = connect(*mini_warehouse)
+    try:
+        table = run_sql(con, query.replace("a.id, b.id,", "a.id AS id, b.id AS id_1,"))
+    finally:
+        con.close()
+    assert table.column_names == ["image_id", "id", "id_1", "iou"] and table.num_rows == 10
+    return table.to_pylist()
+
+
+def parse(fmt: str, text: str, path: pathlib.Path) -> tuple[list[str], list[list[str]]]:
+    """Column names and rows (as text) of a result written in ``fmt``."""
+    if fmt == "csv":
+        header, *rows = list(csv.reader(io.StringIO(text)))
+        return header, rows
+    if fmt == "json":
+        objs = json.loads(text)
+        return list(objs[0]), [[str(v) for v in o.values()] for o in objs]
+    if fmt == "table":
+        header, rule, *rows, count = text.splitlines()
+        assert count == "(10 rows)" and set(rule.replace(" ", "")) == {"-"}
+        return header.split(), [r.split() for r in rows]
+    table = pq.read_table(path)
+    return table.column_names, [[str(v) for v in r.values()] for r in table.to_pylist()]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "table", "parquet"])
+def test_repeated_column_names_come_out_whole_in_every_format(capsys, wh, tmp_path, iou_rows, fmt):
+    out_file = tmp_path / f"r.{fmt}"
+    extra = ["--out", str(out_file)] if fmt == "parquet" else []
+    code, out, err = run(capsys, "sql", *wh, readme_rle_iou_query(), "--format", fmt, *extra)
+    assert code == 0 and err == ""
+    names, rows = parse(fmt, out, out_file)
+    assert names == ["image_id", "id", "id_1", "iou"]
+    assert rows == [[str(v) for v in r.values()] for r in iou_rows]
+
+
+def test_repeated_names_are_made_unique_as_duckdb_does(tmp_path):
+    """DuckDB's own clients are the oracle: the names of ``COPY ... TO`` and ``fetchnumpy``."""
+    import duckdb
+
+    from pipeline.cli.sql import unique_names
+
+    query = ('SELECT 1 AS id, 2 AS id, 3 AS id_1, 4 AS "ID", 5 AS id, 6 AS x, 7 AS "X", 8 AS x_1, '
+             '9 AS "X_1", 10 AS y')
+    con = duckdb.connect()
+    names = con.sql(query).columns
+    assert names.count("id") == 3  # the raw result repeats them
+    con.execute(f"COPY ({query}) TO '{tmp_path / 'x.csv'}'")
+    copied = (tmp_path / "x.csv").read_text().splitlines()[0].split(",")
+    assert unique_names(names) == copied == list(con.sql(query).fetchnumpy())
+    assert unique_names(["id", "id", "id"]) == ["id", "id_1", "id_2"]
+    assert unique_names(["a", "b"]) == ["a", "b"]
+
+
+def test_check_tables_keep_repeated_columns():
+    import pyarrow as pa
+
+    from pipeline.cli.sql import render_table
+
+    table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["id", "id"])
+    assert render_table(table).splitlines() == ["id  id_1", "--  ----", " 1     2", "(1 row)"]
+
+
+@pytest.mark.parametrize(("query", "hint"), [
+    ("SELECT idd FROM annotations AS a JOIN images AS b ON a.image_id = b.id", 'Candidate bindings: "a.id", "b.id"'),
+    ("SELECT count(*) FROM imagez", 'Did you mean "images"?'),
+    ("SELECT rle_area(rle_counts) FROM annotations", "Candidate functions: rle_area(VARCHAR, INTEGER[]) -> BIGINT"),
+    ("SELECT id FROM annotations AS a JOIN images AS b ON a.image_id = b.id", "(use: 'a.id' or 'b.id')"),
+])
+def test_sql_errors_keep_duckdbs_hints_on_one_line(capsys, wh, query, hint):
+    code, out, err = run(capsys, "sql", *wh, query)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith("cocolake sql: error: ") and hint in err
 
 
 # ------------------------------------------------------------------ views --db
@@ -200,3 +291,31 @@ def test_cocolake_sql_end_to_end(wh, tmp_path):
     done = subprocess.run([str(exe), "sql", *wh, f"COPY images TO '{tmp_path / 'x.parquet'}'"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["csv", "json", "table", "parquet"])
+def test_cocolake_sql_readme_rle_iou_example_in_every_format(wh, tmp_path, iou_rows, fmt):
+    exe = pathlib.Path(sys.executable).parent / "cocolake"
+    out_file = tmp_path / f"r.{fmt}"
+    extra = ["--out", str(out_file)] if fmt == "parquet" else []
+    done = subprocess.run([str(exe), "sql", *wh, readme_rle_iou_query(), "--format", fmt, *extra],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0 and done.stderr == ""
+    names, rows = parse(fmt, done.stdout, out_file)
+    assert names == ["image_id", "id", "id_1", "iou"]
+    assert rows == [[str(v) for v in r.values()] for r in iou_rows]
+
+
+@pytest.mark.slow
+def test_cocolake_sql_error_keeps_the_candidate_bindings(wh, tmp_path):
+    exe = pathlib.Path(sys.executable).parent / "cocolake"
+    done = subprocess.run([str(exe), "sql", *wh, "SELECT idd FROM imagez"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert 'Did you mean "images"?' in done.stderr
+    done = subprocess.run([str(exe), "sql", *wh, "SELECT idd FROM images"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("cocolake sql: error: Binder Error: Referenced column \"idd\" not found")
+    assert 'Candidate bindings: "id"' in done.stderr and "Traceback" not in done.stderr

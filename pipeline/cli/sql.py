@@ -1,7 +1,8 @@
 """``cocolake sql "SELECT ..."`` (or ``--file q.sql``): run SQL over the warehouse views.
 
 Also the helpers the other SQL commands (views, query, check, report) share: the
-warehouse options and writing a result as a table, CSV, JSON or Parquet.
+warehouse options and writing a result as a table, CSV, JSON or Parquet, every column of
+it: repeated column names are made unique first, as DuckDB's clients do (``id``, ``id_1``).
 
 The connection only reads: statements other than SELECT/EXPLAIN are refused, and DuckDB
 may open no file but the parts the manifest lists, unless ``--allow-external-access``.
@@ -18,6 +19,7 @@ import io
 import json
 import math
 import pathlib
+import re
 import sys
 
 import pyarrow as pa
@@ -69,7 +71,9 @@ def connect(args, *, restrict: bool = True, functions: bool = True, for_sql: str
 
 def add_output_options(p: argparse.ArgumentParser, default: str = "csv") -> None:
     p.add_argument("--format", choices=FORMATS, default=None,
-                   help=f"output format (default: from the --out file's extension, else {default})")
+                   help=f"output format (default: from the --out file's extension, else {default}); "
+                   "every format keeps every column: a repeated name gets _1, _2, ... as in DuckDB's "
+                   "own clients (SELECT a.id, b.id gives id, id_1)")
     p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
 
 
@@ -103,26 +107,62 @@ def _cell(value) -> str:
     return str(value)
 
 
+def unique_names(names: list[str]) -> list[str]:
+    """Column names made unique as DuckDB's own clients make them (``QueryResult::DeduplicateColumns``,
+    as in ``COPY ... TO`` and ``fetchnumpy``): a name seen before, ignoring case, gets ``_1``,
+    ``_2``, ... (the next number no earlier name has taken): ``id, id, id`` -> ``id, id_1, id_2``."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        low = name.lower()
+        if low not in seen:
+            seen[low] = 1
+            out.append(name)
+            continue
+        new = f"{name}_{seen[low]}"
+        while new.lower() in seen:
+            seen[low] += 1
+            new = f"{name}_{seen[low]}"
+        seen[new.lower()] = 1
+        out.append(new)
+    return out
+
+
+def with_unique_names(table: pa.Table) -> pa.Table:
+    """``table`` with ``unique_names``: every format keeps every column (``SELECT a.id, b.id``)."""
+    names = unique_names(table.column_names)
+    return table if names == table.column_names else table.rename_columns(names)
+
+
+def _rows(table: pa.Table):
+    """The rows as tuples, by column position."""
+    return zip(*(c.to_pylist() for c in table.columns)) if table.num_columns else iter(())
+
+
 def to_csv(table: pa.Table) -> str:
+    table = with_unique_names(table)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(table.column_names)
-    for row in table.to_pylist():
-        w.writerow([_cell(v) for v in row.values()])
+    for row in _rows(table):
+        w.writerow([_cell(v) for v in row])
     return buf.getvalue()
 
 
 def to_json(table: pa.Table) -> str:
     """A JSON array of row objects, one row per line."""
-    rows = [json.dumps({k: _plain(v) for k, v in r.items()}, ensure_ascii=False) for r in table.to_pylist()]
+    table = with_unique_names(table)
+    names = table.column_names
+    rows = [json.dumps({k: _plain(v) for k, v in zip(names, r)}, ensure_ascii=False) for r in _rows(table)]
     return "[\n" + ",\n".join(rows) + ("\n" if rows else "") + "]\n"
 
 
 def render_table(table: pa.Table, max_rows: int = 50, max_width: int = 40) -> str:
     """A plain-text table: header, rule, rows (cells cut at max_width), and a row count."""
+    table = with_unique_names(table)
     names = table.column_names
-    shown = table.slice(0, max_rows).to_pylist()
-    cells = [[_cut(_cell(v) if v is not None else "NULL", max_width) for v in r.values()] for r in shown]
+    shown = _rows(table.slice(0, max_rows))
+    cells = [[_cut(_cell(v) if v is not None else "NULL", max_width) for v in r] for r in shown]
     widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
     numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
 
@@ -130,9 +170,9 @@ def render_table(table: pa.Table, max_rows: int = 50, max_width: int = 40) -> st
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
     out = [line(names), line(["-" * w for w in widths])] + [line(r) for r in cells]
-    more = table.num_rows - len(shown)
+    more = table.num_rows - len(cells)
     noun = "row" if table.num_rows == 1 else "rows"
-    out.append(f"({table.num_rows} {noun}" + (f", first {len(shown)} shown)" if more > 0 else ")"))
+    out.append(f"({table.num_rows} {noun}" + (f", first {len(cells)} shown)" if more > 0 else ")"))
     return "\n".join(out) + "\n"
 
 
@@ -152,7 +192,7 @@ def write_result(table: pa.Table, fmt: str | None, out: str | None) -> None:
         import pyarrow.parquet as pq
 
         _parent(out)
-        pq.write_table(table, out)
+        pq.write_table(with_unique_names(table), out)
         return
     text = {"csv": to_csv, "json": to_json, "table": render_table}[fmt](table)
     if out:
@@ -176,7 +216,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="run SQL over the warehouse views",
         description="Run SQL over the views of sql/views (images, annotations, annotations_enriched, "
         "category_stats, ...) with the mask functions (rle_area, rle_bbox, rle_iou, rle_decode, ...). "
-        "Read-only: only SELECT/EXPLAIN statements run and no file but the warehouse's parts is opened.",
+        "Read-only: only SELECT/EXPLAIN statements run and no file but the warehouse's parts is opened. "
+        "Columns with the same name (SELECT a.id, b.id ...) come out as id, id_1 in every format, "
+        "as DuckDB's own clients name them.",
     )
     p.add_argument("query", nargs="?", help="the SQL text (or use --file)")
     p.add_argument("--file", metavar="FILE", help="read the SQL from this file ('-': standard input)")
@@ -208,6 +250,12 @@ def run(args: argparse.Namespace) -> int:
     con = connect(args, restrict=not free, for_sql=text)
     try:
         table = run_sql(con, text, read_only=not free)
+    except QueryError as err:
+        if free or not re.match(r"(statement \d+: )?Catalog Error", str(err)):
+            raise
+        # the connection has only the views the SQL names: DuckDB's "Did you mean" can only
+        # suggest those; ask a connection with every view for its hint (reads only, so safe)
+        table = _run_with_every_view(args, text)
     finally:
         con.close()
     if table is None:
@@ -216,3 +264,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     write_result(table, args.format, args.out)
     return 0
+
+
+def _run_with_every_view(args, text: str):
+    from ..views import run_sql
+
+    con = connect(args, for_sql=None)
+    try:
+        return run_sql(con, text)
+    finally:
+        con.close()
