@@ -147,6 +147,7 @@ def connect(
     only: Iterable[str] | None = None,
     durable: bool = True,
     for_sql: str | None = None,
+    storage_version: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """A connection with the raw relations, the views and (optionally) the mask functions.
 
@@ -162,12 +163,15 @@ def connect(
 
     ``restrict=True``: afterwards the connection can read the manifest's parts and no other
     file, and its settings are locked (see ``restrict_to_warehouse``).
+
+    ``storage_version``: a new ``database`` file is written in the storage format of this
+    DuckDB release (``"v1.0.0"``: older DuckDB clients can open it); None: this DuckDB's own.
     """
     wh = Warehouse(warehouse, dataset, storage_options)
     manifest = wh.read_manifest()
     if manifest is None:
         raise WarehouseError(f"{wh.url('')}: no warehouse here; run `cocolake ingest` first")
-    con = _open(database, durable)
+    con = _open(database, durable, storage_version)
     con.execute("SET enable_progress_bar = false")  # standard output carries query results
     register_filesystem(con, wh)
     if for_sql is not None:
@@ -205,13 +209,14 @@ def calls_unknown_function(con, text: str) -> bool:
     return bool(set(called) - {r[0] for r in known})
 
 
-def _open(database: str, durable: bool) -> duckdb.DuckDBPyConnection:
+def _open(database: str, durable: bool, storage_version: str | None = None) -> duckdb.DuckDBPyConnection:
+    config = {} if storage_version is None else {"storage_compatibility_version": storage_version}
     if not durable:
         try:
-            return duckdb.connect(database, config={"fsync_mode": "none"})
+            return duckdb.connect(database, config={**config, "fsync_mode": "none"})
         except duckdb.Error:  # a DuckDB without the fsync_mode setting
             pass
-    return duckdb.connect(database)
+    return duckdb.connect(database, config=config)
 
 
 def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | None = None,
@@ -273,12 +278,24 @@ def check_single_select(sql: str, what: str) -> None:
 
 
 def _one_line(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    if not lines:
+    """DuckDB's message on one line: its hints kept (``Candidate bindings: "id", ...``,
+    ``Did you mean "images"?``, candidate functions separated by ``;``), the echoed SQL
+    reduced to its ``LINE n:`` line."""
+    lines = str(err).strip().splitlines()
+    if not lines or not lines[0].strip():
         return type(err).__name__
-    first = re.sub(r"^Invalid Input Error: Python exception occurred while executing the UDF: \w+: ", "", lines[0])
-    where = next((ln for ln in lines[1:] if ln.startswith("LINE ")), None)
-    return f"{first} ({where})" if where else first
+    message, where, listed = "", None, False
+    for line in lines:
+        if line.startswith("LINE "):
+            where = line.strip()
+            break
+        if not line.strip():
+            continue
+        item = line.startswith("\t")  # DuckDB lists candidate functions one per tab-indented line
+        message += ("; " if item and listed else " " if message else "") + line.strip()
+        listed = item and not line.rstrip().endswith(":")
+    message = re.sub(r"^Invalid Input Error: Python exception occurred while executing the UDF: \w+: ", "", message)
+    return f"{message} ({where})" if where else message
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, text: str, *, read_only: bool = True) -> pa.Table | None:
