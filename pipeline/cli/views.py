@@ -2,8 +2,10 @@
 
 The file holds views only (no data): ``raw_<table>`` over the Parquet parts the manifest
 lists, by their absolute paths or URLs, the views of ``sql/views`` on top, and the pure-SQL
-macros of ``sql/functions``. Any DuckDB client opens it read-only; the Python-backed mask
-functions (``rle_area``, ``rle_iou``, ...) exist only on connections cocolake opens.
+macros of ``sql/functions``. It is written in DuckDB 1.0's storage format, so DuckDB 1.1
+and later clients (CLI, R, JDBC, ...) open it, read-only too, and query every view; the
+Python-backed mask functions (``rle_area``, ``rle_iou``, ...) exist only on connections
+cocolake opens.
 Re-run it after an ingest: the parts a new warehouse version lists are other files.
 """
 
@@ -20,6 +22,10 @@ from .sql import add_warehouse_options, settings
 log = logging.getLogger(__name__)
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+# the file's storage format: DuckDB 1.0's (storage version 64), the oldest there is since
+# 0.10 and enough for views and macros; DuckDB 2's own format is refused by every 1.x client
+# ("database file with version number 69, but we can only read versions between 64 and 68")
+STORAGE_VERSION = "v1.0.0"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,7 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "views",
         help="write a DuckDB database file with the warehouse views",
         description="Write FILE.duckdb holding the views of sql/views over the warehouse's Parquet files "
-        "(by absolute path) and the pure-SQL macros; open it with any DuckDB client, read-only.",
+        "(by absolute path) and the pure-SQL macros, in DuckDB 1.0's storage format: any DuckDB client "
+        "from 1.1 on (CLI, Python, R, JDBC/DBeaver) opens it, read-only too, and queries every view; "
+        "the Python mask functions (rle_area, rle_iou, ...) exist only in cocolake sql.",
     )
     p.add_argument("--db", required=True, metavar="FILE", help="the DuckDB database to write (replaced if it exists)")
     add_warehouse_options(p)
@@ -50,7 +58,7 @@ def write_database(warehouse: str, dataset: str, db: str) -> list[str]:
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
         leftover.unlink(missing_ok=True)
     try:
-        con = connect(warehouse, dataset, database=str(tmp), functions=False)
+        con = connect(warehouse, dataset, database=str(tmp), functions=False, storage_version=STORAGE_VERSION)
         try:
             sqlfuncs.register_macros(con)
             views = [r[0] for r in con.execute(
