@@ -258,13 +258,26 @@ def fetch_arrow(rel) -> pa.Table:
 
 
 def short_error(err: Exception) -> str:
-    """DuckDB's message without the echoed SQL and caret lines."""
-    lines = []
-    for line in str(err).splitlines():
-        if line.startswith("LINE ") or not line.strip():
+    """DuckDB's message on one line, without the echoed SQL and caret lines, its hints kept:
+    ``Candidate bindings: "id", ...``, ``Did you mean "images"?``, candidate functions
+    (separated by ``;``); a mask function's error as the function raised it."""
+    return _message_and_line(err)[0]
+
+
+def _message_and_line(err: Exception) -> tuple[str, str | None]:
+    """``short_error``'s message and DuckDB's ``LINE n: ...`` line (None when there is none)."""
+    message, where, listed = "", None, False
+    for line in str(err).strip().splitlines():
+        if line.startswith("LINE "):
+            where = line.strip()
             break
-        lines.append(line.strip())
-    return " ".join(lines) or type(err).__name__
+        if not line.strip():
+            continue
+        item = line.startswith("\t")  # DuckDB lists candidate functions one per tab-indented line
+        message += ("; " if item and listed else " " if message else "") + line.strip()
+        listed = item and not line.rstrip().endswith(":")
+    message = re.sub(r"^Invalid Input Error: Python exception occurred while executing the UDF: \w+: ", "", message)
+    return message or type(err).__name__, where
 
 
 def check_single_select(sql: str, what: str) -> None:
@@ -278,23 +291,8 @@ def check_single_select(sql: str, what: str) -> None:
 
 
 def _one_line(err: Exception) -> str:
-    """DuckDB's message on one line: its hints kept (``Candidate bindings: "id", ...``,
-    ``Did you mean "images"?``, candidate functions separated by ``;``), the echoed SQL
-    reduced to its ``LINE n:`` line."""
-    lines = str(err).strip().splitlines()
-    if not lines or not lines[0].strip():
-        return type(err).__name__
-    message, where, listed = "", None, False
-    for line in lines:
-        if line.startswith("LINE "):
-            where = line.strip()
-            break
-        if not line.strip():
-            continue
-        item = line.startswith("\t")  # DuckDB lists candidate functions one per tab-indented line
-        message += ("; " if item and listed else " " if message else "") + line.strip()
-        listed = item and not line.rstrip().endswith(":")
-    message = re.sub(r"^Invalid Input Error: Python exception occurred while executing the UDF: \w+: ", "", message)
+    """``short_error`` and the ``LINE n:`` DuckDB points at, when it does."""
+    message, where = _message_and_line(err)
     return f"{message} ({where})" if where else message
 
 
