@@ -178,7 +178,7 @@ def _child(args) -> dict:
             t = ChunkTask(result.source, "images", a, b, fi, result.context,
                           (("images", str(work / "prep" / f"{c_i}.parquet")), ("rejects", str(work / "prep" / "r.parquet"))))
             parts.append(ingest_chunk(t).image_sizes)
-        state.write_bytes(pickle.dumps((result, ImageSizes.merge(parts, result.id_type))))
+        state.write_bytes(pickle.dumps((result, ImageSizes.merge(parts, result.id_types.image))))
     elif args.child == "batch":
         out.update(bytes=size, files=len(files), masks=result.rows.get("annotations", 0))
     else:

@@ -712,7 +712,7 @@ def save_matches(warehouse: str, dataset: str, result: Evaluation, storage_optio
     wh = Warehouse(warehouse, dataset, storage_options)
     with wh.writer_lock():
         manifest = wh.require_manifest()
-        id_type = manifest.id_type()
+        id_type = manifest.id_types().text()
         rel = Warehouse.part_rel("prediction_matches", result.run, wh.next_part_number(result.run, manifest))
         source = f"evaluate-{result.iou_type}"
         try:

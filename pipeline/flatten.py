@@ -1,7 +1,7 @@
 """flatten: parsed COCO records → Arrow tables in the warehouse schemas.
 
 Input: the bytes of one chunk (whole records of one top-level array, from ``split``) and
-a ``FileContext`` (which file, which kind, id type, bad-record policy).
+a ``FileContext`` (which file, which kind, the type of each id space, bad-record policy).
 Output: a ``Flat``: one Arrow table per warehouse table the records feed, the rejected
 records, and for ``images`` the id → (height, width) lookup that annotation chunks need.
 
@@ -29,7 +29,7 @@ import pyarrow as pa
 from . import masks
 from .jsontext import dumps_text as _dumps
 from .errors import BadFileError, BadRecordError
-from .schema import schema_for
+from .schema import IdTypes, schema_for
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _EXACT = 2**53  # integers up to this magnitude are exact in float64
@@ -51,13 +51,13 @@ class FileContext:
 
     source_file: str
     kind: str  # instances | stuff | person_keypoints | captions | image_info
-    id_type: str = "int64"  # int64 | string
+    id_types: IdTypes = IdTypes()  # int64 | string per id space (image, annotation, category)
     on_bad_record: str = "error"  # error | skip
     # category id -> number of keypoint names (person_keypoints files)
     category_keypoints: dict = dataclasses.field(default_factory=dict)
     category_ids: frozenset | None = None
-    # what decided ``id_type``, for the mixed-id-types message: "the first image's id is 'a'"
-    id_origin: str | None = None
+    # id space -> what decided its type, for the mixed-id-types message: "the first image's id is 'a'"
+    id_origins: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -194,24 +194,27 @@ def _is_exact_num(v) -> bool:
     return type(v) is float and math.isfinite(v) or type(v) is int and -_EXACT <= v <= _EXACT
 
 
-def _check_id(value, id_type: str, what: str, required: bool = True, origin: str | None = None):
-    mixed = f"(mixed id types; {origin})" if origin else "(mixed id types)"
+def _check_id(value, ctx: FileContext, space: str, what: str, required: bool = True):
+    """``value`` as an id of ``space`` (image | annotation | category), typed as the file's
+    ids of that space are; an id of the other type is a bad record (mixed id types)."""
+    origin = ctx.id_origins.get(space)
+    mixed = f"(mixed {space} id types; {origin})" if origin else f"(mixed {space} id types)"
     if value is None:
         if required:
             raise _Bad(f"{what} is missing")
         return None
-    if id_type == "int64":
+    if getattr(ctx.id_types, space) == "int64":
         if type(value) is int:
             if not _is_int(value):
                 raise _Bad(f"{what} {value} does not fit in a 64-bit integer")
             return value
         if type(value) is str:
-            raise _Bad(f"{what} {value!r} is a string but this file's ids are integers {mixed}")
+            raise _Bad(f"{what} {value!r} is a string but this file's {space} ids are integers {mixed}")
         raise _Bad(f"{what} {value!r} is not an integer")
     if type(value) is str:
         return value
     if type(value) is int:
-        raise _Bad(f"{what} {value} is an integer but this file's ids are strings {mixed}")
+        raise _Bad(f"{what} {value} is an integer but this file's {space} ids are strings {mixed}")
     raise _Bad(f"{what} {value!r} is not a string id")
 
 
@@ -277,7 +280,7 @@ def _str_ok(v) -> bool:
 
 
 def _table(name: str, columns: dict, ctx: FileContext, first_index: int, indices: list[int]) -> pa.Table:
-    schema = schema_for(name, ctx.id_type)
+    schema = schema_for(name, ctx.id_types)
     n = len(indices)
     columns = dict(columns)
     columns["source_file"] = pa.array([ctx.source_file] * n, pa.string())
@@ -307,7 +310,7 @@ def flatten_images(records: list, ctx: FileContext, first_index: int = 0) -> Fla
         try:
             if type(rec) is not dict:
                 raise _Bad(f"is a JSON {type(rec).__name__}, expected an object")
-            rid = _check_id(rec.get("id"), ctx.id_type, "id", origin=ctx.id_origin)
+            rid = _check_id(rec.get("id"), ctx, "image", "id")
             raw: dict[str, Any] = {}
             height = _typed(rec, "height", _is_int, raw)
             width = _typed(rec, "width", _is_int, raw)
@@ -339,7 +342,7 @@ def flatten_images(records: list, ctx: FileContext, first_index: int = 0) -> Fla
         rows["id"],
         [h if h is not None else -1 for h in rows["height"]],
         [w if w is not None else -1 for w in rows["width"]],
-        ctx.id_type,
+        ctx.id_types.image,
     )
     return Flat({"images": table}, col.rejects, sizes)
 
@@ -355,7 +358,7 @@ def flatten_categories(records: list, ctx: FileContext, first_index: int = 0) ->
         try:
             if type(rec) is not dict:
                 raise _Bad(f"is a JSON {type(rec).__name__}, expected an object")
-            rid = _check_id(rec.get("id"), ctx.id_type, "id", origin=ctx.id_origin)
+            rid = _check_id(rec.get("id"), ctx, "category", "id")
             raw: dict[str, Any] = {}
             kp = _typed(rec, "keypoints", lambda v: type(v) is list and all(type(x) is str for x in v), raw)
             sk = _typed(rec, "skeleton", lambda v: type(v) is list and all(
@@ -418,8 +421,8 @@ def _flatten_captions(records, ctx, sizes, first_index) -> Flat:
         try:
             if type(rec) is not dict:
                 raise _Bad(f"is a JSON {type(rec).__name__}, expected an object")
-            rid = _check_id(rec.get("id"), ctx.id_type, "id", origin=ctx.id_origin)
-            iid = _check_id(rec.get("image_id"), ctx.id_type, "image_id", origin=ctx.id_origin)
+            rid = _check_id(rec.get("id"), ctx, "annotation", "id")
+            iid = _check_id(rec.get("image_id"), ctx, "image", "image_id")
             if not found[i]:
                 raise _Bad(f"image_id {iid!r} is not in this file's images")
             raw: dict[str, Any] = {}
@@ -463,9 +466,9 @@ def _flatten_instances(records, ctx, sizes, first_index) -> Flat:
         try:
             if type(rec) is not dict:
                 raise _Bad(f"is a JSON {type(rec).__name__}, expected an object")
-            rid = _check_id(rec.get("id"), ctx.id_type, "id", origin=ctx.id_origin)
-            iid = _check_id(rec.get("image_id"), ctx.id_type, "image_id", origin=ctx.id_origin)
-            cid = _check_id(rec.get("category_id"), ctx.id_type, "category_id", origin=ctx.id_origin, required=False)
+            rid = _check_id(rec.get("id"), ctx, "annotation", "id")
+            iid = _check_id(rec.get("image_id"), ctx, "image", "image_id")
+            cid = _check_id(rec.get("category_id"), ctx, "category", "category_id", required=False)
             _check_refs(rec, ctx, bool(found[i]))
             raw: dict[str, Any] = {}
             is_crowd = _typed(rec, "iscrowd", lambda v: type(v) is int and v in (0, 1), raw)
@@ -570,17 +573,16 @@ def _fast_instances(records, ctx, sizes, first_index) -> Flat | None:
         return None
     with_kp = ctx.kind == "person_keypoints"
     known = frozenset(KNOWN_KEYS["annotations"] + (KNOWN_KEYS["keypoints"] if with_kp else ()))
-    id_types = {int} if ctx.id_type == "int64" else {str}
-    id_type = pa.int64() if ctx.id_type == "int64" else pa.string()
     ids = [r.get("id") for r in records]
     image_ids = [r.get("image_id") for r in records]
     cat_ids = [r.get("category_id") for r in records]
     try:
         cols = []
-        for values in (ids, image_ids, cat_ids):
-            if set(map(type, values)) != id_types:
+        for values, space in ((ids, "annotation"), (image_ids, "image"), (cat_ids, "category")):
+            string = getattr(ctx.id_types, space) == "string"
+            if set(map(type, values)) != ({str} if string else {int}):
                 return None
-            cols.append(pa.array(values, id_type))
+            cols.append(pa.array(values, pa.string() if string else pa.int64()))
     except (OverflowError, pa.ArrowException):
         return None
     if ctx.category_ids is not None and not set(cat_ids) <= ctx.category_ids:

@@ -82,7 +82,7 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
         for section in SECTION_ORDER:
             if section == "annotations" and "annotations" in plan.chunks:
                 sizes = dask.delayed(_merge_sizes, pure=True)(
-                    image_results, plan.id_type, dask_key_name=_key(f"sizes-{p_i}", run_id)
+                    image_results, plan.id_types.image, dask_key_name=_key(f"sizes-{p_i}", run_id)
                 )
             else:
                 sizes = None
@@ -122,7 +122,7 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
             )
         )
         meta.append(("info", "info", split, ctx.source_file))
-        info_parts.append(Part("info", split, ctx.source_file, rel, 1, plan.id_type))
+        info_parts.append(Part("info", split, ctx.source_file, rel, 1, plan.id_types.text()))
     for s_i, fileset in enumerate(sets):
         source_storage = tuple(sorted(fileset.storage_options.items()))
         for b_i, files in enumerate(fileset.batches(opts.chunk_bytes, opts.batch_files)):

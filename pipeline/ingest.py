@@ -1,7 +1,7 @@
 """ingest: the per-file and per-chunk task functions of an ingest (no Dask in here).
 
-``plan_file(source)`` scans one document (``split``) and decides its kind, split, id type
-and chunks: a ``FilePlan``. ``ingest_chunk(task)`` reads one chunk's byte range straight
+``plan_file(source)`` scans one document (``split``) and decides its kind, split, the type
+of each id space (``id_types``) and chunks: a ``FilePlan``. ``ingest_chunk(task)`` reads one chunk's byte range straight
 from the source, parses, validates and flattens it (``flatten``), and writes its Parquet
 parts straight to the warehouse: only counts and ids come back. ``write_info`` writes the
 per-file ``info`` row. Each is a plain function that a test calls directly; ``graph``
@@ -18,11 +18,11 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from . import flatten, sources
+from . import flatten, id_types, sources
 from .errors import BadFileError, CocolakeError
 from .flatten import FileContext, ImageSizes
 from .jsontext import dumps_text
-from .schema import schema_for
+from .schema import IdTypes, schema_for
 from .split import RECORD_SECTIONS, StructureScanner, iter_blocks, record_spans, scan_document
 from .warehouse import write_part
 
@@ -53,7 +53,7 @@ class FilePlan:
     source: sources.SourceFile
     split: str
     kind: str
-    id_type: str
+    id_types: IdTypes  # complete once ``id_types.resolve`` ran over the plans of an ingest
     skeleton: bytes
     info: str | None
     # section -> list of (start, end, first_index)
@@ -84,7 +84,7 @@ class ChunkResult:
     rows: dict[str, int]
     written: dict[str, str]  # table -> path
     rejects: int
-    ids: object = None  # np.ndarray (int64) or list[str] of the record ids kept
+    ids: object = None  # np.ndarray (int64) or list[str] of the record ids kept (of the section's space)
     image_sizes: ImageSizes | None = None
 
 
@@ -143,11 +143,10 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
         )
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", split):
         raise BadFileError(source.name, f"split name {split!r}: use letters, digits, '.', '_' or '-'")
-    id_type = _id_type(first_img if first_img is not None else first_ann)
-
     # categories are small: read them now to validate annotations against them
     cat_ids = None
     cat_kp: dict = {}
+    cats: list = []
     if "categories" in sections:
         cats = []
         for start, end in sections["categories"].chunks():
@@ -156,21 +155,22 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
         cat_ids = frozenset(c.get("id") for c in cats if isinstance(c, dict) and isinstance(c.get("id"), (int, str)))
         cat_kp = {c.get("id"): len(c["keypoints"]) for c in cats
                   if isinstance(c, dict) and isinstance(c.get("keypoints"), list)}
+    types, origins = id_types.decide(first_img, first_ann, cats[0] if cats else None)
     ctx = FileContext(
         source_file=source.name,
         kind=kind,
-        id_type=id_type,
+        id_types=types,
         on_bad_record=opts.on_bad_record,
         category_keypoints=cat_kp,
         category_ids=cat_ids,
-        id_origin=_id_origin(first_img, first_ann),
+        id_origins=origins,
     )
     info = skeleton.get("info")
     return FilePlan(
         source=source,
         split=split,
         kind=kind,
-        id_type=id_type,
+        id_types=types,
         skeleton=layout.skeleton,
         info=dumps_text(info) if "info" in skeleton else None,
         chunks={name: [(a, b, fi) for (a, b), fi in zip(sec.chunks(), sec.first_index)]
@@ -213,17 +213,19 @@ def detect_kind(name: str, first_annotation, has_annotations: bool) -> str:
     return "instances"
 
 
-def _id_origin(first_img, first_ann) -> str | None:
-    for noun, first in (("image", first_img), ("annotation", first_ann)):
-        if isinstance(first, dict) and "id" in first:
-            return f"the first {noun}'s id is {first['id']!r}"
-    return None
+def resolve_id_types(plans: list[FilePlan], manifest, replaced: set[tuple[str, str]]) -> id_types.Resolved:
+    """Check that the plans agree with each other and with the warehouse (but the files
+    they replace) on each id space's type, and fill the spaces a file does not decide.
+    Returns what the plans and the warehouse decide (``id_types.merge``)."""
+    decided = [id_types.Decided(p.source.name, p.id_types, p.context.id_origins) for p in plans]
+    resolved = id_types.merge(decided, id_types.known_types(manifest, replaced))
+    for plan, src in zip(plans, decided):
+        plan.id_types = id_types.complete(src, resolved)
+        plan.context = dataclasses.replace(plan.context, id_types=plan.id_types)
+    return resolved
 
 
-def _id_type(first) -> str:
-    if isinstance(first, dict) and isinstance(first.get("id"), str):
-        return "string"
-    return "int64"
+_SECTION_SPACE = {"images": "image", "annotations": "annotation", "captions": "annotation", "categories": "category"}
 
 
 # ---------------------------------------------------------------------------- chunks
@@ -257,8 +259,8 @@ def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResul
             raise CocolakeError(f"{ctx.source_file}: unknown section {section!r}")
         for table, t in flat.tables.items():
             per_table.setdefault(table, []).append(t)
-            if table in ("images", "annotations", "captions", "categories"):
-                ids.append(t.column("id").to_numpy(zero_copy_only=False) if ctx.id_type == "int64"
+            if table in _SECTION_SPACE:
+                ids.append(t.column("id").to_numpy(zero_copy_only=False) if t.schema.field("id").type == pa.int64()
                            else t.column("id").to_pylist())
         rejects += flat.rejects
     if rejects:
@@ -266,11 +268,12 @@ def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResul
     rows, written = {}, {}
     for table, tables in per_table.items():
         path = targets[table]
-        n = write_part(fs, path, tables, schema_for(table, ctx.id_type))
+        n = write_part(fs, path, tables, schema_for(table, ctx.id_types))
         rows[table] = n
         if n:
             written[table] = path
-    if ctx.id_type == "int64":
+    space = _SECTION_SPACE.get(section)
+    if space is None or getattr(ctx.id_types, space) == "int64":
         id_arr = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     else:
         id_arr = [x for part in ids for x in part]
@@ -281,7 +284,7 @@ def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResul
         written=written,
         rejects=len(rejects),
         ids=id_arr,
-        image_sizes=ImageSizes.merge(size_parts, ctx.id_type) if section == "images" else None,
+        image_sizes=ImageSizes.merge(size_parts, ctx.id_types.image) if section == "images" else None,
     )
 
 
@@ -348,7 +351,7 @@ def write_info(plan: FilePlan, path: str, warehouse_protocol: str, storage_optio
             {
                 "info": plan.info,
                 "document": plan.skeleton.decode("utf-8", errors="replace"),
-                "id_type": plan.id_type,
+                "id_type": plan.id_types.text(),
                 "source_file": ctx.source_file,
                 "kind": ctx.kind,
                 "record_index": 0,

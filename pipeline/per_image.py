@@ -44,11 +44,11 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from . import flatten, sources
-from .errors import BadFileError, CocolakeError, SourceError
+from . import flatten, id_types, sources
+from .errors import BadFileError, SourceError
 from .flatten import FileContext
 from .jsontext import dumps_text
-from .schema import schema_for
+from .schema import IdTypes, schema_for
 from .split import MAX_RECORD_BYTES, RECORD_SECTIONS
 from .warehouse import write_part
 
@@ -112,7 +112,9 @@ class BatchResult:
     rows: dict[str, int]
     written: dict[str, str]  # table -> path
     rejects: int
-    id_type: str | None  # None when the batch has no ids at all
+    id_types: IdTypes  # the batch's, complete (spaces no document decides: int64)
+    # space -> (document, what in it decided the space's type); spaces no document decides absent
+    id_origins: dict
     image_ids: dict[str, object]  # kind -> np.ndarray (int64) or list[str]
     kinds: set[str]
     records: dict[str, int]
@@ -223,15 +225,10 @@ def ingest_batch(task: BatchTask) -> BatchResult:
     image_ids: dict[str, list] = {}
     kinds: set[str] = set()
     records: dict[str, int] = {}
-    id_type = first = None
+    decided: id_types.Resolved = {}
     for f, data in zip(task.files, _read_all(task)):
         doc = flatten_document(parse_document(data, f.name), f.name, task.on_bad_record)
-        if doc.id_type is not None:
-            if id_type is None:
-                id_type, first = doc.id_type, f.name
-            elif doc.id_type != id_type:
-                raise BadFileError(f.name, f"its ids are {_id_words(doc.id_type)} but {first}'s are "
-                                   f"{_id_words(id_type)}; the files of a per-image set need one id type")
+        decided = id_types.merge([id_types.Decided(f.name, doc.id_types, doc.id_origins)], decided)
         for table, t in doc.tables.items():
             per_table.setdefault(table, []).append(t)
         rejects += doc.rejects
@@ -243,16 +240,18 @@ def ingest_batch(task: BatchTask) -> BatchResult:
         per_table["rejects"] = [flatten.rejects_table(rejects)]
     targets = dict(task.targets)
     rows, written = {}, {}
+    types = id_types.complete(id_types.Decided(task.set_name, IdTypes(), {}), decided)
     for table, tables in per_table.items():
-        schema = schema_for(table, id_type or "int64")
+        schema = schema_for(table, types)
         # one row group for the batch, not one per file
         n = write_part(wfs, targets[table], [pa.concat_tables([t.cast(schema) for t in tables])], schema)
         rows[table] = n
         if n:
             written[table] = targets[table]
-    ids = {kind: [x for part in parts for x in part] if id_type == "string" else np.concatenate(parts)
+    ids = {kind: [x for part in parts for x in part] if types.image == "string" else np.concatenate(parts)
            for kind, parts in image_ids.items()}
-    return BatchResult(task.set_name, rows, written, len(rejects), id_type, ids, kinds, records)
+    origins = {space: (name, origin) for space, (_, name, origin) in decided.items()}
+    return BatchResult(task.set_name, rows, written, len(rejects), types, origins, ids, kinds, records)
 
 
 def _read_all(task: BatchTask) -> list[bytes]:
@@ -320,7 +319,8 @@ def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
 class FlatDocument:
     tables: dict[str, pa.Table]
     rejects: list[dict]
-    id_type: str | None
+    id_types: IdTypes  # complete: spaces no record decides are int64
+    id_origins: dict  # space -> what decided its type (spaces no record decides absent)
     kind: str
     image_ids: object
     records: dict[str, int]
@@ -328,7 +328,7 @@ class FlatDocument:
 
 def flatten_document(doc, name: str, on_bad_record: str = "error") -> FlatDocument:
     """One whole document (COCO or per-image format) → its tables, like ``ingest`` does by chunks."""
-    from .ingest import _id_type, detect_kind
+    from .ingest import detect_kind
 
     if type(doc) is not dict:
         what = "a list" if type(doc) is list else "not a JSON object"
@@ -354,13 +354,14 @@ def flatten_document(doc, name: str, on_bad_record: str = "error") -> FlatDocume
         kind = "instances"  # SA-1B: every mask is compressed RLE without iscrowd; they are instances
     if not per_image and kind in ("instances", "stuff", "person_keypoints") and "categories" not in sections:
         raise BadFileError(name, f"a {kind} file needs 'categories'; the file has none")
-    first = sections["images"][0] if sections["images"] else (anns[0] if anns else None)
-    id_type = _id_type(first) if first is not None else None
     cats = sections.get("categories")
+    types, origins = id_types.decide(*(sections[k][0] if sections.get(k) else None
+                                       for k in ("images", "annotations", "categories")))
     ctx = FileContext(
         source_file=name,
         kind=kind,
-        id_type=id_type or "int64",
+        id_types=types,
+        id_origins=origins,
         on_bad_record=on_bad_record,
         category_keypoints={c.get("id"): len(c["keypoints"]) for c in cats or ()
                             if type(c) is dict and type(c.get("keypoints")) is list},
@@ -385,7 +386,7 @@ def flatten_document(doc, name: str, on_bad_record: str = "error") -> FlatDocume
     tables["info"] = pa.Table.from_pylist([{
         "info": dumps_text(doc["info"]) if "info" in doc else None,
         "document": dumps_text({k: ([] if k in sections else v) for k, v in skeleton.items()}),
-        "id_type": ctx.id_type,
+        "id_type": types.text(),
         "source_file": name,
         "kind": kind,
         "record_index": 0,
@@ -394,9 +395,10 @@ def flatten_document(doc, name: str, on_bad_record: str = "error") -> FlatDocume
     return FlatDocument(
         tables=tables,
         rejects=rejects,
-        id_type=id_type,
+        id_types=types,
+        id_origins=origins,
         kind=kind,
-        image_ids=ids.to_numpy(zero_copy_only=False) if ctx.id_type == "int64" else ids.to_pylist(),
+        image_ids=ids.to_numpy(zero_copy_only=False) if types.image == "int64" else ids.to_pylist(),
         records={k: len(v) for k, v in sections.items()},
     )
 
@@ -434,13 +436,11 @@ def _check_unique(name: str, table: str, t: pa.Table) -> None:
                                "ids must be unique within a file")
 
 
-def _id_words(id_type: str) -> str:
-    return "strings" if id_type == "string" else "integers"
-
-
-def check_sets(sets: list[FileSet], meta: list, results: list) -> dict[str, str]:
-    """Check each set across its batches: one id type, image ids unique among the files of a
-    kind (annotations find their image by id). Returns each set's id type."""
+def check_sets(sets: list[FileSet], meta: list, results: list,
+               resolved: id_types.Resolved | None = None) -> dict[str, str]:
+    """Check each set across its batches: one type per id space, that of the other sources
+    of the dataset (``resolved``, see ``id_types``), and image ids unique among the files of
+    a kind (annotations find their image by id). Returns each set's id types as text."""
     by_set: dict[str, list[BatchResult]] = {}
     for (what, _, _, name), res in zip(meta, results):
         if what == "batch":
@@ -448,11 +448,11 @@ def check_sets(sets: list[FileSet], meta: list, results: list) -> dict[str, str]
     types = {}
     for s in sets:
         done = by_set.get(s.name, [])
-        found = {r.id_type for r in done if r.id_type is not None}
-        if len(found) > 1:
-            raise CocolakeError(f"{s.name}: some files use integer ids and others string ids; "
-                                "the files of a per-image set need one id type")
-        types[s.name] = found.pop() if found else "int64"
+        decided = dict(resolved or {})
+        for r in done:
+            decided = id_types.merge([id_types.Decided(name, r.id_types, {space: origin})
+                                      for space, (name, origin) in r.id_origins.items()], decided)
+        types[s.name] = id_types.complete(id_types.Decided(s.name, IdTypes(), {}), decided).text()
         for kind in sorted({k for r in done for k in r.image_ids}):
             count, examples = duplicate_ids([r.image_ids[kind] for r in done if len(r.image_ids.get(kind, ()))])
             if count:
@@ -462,7 +462,7 @@ def check_sets(sets: list[FileSet], meta: list, results: list) -> dict[str, str]
     return types
 
 
-def describe_sets(sets: list[FileSet], meta: list, results: list, id_types: dict[str, str], now: str) -> list[dict]:
+def describe_sets(sets: list[FileSet], meta: list, results: list, set_types: dict[str, str], now: str) -> list[dict]:
     """The manifest's ``sources`` entries of the sets: one per set, not one per file."""
     out = []
     for s in sets:
@@ -477,7 +477,7 @@ def describe_sets(sets: list[FileSet], meta: list, results: list, id_types: dict
             "source_file": s.name,
             "url": s.url,
             "kind": kinds[0] if len(kinds) == 1 else ",".join(kinds),
-            "id_type": id_types[s.name],
+            "id_type": set_types[s.name],
             "records": records,
             "files": len(s.files),
             "batches": len(done),

@@ -42,6 +42,7 @@ import pyarrow as pa
 from . import flatten, masks, sources
 from .errors import BadFileError, CocolakeError, WarehouseError
 from .flatten import FileContext, ImageSizes, _Bad, _check_id, _classify_segmentation, _Collector, _is_num
+from .id_types import words
 from .schema import schema_for
 from .split import StructureScanner, iter_blocks
 from .views import raw_relation_sql, register_filesystem
@@ -170,10 +171,10 @@ def flatten_detections(records: list, ctx: FileContext, sizes: ImageSizes, split
         try:
             if type(rec) is not dict:
                 raise _Bad(f"is a JSON {type(rec).__name__}, expected an object")
-            iid = _check_id(rec.get("image_id"), ctx.id_type, "image_id")
+            iid = _check_id(rec.get("image_id"), ctx, "image", "image_id")
             if not found[i]:
                 raise _Bad(f"image_id {iid!r} is not an image of split {split}")
-            cid = _check_id(rec.get("category_id"), ctx.id_type, "category_id")
+            cid = _check_id(rec.get("category_id"), ctx, "category", "category_id")
             if ctx.category_ids is not None and cid not in ctx.category_ids:
                 raise _Bad(f"category_id {cid!r} is not a category of split {split}")
             score = rec.get("score")
@@ -301,7 +302,7 @@ def ingest_results_chunk(task: ResultsTask, sizes: ImageSizes) -> dict:
     buf = sources.read_range(task.source, task.start, task.end)
     records = flatten.parse_chunk(buf, source=ctx.source_file, section="results", offset=task.start)
     flat = flatten_detections(records, ctx, sizes, task.split, task.first_index)
-    rows = write_part(fs, task.predictions_path, [flat.tables["predictions"]], schema_for("predictions", ctx.id_type))
+    rows = write_part(fs, task.predictions_path, [flat.tables["predictions"]], schema_for("predictions", ctx.id_types))
     rejected = write_part(fs, task.rejects_path, [flatten.rejects_table(flat.rejects)], schema_for("rejects"))
     return {"predictions": rows, "rejects": rejected}
 
@@ -320,7 +321,7 @@ class GroundTruth:
 
 
 def _gt_split(wh: Warehouse, manifest, split: str | None, first_image_ids: list) -> GroundTruth:
-    id_type = manifest.id_type()
+    id_types = manifest.id_types()
     splits = manifest.splits()
     con = duckdb.connect()
     try:
@@ -354,7 +355,7 @@ def _gt_split(wh: Warehouse, manifest, split: str | None, first_image_ids: list)
         con.close()
     ids = [r[0] for r in img]
     sizes = ImageSizes(ids, [r[1] if r[1] is not None else -1 for r in img],
-                       [r[2] if r[2] is not None else -1 for r in img], id_type)
+                       [r[2] if r[2] is not None else -1 for r in img], id_types.image)
     return GroundTruth(split, sizes, frozenset(r[0] for r in cat_rows), {r[0]: r[1] for r in cat_rows if r[1]})
 
 
@@ -415,9 +416,12 @@ def _ingest_results(wh: Warehouse, url: str, *, run, split, workers, scheduler, 
     with sources.open_document(sf) as f:
         chunks, n_records = scan_results(iter_blocks(f), source=sf.name, chunk_bytes=chunk_bytes)
     gt = _gt_split(wh, manifest, split, _first_image_ids(sf, chunks[0] if chunks else None))
-    id_type = manifest.id_type()
-    ctx = FileContext(source_file=sf.name, kind=KIND, id_type=id_type, on_bad_record=on_bad_record,
-                      category_keypoints=gt.category_keypoints, category_ids=gt.category_ids)
+    id_types = manifest.id_types()  # detections join the ground truth: its types, space by space
+    id_type = id_types.text()
+    ctx = FileContext(source_file=sf.name, kind=KIND, id_types=id_types, on_bad_record=on_bad_record,
+                      category_keypoints=gt.category_keypoints, category_ids=gt.category_ids,
+                      id_origins={space: f"the ground truth's {space} ids are {words(getattr(id_types, space))}"
+                                  for space in ("image", "category")})
     base = wh.next_part_number(run, manifest)
     storage = tuple(sorted(wh.storage_options.items()))
     tasks_meta = []

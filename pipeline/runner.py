@@ -34,7 +34,7 @@ import dask
 from . import per_image, sources
 from .errors import BadFileError, CocolakeError
 from .graph import ingest_graph, plan_graph
-from .ingest import IngestOptions
+from .ingest import IngestOptions, resolve_id_types
 from .warehouse import Part, Warehouse
 
 log = logging.getLogger(__name__)
@@ -242,14 +242,15 @@ def run_ingest(
         _test_pause("scan")
         _check_unique_files(plans, sets)
         manifest = wh.read_manifest()
+        replaced = {(p.split, p.source.name) for p in plans} | {(s.split, s.name) for s in sets}
+        resolved = resolve_id_types(plans, manifest, replaced)
         bases = {s: wh.next_part_number(s, manifest) for s in {p.split for p in plans} | {s.split for s in sets}}
         graph = ingest_graph(plans, wh, bases, opts, sets, run_id)
         try:
             results = compute(graph.tasks, client, progress, "ingest")
-            set_types = per_image.check_sets(sets, graph.meta, results)
+            set_types = per_image.check_sets(sets, graph.meta, results, resolved)
             parts, rows, rejects = _collect(graph, results, plans, set_types)
             _check_duplicates(graph, results)
-            replaced = {(p.split, p.source.name) for p in plans} | {(s.split, s.name) for s in sets}
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             src_meta = [
                 {
@@ -257,7 +258,7 @@ def run_ingest(
                     "source_file": p.source.name,
                     "url": p.source.url,
                     "kind": p.kind,
-                    "id_type": p.id_type,
+                    "id_type": p.id_types.text(),
                     "records": p.records,
                     "ingested_at": now,
                 }
@@ -297,7 +298,7 @@ def _check_unique_files(plans, sets=()) -> None:
 
 
 def _collect(graph, results, plans, set_types=None):
-    kinds = {p.source.name: p.id_type for p in plans} | dict(set_types or {})
+    kinds = {p.source.name: p.id_types.text() for p in plans} | dict(set_types or {})
     parts: list[Part] = []
     rows: dict[tuple[str, str], int] = {}
     rejects = 0

@@ -6,11 +6,16 @@ image_info) and ``record_index`` (position of the record in its source array, so
 export can restore the source order exactly). ``split`` is not stored in the files: it is
 the Hive partition (``<table>/split=<split>/``).
 
-Ids are int64; a file whose ids are consistently JSON strings keeps them as strings
-(``id_type="string"``), never renumbered.
+Ids are typed per id space (``IdTypes``): image ids (``images.id`` and every
+``image_id``), annotation ids (``annotations.id``, ``captions.id``, ``keypoints.annotation_id``)
+and category ids (``categories.id`` and every ``category_id``). Each space is int64, or
+string when its ids are JSON strings, kept as given (``"000000000139"`` stays that string),
+never renumbered. Licence ids are always int64.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pyarrow as pa
 
@@ -38,6 +43,45 @@ _PROVENANCE = [
 ]
 
 
+ID_SPACES = ("image", "annotation", "category")
+_ID_TYPES = ("int64", "string")
+
+
+@dataclasses.dataclass(frozen=True)
+class IdTypes:
+    """The type of each id space of a file or dataset: ``int64`` or ``string``.
+
+    Stored (manifest parts, ``info.id_type``, the manifest's sources) as text: ``int64`` or
+    ``string`` when the three spaces agree, else ``image=string,annotation=int64,category=int64``.
+    """
+
+    image: str = "int64"
+    annotation: str = "int64"
+    category: str = "int64"
+
+    @classmethod
+    def parse(cls, value: str | IdTypes) -> IdTypes:
+        if isinstance(value, IdTypes):
+            return value
+        if value in _ID_TYPES:
+            return cls(value, value, value)
+        try:
+            found = dict(item.split("=", 1) for item in value.split(","))
+        except ValueError:
+            found = {}
+        if set(found) != set(ID_SPACES) or not set(found.values()) <= set(_ID_TYPES):
+            raise ValueError(f"unknown id type {value!r}")
+        return cls(**found)
+
+    def text(self) -> str:
+        if self.image == self.annotation == self.category:
+            return self.image
+        return ",".join(f"{space}={getattr(self, space)}" for space in ID_SPACES)
+
+    def arrow(self, space: str) -> pa.DataType:
+        return id_arrow_type(getattr(self, space))
+
+
 def id_arrow_type(id_type: str) -> pa.DataType:
     if id_type == "int64":
         return pa.int64()
@@ -46,11 +90,25 @@ def id_arrow_type(id_type: str) -> pa.DataType:
     raise ValueError(f"unknown id type {id_type!r}")
 
 
-def images_schema(id_type: str = "int64") -> pa.Schema:
-    t = id_arrow_type(id_type)
+# the id space of each id column of each table
+ID_COLUMNS = {
+    "images": {"id": "image"},
+    "annotations": {"id": "annotation", "image_id": "image", "category_id": "category"},
+    "keypoints": {"annotation_id": "annotation", "image_id": "image"},
+    "captions": {"id": "annotation", "image_id": "image"},
+    "categories": {"id": "category"},
+    "predictions": {"image_id": "image", "category_id": "category"},
+    "prediction_matches": {"gt_id": "annotation", "image_id": "image", "category_id": "category",
+                           "best_gt_id": "annotation", "other_gt_id": "annotation",
+                           "other_category_id": "category"},
+}
+
+
+def images_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+    ids = IdTypes.parse(id_type)
     return pa.schema(
         [
-            pa.field("id", t, nullable=False),
+            pa.field("id", ids.arrow("image"), nullable=False),
             pa.field("file_name", pa.string()),
             pa.field("height", pa.int64()),
             pa.field("width", pa.int64()),
@@ -68,13 +126,13 @@ def images_schema(id_type: str = "int64") -> pa.Schema:
     )
 
 
-def annotations_schema(id_type: str = "int64") -> pa.Schema:
-    t = id_arrow_type(id_type)
+def annotations_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+    ids = IdTypes.parse(id_type)
     return pa.schema(
         [
-            pa.field("id", t, nullable=False),
-            pa.field("image_id", t),
-            pa.field("category_id", t),
+            pa.field("id", ids.arrow("annotation"), nullable=False),
+            pa.field("image_id", ids.arrow("image")),
+            pa.field("category_id", ids.arrow("category")),
             pa.field("iscrowd", pa.int32()),
             pa.field("area", pa.float64()),
             pa.field("bbox", pa.list_(pa.float64())),
@@ -94,12 +152,12 @@ def annotations_schema(id_type: str = "int64") -> pa.Schema:
     )
 
 
-def keypoints_schema(id_type: str = "int64") -> pa.Schema:
-    t = id_arrow_type(id_type)
+def keypoints_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+    ids = IdTypes.parse(id_type)
     return pa.schema(
         [
-            pa.field("annotation_id", t, nullable=False),
-            pa.field("image_id", t),
+            pa.field("annotation_id", ids.arrow("annotation"), nullable=False),
+            pa.field("image_id", ids.arrow("image")),
             pa.field("num_keypoints", pa.int64()),
             # x, y, v per joint; doubles so that datasets with sub-pixel keypoints survive
             pa.field("keypoints", pa.list_(pa.float64())),
@@ -108,12 +166,12 @@ def keypoints_schema(id_type: str = "int64") -> pa.Schema:
     )
 
 
-def captions_schema(id_type: str = "int64") -> pa.Schema:
-    t = id_arrow_type(id_type)
+def captions_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+    ids = IdTypes.parse(id_type)
     return pa.schema(
         [
-            pa.field("id", t, nullable=False),
-            pa.field("image_id", t),
+            pa.field("id", ids.arrow("annotation"), nullable=False),
+            pa.field("image_id", ids.arrow("image")),
             pa.field("caption", pa.string()),
             pa.field("extra", pa.string()),
             pa.field("raw", pa.string()),
@@ -122,11 +180,11 @@ def captions_schema(id_type: str = "int64") -> pa.Schema:
     )
 
 
-def categories_schema(id_type: str = "int64") -> pa.Schema:
-    t = id_arrow_type(id_type)
+def categories_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+    ids = IdTypes.parse(id_type)
     return pa.schema(
         [
-            pa.field("id", t, nullable=False),
+            pa.field("id", ids.arrow("category"), nullable=False),
             pa.field("name", pa.string()),
             pa.field("supercategory", pa.string()),
             pa.field("keypoints", pa.list_(pa.string())),
@@ -138,7 +196,7 @@ def categories_schema(id_type: str = "int64") -> pa.Schema:
     )
 
 
-def licenses_schema(id_type: str = "int64") -> pa.Schema:
+def licenses_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
     return pa.schema(
         [
             pa.field("id", pa.int64()),
@@ -151,7 +209,7 @@ def licenses_schema(id_type: str = "int64") -> pa.Schema:
     )
 
 
-def info_schema(id_type: str = "int64") -> pa.Schema:
+def info_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
     return pa.schema(
         [
             # JSON text of the "info" object (null when the file has none)
@@ -165,7 +223,7 @@ def info_schema(id_type: str = "int64") -> pa.Schema:
     )
 
 
-def rejects_schema(id_type: str = "int64") -> pa.Schema:
+def rejects_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
     return pa.schema(
         [
             # images | annotations | categories | licenses
@@ -180,15 +238,15 @@ def rejects_schema(id_type: str = "int64") -> pa.Schema:
     )
 
 
-def predictions_schema(id_type: str = "int64") -> pa.Schema:
+def predictions_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
     """One row per detection of a COCO results file (``cocolake ingest-results``)."""
-    t = id_arrow_type(id_type)
+    ids = IdTypes.parse(id_type)
     return pa.schema(
         [
             # position in the results file + 1: the id pycocotools' loadRes gives it
             pa.field("id", pa.int64(), nullable=False),
-            pa.field("image_id", t),
-            pa.field("category_id", t),
+            pa.field("image_id", ids.arrow("image")),
+            pa.field("category_id", ids.arrow("category")),
             pa.field("score", pa.float64()),
             # as given, else derived as loadRes does (from the mask or the keypoints)
             pa.field("bbox", pa.list_(pa.float64())),
@@ -208,12 +266,12 @@ def predictions_schema(id_type: str = "int64") -> pa.Schema:
     )
 
 
-def prediction_matches_schema(id_type: str = "int64") -> pa.Schema:
+def prediction_matches_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
     """One row per evaluated detection (or unmatched ground truth) and IoU threshold.
 
     Written by ``cocolake evaluate``; a derived table, so it has no source provenance.
     """
-    t = id_arrow_type(id_type)
+    ids = IdTypes.parse(id_type)
     return pa.schema(
         [
             pa.field("iou_type", pa.string(), nullable=False),
@@ -221,20 +279,20 @@ def prediction_matches_schema(id_type: str = "int64") -> pa.Schema:
             # tp | fp | ignored (matched a crowd / ignored ground truth) | fn (gt rows)
             pa.field("outcome", pa.string(), nullable=False),
             pa.field("prediction_id", pa.int64()),
-            pa.field("gt_id", t),
-            pa.field("image_id", t),
-            pa.field("category_id", t),
+            pa.field("gt_id", ids.arrow("annotation")),
+            pa.field("image_id", ids.arrow("image")),
+            pa.field("category_id", ids.arrow("category")),
             pa.field("score", pa.float64()),
             # position of the detection by score within its image and category (0 = best)
             pa.field("rank", pa.int32()),
             # IoU (OKS for keypoints) with the matched ground truth
             pa.field("iou", pa.float64()),
             # the same-category ground truth that overlaps the detection most, matched or not
-            pa.field("best_gt_id", t),
+            pa.field("best_gt_id", ids.arrow("annotation")),
             pa.field("best_iou", pa.float64()),
             # the ground truth of another category that overlaps it most (bbox and segm)
-            pa.field("other_gt_id", t),
-            pa.field("other_category_id", t),
+            pa.field("other_gt_id", ids.arrow("annotation")),
+            pa.field("other_category_id", ids.arrow("category")),
             pa.field("other_iou", pa.float64()),
             pa.field("split", pa.string(), nullable=False),
         ]
@@ -255,9 +313,9 @@ SCHEMAS = {
 }
 
 
-def schema_for(table: str, id_type: str = "int64") -> pa.Schema:
+def schema_for(table: str, id_type: str | IdTypes = "int64") -> pa.Schema:
     return SCHEMAS[table](id_type)
 
 
-def empty_table(table: str, id_type: str = "int64") -> pa.Table:
+def empty_table(table: str, id_type: str | IdTypes = "int64") -> pa.Table:
     return schema_for(table, id_type).empty_table()

@@ -77,7 +77,7 @@ def _quote(s: str) -> str:
 
 def raw_relation_sql(wh: Warehouse, manifest: Manifest, table: str) -> str:
     """SELECT over the parts of ``table`` that the manifest lists (typed empty relation if none)."""
-    schema = schema_for(table, manifest.id_type())
+    schema = schema_for(table, manifest.id_types())
     key = partition_key(table)  # the Hive partition column: split, or run for model results
     files = sorted(manifest.files(table), key=lambda r: (r.split("/part-")[0], r))
     if not files:

@@ -39,7 +39,7 @@ except ImportError:  # Windows: no advisory locks, one writer per dataset is up 
     fcntl = None
 
 from .errors import WarehouseError
-from .schema import PARTITION_KEYS, RUN_TABLES, TABLES, partition_key
+from .schema import ID_COLUMNS, ID_SPACES, PARTITION_KEYS, RUN_TABLES, TABLES, IdTypes, partition_key
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Part:
     source_file: str
     path: str  # relative to the dataset root
     rows: int
-    id_type: str = "int64"
+    id_type: str = "int64"  # IdTypes text: the types of the source file's id spaces
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -110,9 +110,24 @@ class Manifest:
     def files(self, table: str, split: str | None = None) -> list[str]:
         return [p.path for p in self.parts if p.table == table and (split is None or p.split == split)]
 
-    def id_type(self) -> str:
-        types = {p.id_type for p in self.parts if p.table in ("images", "annotations")}
-        return "string" if types == {"string"} else "int64"
+    def id_type_sources(self, space: str, skip: set[tuple[str, str]] = frozenset()) -> dict[str, str]:
+        """type -> the first source file (by part order) whose parts hold ids of ``space``,
+        leaving out the (split, source file) pairs in ``skip``."""
+        found: dict[str, str] = {}
+        for p in self.parts:
+            if space in ID_COLUMNS.get(p.table, {}).values() and (p.split, p.source_file) not in skip:
+                found.setdefault(getattr(IdTypes.parse(p.id_type), space), p.source_file)
+        return found
+
+    def id_types(self) -> IdTypes:
+        """Each id space's type over the dataset. An ingest keeps each space to one type;
+        were a space found with both (a warehouse written before that check), its ids read
+        as strings, which every id converts to."""
+        types = {}
+        for space in ID_SPACES:
+            found = self.id_type_sources(space)
+            types[space] = "string" if "string" in found else "int64"
+        return IdTypes(**types)
 
 
 class Warehouse:
@@ -287,7 +302,7 @@ class Warehouse:
         manifest = manifest or self.require_manifest()
         rels = sorted(manifest.files(table, split), key=_part_sort_key)
         if not rels:
-            return schema_for(table, manifest.id_type()).empty_table()
+            return schema_for(table, manifest.id_types()).empty_table()
         tables = []
         for rel in rels:
             with self.fs.open(f"{self.root}/{rel}", "rb") as f:

@@ -197,18 +197,25 @@ BAD_RECORDS = [
               "image id=3", r"height/width -1x5 must be positive",
               rejects=(("images", "3", 2), ("annotations", "99", 2))),
     BadRecord("string_annotation_id_among_integers", base([ann(id="99")]), "annotation id='99'",
-              r"id '99' is a string but this file's ids are integers \(mixed id types",
+              r"id '99' is a string but this file's annotation ids are integers "
+              r"\(mixed annotation id types; the first annotation's id is 10\)",
               rejects=(("annotations", '"99"', 2),),
               upstream="https://github.com/zylo117/Yet-Another-EfficientDet-Pytorch/issues/60"),
     BadRecord("string_image_id_among_integers", base([ann(image_id="1")]), "annotation id=99",
-              r"image_id '1' is a string but this file's ids are integers \(mixed id types",
+              r"image_id '1' is a string but this file's image ids are integers "
+              r"\(mixed image id types; the first image's id is 1\)",
               upstream="https://github.com/cvat-ai/cvat/issues/298"),
-    BadRecord("integer_category_ids_in_a_file_of_string_ids",
-              {**base(), "images": [{"id": "a", "file_name": "a.jpg", "height": 20, "width": 30}],
-               "annotations": [], "categories": [{"id": "c1", "name": "a"}, {"id": 2, "name": "b"}]},
-              "category id=2",
-              r"id 2 is an integer but this file's ids are strings \(mixed id types; the first image's id is 'a'\)",
-              rejects=(("categories", "2", 1),)),
+    BadRecord("string_image_among_integer_images",
+              base(images=[{"id": "3", "file_name": "c.jpg", "height": 5, "width": 5}]), "image id='3'",
+              r"id '3' is a string but this file's image ids are integers \(mixed image id types; the first image's id is 1\)",
+              rejects=(("images", '"3"', 2),)),
+    BadRecord("string_category_id_among_integers", base([ann(category_id="1")]), "annotation id=99",
+              r"category_id '1' is a string but this file's category ids are integers "
+              r"\(mixed category id types; the first category's id is 1\)"),
+    BadRecord("string_category_among_integer_categories", base(cats=[{"id": "c3", "name": "c"}]), "category id='c3'",
+              r"id 'c3' is a string but this file's category ids are integers "
+              r"\(mixed category id types; the first category's id is 1\)",
+              rejects=(("categories", '"c3"', 2),)),
     BadRecord("id_beyond_int64", base([ann(id=2**63)]), "annotation id=9223372036854775808",
               r"id 9223372036854775808 does not fit in a 64-bit integer",
               rejects=(("annotations", "9223372036854775808", 2),)),
@@ -332,6 +339,24 @@ _STRING_IDS = {
     "categories": [{"id": "cat", "name": "cat"}],
 }
 
+# converted datasets: zero-padded string image ids with integer annotation and category ids
+_STRING_IMAGE_IDS = {
+    "images": [{"id": "000000000139", "file_name": "000000000139.jpg", "height": 20, "width": 30},
+               {"id": "000000000285", "file_name": "000000000285.jpg", "height": 20, "width": 30}],
+    "annotations": [
+        {"id": 1, "image_id": "000000000139", "category_id": 1, "iscrowd": 0, "area": 16.0,
+         "bbox": [1.0, 1.0, 4.0, 4.0], "segmentation": [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0, 1.0, 5.0]]},
+        {"id": 2, "image_id": "000000000285", "category_id": 2, "iscrowd": 0, "area": 16.0,
+         "bbox": [1.0, 1.0, 4.0, 4.0], "segmentation": [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0, 1.0, 5.0]]},
+    ],
+    "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+}
+# string image and annotation ids, integer category ids
+_STRING_IMAGE_AND_ANNOTATION_IDS = {
+    **_STRING_IMAGE_IDS,
+    "annotations": [{**a, "id": f"ann-{a['id']}"} for a in _STRING_IMAGE_IDS["annotations"]],
+}
+
 _UNICODE = {
     "images": [{"id": 1, "file_name": "données/café ☕ 猫.jpg", "height": 20, "width": 30},
                {"id": 2, "file_name": "Ελληνικά/נ.png", "height": 20, "width": 30}],
@@ -403,6 +428,8 @@ ACCEPTED = [
              upstream="https://github.com/facebookresearch/detectron2/issues/670"),
     Accepted("string_ids_used_consistently", _STRING_IDS,
              upstream="https://github.com/cocodataset/cocoapi/issues/373"),
+    Accepted("string_image_ids_with_integer_category_ids", _STRING_IMAGE_IDS),
+    Accepted("string_image_and_annotation_ids_with_integer_category_ids", _STRING_IMAGE_AND_ANNOTATION_IDS),
     Accepted("unicode_file_names", _UNICODE),
     Accepted("image_without_annotations", _NO_ANNOTATIONS,
              upstream="https://github.com/pylabel-project/pylabel/pull/44"),
