@@ -113,7 +113,7 @@ class ImageSizes:
             h = np.where(found, self.h[pos_c] if len(self.ids) else 0, -1)
             w = np.where(found, self.w[pos_c] if len(self.ids) else 0, -1)
             return found, h, w
-        hw = [self.map.get(i) for i in ids]
+        hw = [self.map.get(i) if type(i) is str else None for i in ids]  # a list id is no key
         found = np.asarray([x is not None for x in hw], dtype=bool)
         h = np.asarray([x[0] if x else -1 for x in hw], dtype=np.int64)
         w = np.asarray([x[1] if x else -1 for x in hw], dtype=np.int64)

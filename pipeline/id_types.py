@@ -1,7 +1,8 @@
 """id_types: the type of each id space, decided per file and kept to one per dataset.
 
 Input: the first records of a file (``decide``), then what every source of an ingest and
-the warehouse's manifest say (``resolve``).
+the warehouse's manifest say (``merge``, ``complete``; ``ingest.resolve_id_types`` runs
+them over the files of an ingest, ``per_image.check_sets`` over per-image sets).
 Output: the ``schema.IdTypes`` of each source, complete (every space int64 or string).
 
 A file's image, annotation and category ids are typed apart: converted datasets often
@@ -37,7 +38,7 @@ class Decided:
     name: str
     id_types: IdTypes
     # space -> what decided its type ("the first image's id is '000000000139'"); a space
-    # that no record decided is absent (and typed int64 until ``resolve`` fills it)
+    # that no record decided is absent (and typed int64 until ``complete`` fills it)
     origins: dict
 
 

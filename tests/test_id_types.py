@@ -240,6 +240,21 @@ def test_detection_with_an_integer_image_id_on_string_ids_is_a_bad_record(conver
     assert (report.detections, report.rejects) == (1, 1)
 
 
+def test_a_list_as_image_id_among_string_ids_is_a_bad_record(tmp_path):
+    doc = {"images": [{"id": "a", "file_name": "a.jpg", "height": 5, "width": 5}],
+           "annotations": [{"id": 1, "image_id": "a", "category_id": 1, "bbox": [0, 0, 1, 1], "area": 1,
+                            "iscrowd": 0},
+                           {"id": 2, "image_id": ["a"], "category_id": 1, "bbox": [0, 0, 1, 1], "area": 1,
+                            "iscrowd": 0}],
+           "categories": [{"id": 1, "name": "c"}]}
+    src = tmp_path / VAL
+    src.write_text(json.dumps(doc))
+    with pytest.raises(BadRecordError, match=r"annotation id=2: image_id \['a'\] is not a string id"):
+        run_ingest([str(src)], warehouse=str(tmp_path / "wh"), dataset="d", workers=1)
+    report = run_ingest([str(src)], warehouse=str(tmp_path / "wh"), dataset="d", workers=1, on_bad_record="skip")
+    assert report.rejects == 1
+
+
 # ---------------------------------------------------------------------------- one type per space in a dataset
 
 
