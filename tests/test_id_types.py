@@ -255,6 +255,24 @@ def test_a_list_as_image_id_among_string_ids_is_a_bad_record(tmp_path):
     assert report.rejects == 1
 
 
+def test_results_find_their_split_by_string_image_ids(original, coco_mini, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / VAL).write_text(json.dumps(convert(original, lambda i: i)))
+    train = json.loads((coco_mini / "annotations" / "instances_train2017.json").read_text())
+    (src / "instances_train2017.json").write_text(json.dumps(convert(train, lambda i: i)))
+    wh = str(tmp_path / "wh")
+    run_ingest([str(src)], warehouse=wh, dataset="d", workers=1)
+    dets = [{"image_id": int(im["id"]), "category_id": 1, "bbox": [1, 1, 5, 5], "score": 0.5}
+            for im in original["images"][:2]]
+    dets += [{"image_id": image_id(im["id"]), "category_id": 1, "bbox": [1, 1, 5, 5], "score": 0.5}
+             for im in original["images"]]
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps(dets))
+    report = run_ingest_results(str(path), run="r", warehouse=wh, dataset="d", on_bad_record="skip")
+    assert (report.split, report.detections, report.rejects) == ("val2017", len(original["images"]), 2)
+
+
 # ---------------------------------------------------------------------------- one type per space in a dataset
 
 
