@@ -269,12 +269,14 @@ def run_ingest(
         except BaseException:
             wh.remove_parts(graph.planned_paths)  # never those of a manifest that got written
             raise
-        _test_pause("gc")
         try:
-            wh.collect_garbage(committed)
-        except OSError as err:  # committed all the same; the next commit collects again
-            log.warning("%s: version %d committed, but removing old parts failed: %s",
-                        wh.url(""), committed.version, err)
+            _test_pause("gc")
+        finally:  # also on Ctrl-C: the table folders hold exactly the committed parts
+            try:
+                wh.collect_garbage(committed)
+            except OSError as err:  # committed all the same; the next commit collects again
+                log.warning("%s: version %d committed, but removing old parts failed: %s",
+                            wh.url(""), committed.version, err)
     return IngestReport(
         warehouse=warehouse,
         dataset=dataset,

@@ -21,14 +21,17 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from .errors import QueryError, WarehouseError
+from .errors import CocolakeError, QueryError, WarehouseError
 from .schema import TABLES, partition_key, schema_for
 from .warehouse import Manifest, Warehouse
+
+T = TypeVar("T")
 
 SQL_DIR = pathlib.Path(__file__).resolve().parent.parent / "sql"
 if not SQL_DIR.is_dir():  # installed without the source tree: sql/ ships as package data
@@ -181,10 +184,50 @@ def connect(
         from . import sqlfuncs
 
         sqlfuncs.register(con)
-    build(con, wh, manifest, sql_dir=sql_dir, only=only)
+    for attempt in range(VERSION_ATTEMPTS):
+        try:
+            build(con, wh, manifest, sql_dir=sql_dir, only=only)
+            break
+        except (WarehouseError, QueryError):
+            # a commit moved the parts of the version just read out of the table folders
+            fresh = wh.read_manifest()
+            if attempt + 1 == VERSION_ATTEMPTS or fresh is None or fresh.version == manifest.version:
+                con.close()
+                raise
+            manifest = fresh
     if restrict:
         restrict_to_warehouse(con, wh, manifest)
     return con
+
+
+# how many versions a reader tries in turn when commits keep replacing the one it opened
+VERSION_ATTEMPTS = 5
+
+
+def read_current(warehouse: str, dataset: str, work: Callable[[duckdb.DuckDBPyConnection], T], *,
+                 storage_options: dict | None = None, **options) -> T:
+    """``work(con)`` on a connection (``connect(..., **options)``) at the current version.
+
+    A commit moves the parts it replaces out of the table folders (``warehouse``), so a
+    query on a connection opened before the commit fails to open them (on object stores,
+    also one that was reading them). Then ``work`` runs again, whole, on a new connection at
+    the new version: its result is of one version, never a mix. An error while the version
+    stays the same is raised as it is.
+    """
+    wh = Warehouse(warehouse, dataset, storage_options)
+    attempt = 0
+    while True:
+        attempt += 1
+        before = wh.require_manifest().version
+        con = connect(warehouse, dataset, storage_options=storage_options, **options)
+        try:
+            return work(con)
+        except (duckdb.Error, CocolakeError):
+            fresh = wh.read_manifest()
+            if attempt == VERSION_ATTEMPTS or fresh is None or fresh.version == before:
+                raise
+        finally:
+            con.close()
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

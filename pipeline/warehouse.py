@@ -1,14 +1,19 @@
 """warehouse: the on-disk (or object-store) layout, part files, and the atomic commit.
 
 Layout: ``<warehouse>/<dataset>/<table>/split=<split>/part-NNNNN.parquet`` plus
-``<warehouse>/<dataset>/_manifest.json``. The manifest is the only source of truth: a
-reader uses exactly the parts it lists, so files a crashed run left behind are never read.
+``<warehouse>/<dataset>/_manifest.json``. The manifest is the only source of truth for
+cocolake's readers: they use exactly the parts it lists. Plain Parquet readers (pyarrow,
+polars, DuckDB, Spark) read the table folders as Hive-partitioned datasets, so after every
+commit, and after every run that fails and exits, each table folder holds exactly the parts
+the manifest lists (``collect_garbage``).
 
 Commit protocol: parts are written under part numbers that neither the current nor the
 previous manifest uses; the new manifest is written to a temporary name and renamed over
-``_manifest.json`` (a single PUT on object stores, which is atomic there). Only then are
-files that no manifest lists removed. The parts of the version just replaced are kept
-until the next commit, so a reader that opened the old manifest a moment ago can finish.
+``_manifest.json`` (a single PUT on object stores, which is atomic there). Only then are the
+replaced version's parts moved out of the table folders to ``_trash/v<N>/`` (N: the version
+they belonged to; a rename locally, copy and delete on object stores) and listed as the new
+manifest's ``previous_parts``; they are deleted by the commit after. Files no manifest lists
+(left by a killed run) are deleted. ``cocolake vacuum`` deletes all but the listed parts.
 
 Re-ingesting a source file replaces the rows that came from that file in that split;
 other files and splits stay.
@@ -45,6 +50,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
 LOCK = "_writer.lock"
+TRASH = "_trash"  # the replaced version's parts, out of the table folders, until the next commit
 FORMAT = "cocolake-manifest/1"
 _PART_RE = re.compile(r"part-(\d+)\.parquet$")
 
@@ -71,7 +77,8 @@ class Manifest:
     committed_at: str | None = None
     parts: list[Part] = dataclasses.field(default_factory=list)
     sources: list[dict] = dataclasses.field(default_factory=list)
-    # parts of the version this one replaced; deleted by the next commit
+    # parts of the version this one replaced, under _trash/ (older manifests: in the table
+    # folders); deleted by the next commit
     previous_parts: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -224,13 +231,14 @@ class Warehouse:
         kept = [p for p in (old.parts if old else []) if (p.split, p.source_file) not in replaced]
         dropped = [p.path for p in (old.parts if old else []) if (p.split, p.source_file) in replaced]
         old_sources = [s for s in (old.sources if old else []) if (s["split"], s["source_file"]) not in replaced]
+        version = (old.version if old else 0) + 1
         manifest = Manifest(
             dataset=self.dataset,
-            version=(old.version if old else 0) + 1,
+            version=version,
             committed_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             parts=sorted(kept + new_parts, key=lambda p: (p.table, p.split, p.path)),
             sources=old_sources + sources,
-            previous_parts=sorted(dropped),
+            previous_parts=sorted(trash_rel(version - 1, rel) for rel in dropped),
         )
         self._write_manifest(manifest)
         if collect:
@@ -251,34 +259,92 @@ class Warehouse:
         else:
             self.fs.pipe_file(final, data)  # one PUT: atomic on object stores
 
-    def collect_garbage(self, manifest: Manifest) -> list[str]:
-        """Remove part files no manifest lists (leftovers of failed runs, versions before last)."""
-        keep = {p.path for p in manifest.parts} | set(manifest.previous_parts)
+    def _rel(self, path: str) -> str:
+        root = self.root.lstrip("/")
+        path = path.lstrip("/")
+        return path[len(root) + 1:] if path.startswith(root + "/") else path
+
+    def files_under(self, rel: str) -> dict[str, int]:
+        """Files under ``rel`` (relative to the dataset root) -> size in bytes."""
+        try:
+            found = self.fs.find(f"{self.root}/{rel}".rstrip("/"), detail=True)
+        except FileNotFoundError:
+            return {}
+        return {self._rel(path): int(info.get("size") or 0) for path, info in found.items()
+                if info.get("type", "file") != "directory"}
+
+    def collect_garbage(self, manifest: Manifest | None) -> list[str]:
+        """Make each table folder hold exactly the parts ``manifest`` lists.
+
+        The replaced version's parts (``previous_parts``) move to ``_trash/``; any other file
+        there that the manifest does not list (a killed run's parts) is deleted, and so is the
+        trash of older versions. Returns the paths deleted. ``None``: nothing is committed,
+        every part goes. Call it holding ``writer_lock``: it would delete a running writer's parts.
+        """
+        listed = {p.path for p in manifest.parts} if manifest else set()
+        moves = {}
+        for dest in manifest.previous_parts if manifest else []:
+            origin = original_rel(dest)
+            if origin != dest and origin not in listed:
+                moves[origin] = dest
         removed = []
         for table in TABLES:
-            base = f"{self.root}/{table}"
-            try:
-                found = self.fs.find(base)
-            except FileNotFoundError:
-                continue
-            for path in found:
-                rel = path[len(self.root) + 1:] if path.startswith(self.root) else path
-                rel = rel.lstrip("/")
-                if rel.endswith(".parquet") and rel not in keep:
-                    self.fs.rm(path)
+            for rel in self.files_under(table):
+                if rel in listed:
+                    continue
+                if rel in moves:
+                    dest = f"{self.root}/{moves[rel]}"
+                    self.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
+                    self.fs.mv(f"{self.root}/{rel}", dest)
+                else:
+                    self.fs.rm(f"{self.root}/{rel}")
                     removed.append(rel)
+        keep_trash = set(manifest.previous_parts) if manifest else set()
+        for rel in self.files_under(TRASH):
+            if rel not in keep_trash:
+                self.fs.rm(f"{self.root}/{rel}")
+                removed.append(rel)
         for name in self.fs.ls(self.root, detail=False) if self.fs.exists(self.root) else []:
             if name.rsplit("/", 1)[-1].startswith(f".{MANIFEST}.") and name.endswith(".tmp"):
                 self.fs.rm(name)
+        self._remove_empty_folders()
         if removed:
-            log.debug("removed %d unreferenced part files", len(removed))
+            log.debug("removed %d unreferenced files", len(removed))
         return removed
 
+    def vacuum(self) -> tuple[int, int]:
+        """Delete every file under the dataset but the manifest, its parts and the lock.
+
+        The replaced version's parts in ``_trash/`` go too (a reader still on that version
+        then fails and reads again). Returns (files, bytes) removed. Call it holding
+        ``writer_lock``.
+        """
+        manifest = self.require_manifest()  # without one, nothing tells a part from a stray
+        keep = {MANIFEST, LOCK} | {p.path for p in manifest.parts}
+        count = size = 0
+        for rel, nbytes in self.files_under("").items():
+            if rel not in keep:
+                self.fs.rm(f"{self.root}/{rel}")
+                count += 1
+                size += nbytes
+        self._remove_empty_folders()
+        return count, size
+
+    def _remove_empty_folders(self) -> None:
+        """Local folders left empty (object stores have none)."""
+        if self.protocol not in ("file", "local"):
+            return
+        for folder, _, _ in sorted(os.walk(self.root), key=lambda w: -len(w[0])):
+            if folder != self.root:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)  # fails on a folder that is not empty, as wanted
+
     def remove_parts(self, rels: list[str]) -> None:
-        """Best effort: delete parts of a failed run, never one the manifest lists.
+        """Best effort, after a failed run: delete its parts, never one the manifest lists.
 
         A run can fail after its manifest was written (an error or Ctrl-C during the garbage
-        collection): its parts are then the committed version and must stay.
+        collection): its parts are then the committed version and must stay. The table
+        folders are then left holding exactly the manifest's parts (``collect_garbage``).
         """
         try:
             manifest = self.read_manifest()
@@ -292,6 +358,10 @@ class Warehouse:
                 self.fs.rm(f"{self.root}/{rel}")
             except (FileNotFoundError, OSError):
                 pass
+        try:
+            self.collect_garbage(manifest)
+        except OSError as err:
+            log.warning("%s: removing unlisted parts failed: %s", self.url(""), err)
 
     # -------------------------------------------------------------- reading
 
@@ -311,6 +381,29 @@ class Warehouse:
             split_name = rel.split(f"/{key}=", 1)[1].split("/", 1)[0]
             tables.append(t.append_column(key, pa.array([split_name] * t.num_rows, pa.string())))
         return pa.concat_tables(tables, promote_options="default")
+
+
+def list_datasets(warehouse: str, storage_options: dict | None = None) -> list[str]:
+    """The datasets of a warehouse: its folders that hold a manifest."""
+    fs, base = fsspec.core.url_to_fs(warehouse, **(storage_options or {}))
+    base = base.rstrip("/")
+    try:
+        entries = fs.ls(base, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        raise WarehouseError(f"{warehouse}: no warehouse here") from None
+    names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"]
+    return sorted(n for n in names if fs.exists(f"{base}/{n}/{MANIFEST}"))
+
+
+def trash_rel(version: int, rel: str) -> str:
+    """Where a part of ``version`` waits, out of the table folders, once a commit replaced it."""
+    return f"{TRASH}/v{version}/{rel}"
+
+
+def original_rel(rel: str) -> str:
+    """The table-folder path of a part in the trash (other paths unchanged)."""
+    m = re.match(rf"{TRASH}/v\d+/(.+)$", rel)
+    return m.group(1) if m else rel
 
 
 def _part_sort_key(rel: str):

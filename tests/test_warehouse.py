@@ -40,21 +40,63 @@ def test_commit_replace_and_collect(tmp_path):
     m2 = wh.commit([b], {("val", "b.json")}, [])
     assert sorted(m2.files("licenses")) == sorted([a.path, b.path])
     assert wh.read_table("licenses").num_rows == 5
-    # re-ingesting a.json replaces its rows only; the replaced file stays one version
+    # re-ingesting a.json replaces its rows only; the replaced file leaves the table folder
+    # for the trash, where it stays one version
     a2 = _write(wh, "val", "a.json", wh.next_part_number("val", m2), 4)
     assert a2.path not in (a.path, b.path)
     m3 = wh.commit([a2], {("val", "a.json")}, [])
     assert sorted(m3.files("licenses")) == sorted([a2.path, b.path])
-    assert m3.previous_parts == [a.path]
-    assert (tmp_path / "d" / a.path).exists()
+    assert m3.previous_parts == [f"_trash/v2/{a.path}"]
+    assert not (tmp_path / "d" / a.path).exists() and (tmp_path / "d" / m3.previous_parts[0]).exists()
+    assert _table_files(tmp_path / "d") == {a2.path, b.path}
     assert wh.read_table("licenses").num_rows == 7
-    # a stray file (a crashed run) is never read and goes at the next commit, with a.path
+    # the trashed part's number is not reused while it is kept
+    assert wh.next_part_number("val", m3) == 3
+    # a stray file (a crashed run) is never read and goes at the next commit, with the trash
     stray = tmp_path / "d" / Warehouse.part_rel("licenses", "val", 99)
     stray.write_bytes(b"junk")
     assert wh.read_table("licenses").num_rows == 7
     m4 = wh.commit([], set(), [])
-    assert not stray.exists() and not (tmp_path / "d" / a.path).exists()
+    assert not stray.exists() and not (tmp_path / "d" / "_trash").exists()
     assert sorted(m4.files("licenses")) == sorted([a2.path, b.path])
+    assert _table_files(tmp_path / "d") == {a2.path, b.path}
+
+
+def _table_files(root) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("_")
+            and not str(p.relative_to(root)).startswith("_")}
+
+
+def test_an_old_manifest_with_previous_parts_in_the_table_folders_is_cleaned_by_the_next_commit(tmp_path):
+    """Warehouses written before the trash kept the replaced parts beside the current ones."""
+    wh = Warehouse(str(tmp_path), "d")
+    a = _write(wh, "val", "a.json", 0, 2)
+    a2 = _write(wh, "val", "a.json", 1, 3)
+    old = {"format": "cocolake-manifest/1", "dataset": "d", "version": 2, "committed_at": None,
+           "parts": [Part("licenses", "val", "a.json", a2.path, 3).to_json()], "sources": [],
+           "previous_parts": [a.path]}
+    (tmp_path / "d" / MANIFEST).write_text(json.dumps(old))
+    assert wh.read_table("licenses").num_rows == 3
+    assert wh.next_part_number("val", wh.read_manifest()) == 2
+    wh.commit([], set(), [])
+    assert _table_files(tmp_path / "d") == {a2.path}
+
+
+def test_vacuum_leaves_the_manifest_its_parts_and_nothing_else(tmp_path):
+    wh = Warehouse(str(tmp_path), "d")
+    a = _write(wh, "val", "a.json", 0, 2)
+    wh.commit([a], {("val", "a.json")}, [])
+    a2 = _write(wh, "val", "a.json", 1, 3)
+    m = wh.commit([a2], {("val", "a.json")}, [])
+    stray = tmp_path / "d" / Warehouse.part_rel("images", "train", 7)
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"x" * 10)
+    trashed = (tmp_path / "d" / m.previous_parts[0]).stat().st_size
+    assert wh.vacuum() == (2, trashed + 10)
+    names = {str(p.relative_to(tmp_path / "d")) for p in (tmp_path / "d").rglob("*")}
+    assert names == {MANIFEST, "licenses", "licenses/split=val", a2.path}
+    assert wh.read_table("licenses").num_rows == 3
+    assert wh.vacuum() == (0, 0)
 
 
 def test_manifest_is_written_atomically_and_validated(tmp_path):

@@ -28,6 +28,7 @@ COMMANDS = {
     "query": "query",
     "check": "check",
     "report": "report",
+    "vacuum": "vacuum",
 }
 
 

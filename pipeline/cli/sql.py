@@ -243,21 +243,27 @@ def read_query(args) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..views import run_sql
+    from ..views import read_current, run_sql
 
     text = read_query(args)
     free = args.allow_external_access
-    con = connect(args, restrict=not free, for_sql=text)
-    try:
-        table = run_sql(con, text, read_only=not free)
-    except QueryError as err:
-        if free or not re.match(r"(statement \d+: )?Catalog Error", str(err)):
-            raise
-        # the connection has only the views the SQL names: DuckDB's "Did you mean" can only
-        # suggest those; ask a connection with every view for its hint (reads only, so safe)
-        table = _run_with_every_view(args, text)
-    finally:
-        con.close()
+    if free:  # any statement: never run twice
+        con = connect(args, restrict=False, for_sql=text)
+        try:
+            table = run_sql(con, text, read_only=False)
+        finally:
+            con.close()
+    else:  # read only: run again on the new version if a commit replaced the one opened
+        s = settings(args)
+        try:
+            table = read_current(s["warehouse"], s["dataset"], lambda con: run_sql(con, text), restrict=True,
+                                 for_sql=text)
+        except QueryError as err:
+            if not re.match(r"(statement \d+: )?Catalog Error", str(err)):
+                raise
+            # the connection has only the views the SQL names: DuckDB's "Did you mean" can only
+            # suggest those; ask a connection with every view for its hint (reads only, so safe)
+            table = _run_with_every_view(args, text)
     if table is None:
         if args.out:
             raise QueryError("the last statement returns no rows to write")
