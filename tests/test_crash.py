@@ -19,12 +19,13 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
 from pipeline.runner import run_ingest
 from pipeline.schema import TABLES
-from pipeline.views import connect, fetch_arrow
+from pipeline.views import connect, fetch_arrow, read_current
 from pipeline.errors import WarehouseError
 from pipeline.warehouse import LOCK, MANIFEST, Part, Warehouse, write_part
 
@@ -56,19 +57,23 @@ def _files(warehouse: Path) -> set[str]:
 
 
 def _assert_no_strays(warehouse: Path) -> None:
-    """On disk: the manifest, its parts, and the parts of the version it replaced (kept one
-    commit for readers that opened that version), the writer lock; nothing besides."""
+    """On disk: the manifest, its parts, the writer lock, and in ``_trash/`` the parts of the
+    version it replaced (kept one commit for readers that opened that version); nothing besides."""
     m = Warehouse(str(warehouse), DATASET).require_manifest()
     assert _files(warehouse) == {MANIFEST, LOCK} | {p.path for p in m.parts} | set(m.previous_parts)
-    assert not {p.path for p in m.parts} & set(m.previous_parts)
+    assert all(p.startswith("_trash/") for p in m.previous_parts)
+    _assert_table_folders_hold_the_manifest(warehouse)
+
+
+def _assert_table_folders_hold_the_manifest(warehouse: Path) -> None:
+    m = Warehouse(str(warehouse), DATASET).require_manifest()
+    assert {f for f in _files(warehouse) if not f.startswith("_")} == {p.path for p in m.parts}
 
 
 def _counts(warehouse: Path) -> tuple:
-    con = connect(str(warehouse), DATASET, functions=False)
-    try:
-        return tuple(con.execute(COUNTS_SQL).fetchone())
-    finally:
-        con.close()
+    """The counts of one version, as cocolake's readers read (again if a commit intervenes)."""
+    return read_current(str(warehouse), DATASET, lambda con: tuple(con.execute(COUNTS_SQL).fetchone()),
+                        functions=False)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +210,8 @@ def test_a_half_written_manifest_is_never_read_and_is_collected(versions, tmp_pa
 @pytest.mark.parametrize("stage", ["ingest:3", "gc"])
 def test_ctrl_c_removes_the_parts_of_an_uncommitted_run_only(versions, tmp_path, stage):
     """SIGINT: before the manifest is written the run removes its parts; after, it keeps them
-    (they are the committed version) and the next commit collects the old garbage."""
+    (they are the committed version) and still moves the replaced version out of the table
+    folders."""
     base, new_source, old, new, _, _ = versions
     warehouse = _copy(base, tmp_path)
     files_before = _files(warehouse)
@@ -221,6 +227,7 @@ def test_ctrl_c_removes_the_parts_of_an_uncommitted_run_only(versions, tmp_path,
     else:
         _assert_same(_snapshot(warehouse), old)
         assert _files(warehouse) == files_before
+    _assert_no_strays(warehouse)
 
 
 def test_removing_a_failed_runs_parts_spares_what_the_manifest_lists(tmp_path):
@@ -296,9 +303,9 @@ def test_readers_see_the_old_or_the_new_version_never_a_mix(versions, coco_mini,
 
     While the new parts are written and until the manifest is replaced readers see the old
     version; from then on the new one, even while the replaced parts still lie beside it.
-    A connection opened on the old version still reads it after the commit and its garbage
-    collection: the parts it lists are kept until the commit after (``previous_parts``).
-    A connection left open across two commits is not covered: reconnect to read.
+    The commit then moves the replaced parts to ``_trash/``: a connection opened on the old
+    version fails to open them, and ``read_current`` (what ``cocolake sql`` runs) reads again
+    on the new version; the readers here loop through it and never fail.
     """
     base, new_source, _, _, old_counts, new_counts = versions
     old_source = coco_mini / "annotations" / new_source.name
@@ -319,9 +326,12 @@ def test_readers_see_the_old_or_the_new_version_never_a_mix(versions, coco_mini,
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err.decode()
             if n == 0:
-                # opened before this commit and its garbage collection: the old version, whole
-                assert tuple(stale.execute(COUNTS_SQL).fetchone()) == old_counts
+                # opened before this commit: its replaced parts have left the table folders;
+                # the query fails rather than read a mix
+                with pytest.raises(duckdb.IOException):
+                    stale.execute(COUNTS_SQL).fetchone()
                 stale.close()
+                _assert_table_folders_hold_the_manifest(warehouse)
     finally:
         reader.stop.set()
         reader.join(30)

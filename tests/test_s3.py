@@ -107,3 +107,51 @@ def test_a_per_image_set_on_s3(s3_storage, dask_cluster):
         assert report.files[0]["files"] == 40 and report.files[0]["batches"] == 3
         rows = Warehouse(WAREHOUSE, dataset, s3_storage).read_table("annotations", "train").to_pylist()
         assert {(r["source_file"], r["id"], r["rle_counts"]) for r in rows} == expected
+
+
+def test_table_folders_on_s3_read_by_other_tools_equal_the_views(s3_storage, coco_mini, tmp_path):
+    """Re-ingests, a failed ingest, a killed run's leftover part and vacuum, on s3://."""
+    from pipeline.errors import BadFileError
+    from tests.test_readers import assert_plain_readers_see_the_views, assert_table_folders_hold_the_manifest
+    from tests.test_readers import _first_images
+
+    dataset = "readers"
+    val = coco_mini / "annotations" / "instances_val2017.json"
+    bad = tmp_path / "instances_val2017.json"
+    doc = _first_images(coco_mini, 30)
+    doc["annotations"][-1]["id"] = doc["annotations"][0]["id"]
+    bad.write_text(json.dumps(doc))
+    wh = Warehouse(WAREHOUSE, dataset, s3_storage)
+
+    def ingest(source):
+        return run_ingest([str(source)], warehouse=WAREHOUSE, dataset=dataset, workers=1,
+                          storage_options=s3_storage, chunk_bytes=20_000)
+
+    def check():
+        assert_table_folders_hold_the_manifest(WAREHOUSE, dataset, s3_storage)
+        assert_plain_readers_see_the_views(WAREHOUSE, dataset, s3_storage)
+
+    ingest(coco_mini / "annotations")
+    check()
+    for _ in range(2):
+        ingest(val)
+        check()
+    m = wh.require_manifest()
+    assert m.previous_parts and all(wh.fs.exists(f"{wh.root}/{p}") for p in m.previous_parts)
+    with pytest.raises(BadFileError, match="duplicate annotation id"):
+        ingest(bad)
+    check()
+    # what a killed run leaves: a part under a number no manifest lists
+    stray = Warehouse.part_rel("annotations", "val2017", 900)
+
+    def leave_stray():
+        wh.fs.copy(f"{wh.root}/{wh.require_manifest().files('annotations', 'val2017')[0]}", f"{wh.root}/{stray}")
+
+    leave_stray()
+    ingest(val)
+    check()
+    leave_stray()
+    files, nbytes = wh.vacuum()
+    assert files == len(wh.require_manifest().previous_parts) + 1 and nbytes > 0
+    check()
+    assert not wh.fs.exists(f"{wh.root}/_trash")
