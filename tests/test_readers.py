@@ -1,6 +1,7 @@
 """Other tools read the table folders directly: each holds exactly the parts the manifest lists.
 
-pyarrow.dataset and DuckDB's ``read_parquet(..., hive_partitioning = true)`` over each
+pyarrow.dataset, DuckDB's ``read_parquet(..., hive_partitioning = true)`` and (on local
+folders) polars' ``scan_parquet(..., hive_partitioning=True)`` over each
 ``<dataset>/<table>/`` folder must give the rows of the views after re-ingests (the replaced
 parts leave for ``_trash/``), after a failed ingest, after a SIGKILLed one followed by a good
 one, and after ``cocolake vacuum``. The same on ``s3://`` is in ``test_s3.py``.
@@ -15,6 +16,7 @@ import sys
 
 import duckdb
 import fsspec
+import polars as pl
 import pyarrow.dataset as ds
 import pytest
 
@@ -65,6 +67,9 @@ def plain_rows(warehouse: str, dataset: str, storage_options: dict | None = None
             f"SELECT {', '.join(columns)} FROM read_parquet($1, hive_partitioning = true)",
             [wh.url(f"{table}/**/*.parquet")]).fetchall())
         found[table] = {"pyarrow": by_pyarrow, "duckdb": by_duckdb}
+        if wh.protocol in ("file", "local"):
+            frame = pl.scan_parquet(wh.url(f"{table}/**/*.parquet"), hive_partitioning=True).select(columns)
+            found[table]["polars"] = _rows(frame.collect().iter_rows())
     con.close()
     return found
 
