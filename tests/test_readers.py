@@ -23,7 +23,7 @@ import pytest
 from pipeline.errors import BadFileError
 from pipeline.runner import run_ingest
 from pipeline.schema import TABLES, partition_key, schema_for
-from pipeline.views import connect
+from pipeline.views import connect, read_current
 from pipeline.warehouse import LOCK, MANIFEST, Warehouse
 from tests.test_crash import CHUNK_MB, DATASET, _kill_group, _start_ingest, _wait_for
 
@@ -206,3 +206,32 @@ def test_vacuum_of_a_folder_without_datasets_is_one_line(tmp_path):
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "no warehouse here" in done.stderr
     assert not (tmp_path / "none").exists()
     assert fsspec.filesystem("file").ls(str(tmp_path)) == []
+
+
+def test_read_current_runs_again_on_the_new_version_when_a_commit_moves_its_parts(tmp_path):
+    """A commit between opening a connection and querying it: the query fails on the moved
+    part, and runs again, whole, on the new version; an error of the query itself is raised."""
+    from tests.test_warehouse import _write
+
+    wh = Warehouse(str(tmp_path), DATASET)
+    wh.commit([_write(wh, "val", "a.json", 0, 2)], {("val", "a.json")}, [])
+    calls, errors = [], []
+
+    def work(con):
+        calls.append(con)
+        if len(calls) == 1:  # another writer replaces a.json's rows meanwhile
+            wh.commit([_write(wh, "val", "a.json", 1, 5)], {("val", "a.json")}, [])
+        try:
+            return con.execute("SELECT count(*) FROM raw_licenses").fetchone()[0]
+        except duckdb.Error as err:
+            errors.append(err)
+            raise
+
+    assert read_current(str(tmp_path), DATASET, work, functions=False) == 5
+    assert len(calls) == 2
+    assert len(errors) == 1 and isinstance(errors[0], duckdb.IOException)  # its version's part was gone
+    calls.clear()
+    with pytest.raises(duckdb.CatalogException):
+        read_current(str(tmp_path), DATASET, lambda con: calls.append(con) or con.execute("SELECT * FROM nope"),
+                     functions=False)
+    assert len(calls) == 1

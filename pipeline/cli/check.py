@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from .sql import add_warehouse_options, connect, print_catalogue, render_table
+from .sql import add_warehouse_options, print_catalogue, read, render_table
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -34,11 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print_catalogue(checks.checks())
         return 0
-    con = connect(args)
-    try:
-        results = checks.run_checks(con, args.names or None)
-    finally:
-        con.close()
+    results = read(args, lambda con: checks.run_checks(con, args.names or None))
     width = max(len(r.name) for r in results)
     for r in results:
         if r.passed:

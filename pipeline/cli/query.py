@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .sql import add_output_options, add_warehouse_options, connect, print_catalogue, write_result
+from .sql import add_output_options, add_warehouse_options, print_catalogue, read, write_result
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,11 +32,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     found = checks.queries()
     text = found[args.name].text if args.name in found else None
-    con = connect(args, for_sql=text)
-    try:
-        table = checks.run_query(con, args.name)
-    finally:
-        con.close()
+    table = read(args, lambda con: checks.run_query(con, args.name), for_sql=text)
     fmt = args.format or (None if args.out else "table")
     write_result(table, fmt, args.out)
     return 0

@@ -69,6 +69,15 @@ def connect(args, *, restrict: bool = True, functions: bool = True, for_sql: str
     return views_connect(s["warehouse"], s["dataset"], restrict=restrict, functions=functions, for_sql=for_sql)
 
 
+def read(args, work, *, for_sql: str | None = None):
+    """``work(con)`` on a read-only connection at the current version, run again on the new
+    version if a commit replaces it meanwhile (see ``views.read_current``)."""
+    from ..views import read_current
+
+    s = settings(args)
+    return read_current(s["warehouse"], s["dataset"], work, restrict=True, for_sql=for_sql)
+
+
 def add_output_options(p: argparse.ArgumentParser, default: str = "csv") -> None:
     p.add_argument("--format", choices=FORMATS, default=None,
                    help=f"output format (default: from the --out file's extension, else {default}); "
@@ -243,7 +252,7 @@ def read_query(args) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..views import read_current, run_sql
+    from ..views import run_sql
 
     text = read_query(args)
     free = args.allow_external_access
@@ -254,10 +263,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             con.close()
     else:  # read only: run again on the new version if a commit replaced the one opened
-        s = settings(args)
         try:
-            table = read_current(s["warehouse"], s["dataset"], lambda con: run_sql(con, text), restrict=True,
-                                 for_sql=text)
+            table = read(args, lambda con: run_sql(con, text), for_sql=text)
         except QueryError as err:
             if not re.match(r"(statement \d+: )?Catalog Error", str(err)):
                 raise
