@@ -18,7 +18,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "vacuum",
         help="delete every file of a dataset that its manifest does not list",
         description="Delete what the manifest of a dataset does not list: parts left by killed runs, the "
-        "replaced version kept in _trash/ for readers that were reading it, temporary files. Every dataset "
+        "version the last commit replaced, kept in _trash/ until the next commit, temporary files. Every dataset "
         "of the warehouse unless --dataset is given. A dataset that a run is writing is skipped with an "
         "error; on object stores (no lock there) run it while no run writes.",
     )
