@@ -386,6 +386,9 @@ def write_report(warehouse: str, dataset: str, out: str, *, image_root: str | No
     from .views import connect
     from .warehouse import Warehouse
 
+    target = pathlib.Path(out)
+    if target.exists() and not target.is_dir():
+        raise CocolakeError(f"--out {out}: is a file, not a directory; the report is written to DIR/index.html")
     manifest = Warehouse(warehouse, dataset).require_manifest()
     con = connect(warehouse, dataset, restrict=True)
     try:
@@ -393,10 +396,12 @@ def write_report(warehouse: str, dataset: str, out: str, *, image_root: str | No
         page = render(con, title=f"cocolake report: {dataset}", meta=meta, image_root=image_root, samples=samples)
     finally:
         con.close()
-    target = pathlib.Path(out)
-    target.mkdir(parents=True, exist_ok=True)
     path = target / "index.html"
     tmp = target / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as err:
+        raise CocolakeError(f"--out {out}: cannot write {path}: {err.strerror or err}") from None
     return path

@@ -262,7 +262,7 @@ def test_split_option_limits_the_export(mini_warehouse, tmp_path):
     assert sorted(p.name for p in (tmp_path / "annotations").iterdir()) == [
         "captions_val2017.json", "instances_val2017.json", "person_keypoints_val2017.json"]
     with pytest.raises(ConfigError, match="split: test2017 not in dataset 'mini'"):
-        export(tmp_path, warehouse=wh, dataset=ds, splits=["test2017"], images="none")
+        export(tmp_path / "other", warehouse=wh, dataset=ds, splits=["test2017"], images="none")
 
 
 # ---------------------------------------------------------------------------- errors

@@ -89,10 +89,11 @@ def test_a_later_ingest_into_the_subset_warehouse_keeps_it(animal_subset, coco_m
     assert con.execute("SELECT count(*) FROM annotations").fetchone()[0] == before
 
 
-def test_reexport_replaces_the_previous_subset(mini_warehouse, tmp_path):
+def test_reexport_with_overwrite_replaces_the_previous_subset(mini_warehouse, tmp_path):
     wh, ds = mini_warehouse
     export(tmp_path, format="parquet", warehouse=wh, dataset=ds, where="category_name = 'dog'", images="none")
-    export(tmp_path, format="parquet", warehouse=wh, dataset=ds, where="category_name = 'giraffe'", images="none")
+    export(tmp_path, format="parquet", warehouse=wh, dataset=ds, where="category_name = 'giraffe'", images="none",
+           overwrite=True)
     con = views.connect(str(tmp_path), ds)
     assert con.execute("SELECT DISTINCT category_name FROM annotations_enriched").fetchall() == [("giraffe",)]
 

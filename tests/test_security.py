@@ -1,7 +1,7 @@
 """Nothing is written outside its target, and user SQL cannot change the warehouse or read other files.
 
 Paths: zip members (sources), image ``file_name`` during ``export --images copy|link`` from
-a directory or a zip image root, symlinks planted in the export directory. SQL: ``cocolake
+a directory or a zip image root, symlinks planted in an earlier export or in the image directory. SQL: ``cocolake
 sql`` and ``cocolake export --where/--sql`` through ``main([...])``, the real code path;
 ``--allow-external-access`` is the user asking for more.
 """
@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import zipfile
 
 import pytest
@@ -103,30 +104,44 @@ def test_a_zip_image_root_with_a_zip_slip_member_is_not_followed(evil_dataset, c
     assert not list(tmp_path.rglob("escape.jpg"))
 
 
-def test_a_symlinked_directory_in_out_is_not_written_through(evil_dataset, coco_mini, tmp_path):
-    wh = evil_dataset("sub/b.jpg")
+def test_a_symlinked_directory_in_the_image_directory_is_not_written_through(coco_mini, tmp_path):
+    """The export directory is new, but the guard holds should a link appear in it while it is written."""
+    from pipeline.export.images import ImageJob, copy_all
+
     outside = tmp_path / "outside"
     outside.mkdir()
     (tmp_path / "out" / "val2017").mkdir(parents=True)
     (tmp_path / "out" / "val2017" / "sub").symlink_to(outside)
+    jobs = [ImageJob(1, "val2017", "val2017", IMAGE_NAME), ImageJob(2, "val2017", "val2017", "sub/b.jpg")]
     with pytest.raises(ExportError, match=r"image id=2: 'sub/b.jpg' resolves to .*outside"):
-        export(tmp_path / "out", warehouse=wh, dataset="evil", image_root=str(coco_mini))
-    assert _files(outside) == []
+        copy_all(jobs, str(tmp_path / "out"), image_root=str(coco_mini))
+    assert _files(outside) == [] and not (tmp_path / "out" / "val2017" / IMAGE_NAME).exists()
 
 
-@pytest.mark.parametrize("planted", ["destination", "temporary file"])
-def test_a_planted_symlink_is_replaced_not_written_through(mini_warehouse, coco_mini, tmp_path, planted):
+@pytest.mark.parametrize("planted", ["destination", "temporary file", "directory"])
+def test_links_planted_in_an_earlier_export_are_replaced_not_written_through(mini_warehouse, coco_mini, tmp_path,
+                                                                             planted):
     wh, ds = mini_warehouse
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me")
-    target = tmp_path / "out" / "val2017" / IMAGE_NAME
-    target.parent.mkdir(parents=True)
-    (target if planted == "destination" else target.with_name(IMAGE_NAME + ".part")).symlink_to(victim)
-    export(tmp_path / "out", warehouse=wh, dataset=ds, splits=["val2017"], where=f"file_name = '{IMAGE_NAME}'",
-           image_root=str(coco_mini))
-    assert victim.read_text() == "keep me"
-    assert not target.is_symlink()
+    kw = dict(warehouse=wh, dataset=ds, splits=["val2017"], where=f"file_name = '{IMAGE_NAME}'",
+              image_root=str(coco_mini))
+    out = tmp_path / "out"
+    export(out, **kw)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep me")
+    target = out / "val2017" / IMAGE_NAME
+    if planted == "directory":
+        shutil.rmtree(out / "val2017")
+        (out / "val2017").symlink_to(victim)
+    else:
+        target.unlink()
+        (target if planted == "destination" else target.with_name(IMAGE_NAME + ".part")).symlink_to(
+            victim / "keep.txt")
+    export(out, overwrite=True, **kw)
+    assert _files(victim) == ["keep.txt"] and (victim / "keep.txt").read_text() == "keep me"
+    assert not (out / "val2017").is_symlink() and not target.is_symlink()
     assert target.read_bytes() == (coco_mini / "val2017" / IMAGE_NAME).read_bytes()
+    assert not target.with_name(IMAGE_NAME + ".part").exists()
 
 
 # ---------------------------------------------------------------------------- cocolake sql

@@ -28,7 +28,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--split", dest="splits", action="extend", nargs="+", metavar="S",
                    help="only these splits (repeatable; default: all)")
     p.add_argument("--format", required=True, choices=("coco", "yolo", "parquet"), help="output format")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory: new or empty (it is built beside it and renamed into place at the end)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export at --out whole (a directory of other files is never replaced)")
     p.add_argument("--images", default="copy", choices=("copy", "link", "none"),
                    help="copy the subset's image files (parquet: embed them as image_bytes), hard/sym-link "
                    "local ones, or none (default: copy)")
@@ -76,6 +79,7 @@ def run(args) -> int:
         include_crowd=args.include_crowd,
         threads=args.threads,
         allow_external_access=args.allow_external_access,
+        overwrite=args.overwrite,
     )
     report = run_export(opts, make_progress(args.no_progress, "file", 10))
     for line in report.lines():

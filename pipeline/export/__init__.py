@@ -2,7 +2,8 @@
 
 Input: a warehouse and dataset, a selector (``where`` predicate over
 ``annotations_enriched`` or ``sql`` query returning ``annotation_id``/``image_id``) and a
-format. Output, under ``out``:
+format. Output, under ``out`` (built beside it and renamed into place at the end, see ``output``;
+``out`` must be new or empty, or an earlier export replaced with ``overwrite``):
 
 - ``coco``: ``annotations/<kind>_<split>.json`` and the images at ``<split>/<file_name>``;
 - ``yolo``: ``data.yaml``, ``labels/<split>/*.txt`` and ``images/<split>/<file_name>``;
@@ -21,11 +22,12 @@ connection), one writer per format (``coco``, ``yolo``, ``parquet``) and ``image
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 
-from . import select
+from . import output, select
 from .options import ExportError, ExportOptions, ExportReport, Progress
 
 __all__ = ["export", "run_export", "ExportOptions", "ExportReport", "ExportError"]
@@ -34,10 +36,20 @@ log = logging.getLogger(__name__)
 
 
 def run_export(opts: ExportOptions, progress: Progress | None = None) -> ExportReport:
-    """Write the export ``opts`` describes; ``progress(phase, done, total)`` for image transfers."""
+    """Write the export ``opts`` describes; ``progress(phase, done, total)`` for image transfers.
+
+    The export is built beside ``opts.out`` and renamed to it at the end (``output``): a
+    failure leaves ``opts.out`` as it was.
+    """
     start = time.perf_counter()
     report = ExportReport(out=opts.out, format=opts.format)
-    os.makedirs(opts.out, exist_ok=True)
+    with output.staged(opts) as build:
+        _write(dataclasses.replace(opts, out=build), report, progress)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _write(opts: ExportOptions, report: ExportReport, progress: Progress | None) -> None:
     with select.open_readonly(opts) as con:
         sel = select.build_subset(con, opts)
         file_rows = select.files(con, opts, sel)
@@ -49,27 +61,25 @@ def run_export(opts: ExportOptions, progress: Progress | None = None) -> ExportR
             from . import parquet
 
             report.files = parquet.write_parquet(con, opts, file_rows, progress)
+            return
+        if opts.format == "coco":
+            from . import coco
+
+            report.files = coco.write_coco(con, opts.out, file_rows)
+            image_dir = opts.out
         else:
-            if opts.format == "coco":
-                from . import coco
+            from . import yolo
 
-                report.files = coco.write_coco(con, opts.out, file_rows)
-                image_dir = opts.out
-            else:
-                from . import yolo
+            report.files = yolo.write_yolo(con, opts.out, task=opts.task, include_crowd=opts.include_crowd)
+            image_dir = os.path.join(opts.out, "images")
+        if opts.images != "none":
+            from . import images
 
-                report.files = yolo.write_yolo(con, opts.out, task=opts.task, include_crowd=opts.include_crowd)
-                image_dir = os.path.join(opts.out, "images")
-            if opts.images != "none":
-                from . import images
-
-                jobs = select.image_jobs(con)
-                report.images_copied, report.images_skipped = images.copy_all(
-                    jobs, image_dir, image_root=opts.image_root, mode=opts.images, threads=opts.threads,
-                    progress=progress,
-                )
-    report.seconds = time.perf_counter() - start
-    return report
+            jobs = select.image_jobs(con)
+            report.images_copied = images.copy_all(
+                jobs, image_dir, image_root=opts.image_root, mode=opts.images, threads=opts.threads,
+                progress=progress,
+            )
 
 
 def _nothing_message(opts: ExportOptions) -> str:
@@ -101,6 +111,8 @@ def export(
     storage_options: dict | None = None,
     progress: Progress | None = None,
     allow_external_access: bool = False,
+    overwrite: bool = False,
+    out_storage_options: dict | None = None,
 ) -> ExportReport:
     """``cocolake export`` as a function; the keywords are the command's options."""
     opts = ExportOptions(
@@ -108,5 +120,6 @@ def export(
         splits=splits, images=images, keep=keep, split_ratio=split_ratio, seed=seed,
         image_root=None if image_root is None else str(image_root), task=task, include_crowd=include_crowd,
         threads=threads, storage_options=storage_options, allow_external_access=allow_external_access,
+        overwrite=overwrite, out_storage_options=out_storage_options,
     )
     return run_export(opts, progress)

@@ -13,11 +13,10 @@ split first (``/data/{split}.zip``; a URL ``http://host/{split}/`` is then follo
 
 Guarantees: a ``file_name`` that could land outside the destination (absolute, ``..``, a
 drive letter, a NUL, empty) is rejected before anything is written; transfers run in a
-thread pool and report progress; a file already there with the source's size is skipped,
-so an interrupted export resumes; each file is written under a temporary name and renamed,
+thread pool and report progress; each file is written under a temporary name and renamed,
 so a partial download never looks complete; a symlink already at a destination or its
 temporary name is replaced, never written through; failures are collected and reported
-together.
+together (and, the export being built beside ``--out``, nothing of it is kept).
 """
 
 from __future__ import annotations
@@ -179,17 +178,10 @@ def _check_size(fs, path: str, got: int) -> None:
         raise OSError(f"received {got} of {want} bytes")
 
 
-def transfer(job: ImageJob, dest: str, image_root: str | None, mode: str) -> bool:
-    """Put one image at ``dest``; False when a file of the same size is already there."""
+def transfer(job: ImageJob, dest: str, image_root: str | None, mode: str) -> None:
+    """Put one image at ``dest`` (what is there, a symlink included, is replaced)."""
     fs, path = locate(job, image_root)
     what = _describe(fs, path)
-    if os.path.lexists(dest):
-        try:
-            same = os.path.getsize(dest) == fs.size(path)
-        except (OSError, FileNotFoundError):
-            same = False
-        if same:
-            return False
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     tmp = f"{dest}.part"
     if os.path.lexists(tmp):  # left by an interrupted run; were it a symlink, writing would follow it
@@ -201,7 +193,7 @@ def transfer(job: ImageJob, dest: str, image_root: str | None, mode: str) -> boo
         except OSError:  # another filesystem, or links not allowed: a symlink does
             os.symlink(src, tmp)
         os.replace(tmp, dest)
-        return True
+        return
 
     def fetch():
         if _is_local(fs):
@@ -218,7 +210,6 @@ def transfer(job: ImageJob, dest: str, image_root: str | None, mode: str) -> boo
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return True
 
 
 # ---------------------------------------------------------------------------- in parallel
@@ -246,19 +237,18 @@ def _pool(fn, jobs: list, threads: int, progress: Progress | None, phase: str = 
         job, err = failures[0]
         first = str(err) if str(err).startswith("image id=") else f"image id={job.image_id!r}: {err}"
         raise ExportError(
-            f"{len(failures)} of {len(jobs)} images could not be written; first: {job.file_name}: {first}. "
-            "Files already written stay; run the export again to resume"
+            f"{len(failures)} of {len(jobs)} images could not be written; first: {job.file_name}: {first}; "
+            "nothing was exported"
         )
     return results
 
 
 def copy_all(jobs: list[ImageJob], base: str, *, image_root: str | None, mode: str = "copy",
-             threads: int = 8, progress: Progress | None = None) -> tuple[int, int]:
-    """Copy (or link) every job's image to ``<base>/<out_split>/<file_name>``; (written, skipped)."""
+             threads: int = 8, progress: Progress | None = None) -> int:
+    """Copy (or link) every job's image to ``<base>/<out_split>/<file_name>``; how many."""
     targets = [destination(base, job) for job in jobs]  # every name checked before any transfer
-    written = _pool(lambda k: transfer(jobs[k], targets[k], image_root, mode), jobs, threads, progress)
-    n = sum(1 for w in written if w)
-    return n, len(jobs) - n
+    _pool(lambda k: transfer(jobs[k], targets[k], image_root, mode), jobs, threads, progress)
+    return len(jobs)
 
 
 def read_all(jobs: list[ImageJob], *, image_root: str | None, threads: int = 8,

@@ -51,7 +51,11 @@ class ExportOptions:
     include_crowd: bool = False
     # parallel image transfers
     threads: int = 8
+    # fsspec options of the warehouse (``out_storage_options``: of an fsspec URL --out)
     storage_options: dict | None = None
+    out_storage_options: dict | None = None
+    # replace an earlier export (or an empty directory) at ``out``; without it ``out`` must not hold anything
+    overwrite: bool = False
     # let the selector read files outside the warehouse (read_csv of a list of ids, ...)
     allow_external_access: bool = False
 
@@ -88,7 +92,6 @@ class ExportReport:
     # output path relative to ``out`` -> {"images": n, "annotations": n, ...}
     files: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     images_copied: int = 0
-    images_skipped: int = 0
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -96,6 +99,6 @@ class ExportReport:
         for name, counts in self.files.items():
             detail = ", ".join(f"{v} {k}" for k, v in counts.items())
             out.append(f"  {name}: {detail}")
-        if self.images_copied or self.images_skipped:
-            out.append(f"  image files: {self.images_copied} written, {self.images_skipped} already there")
+        if self.images_copied:
+            out.append(f"  image files: {self.images_copied} written")
         return out

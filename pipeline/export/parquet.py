@@ -96,7 +96,7 @@ def _with_bytes(table: pa.Table, split: str, opts: ExportOptions, progress: Prog
 def write_parquet(con, opts: ExportOptions, file_rows: list[tuple], progress: Progress | None = None
                   ) -> dict[str, dict[str, int]]:
     """Write the subset warehouse; returns {table/split=...: {source_file: rows}}."""
-    wh = Warehouse(opts.out, opts.dataset)
+    wh = Warehouse(opts.out, opts.dataset, opts.out_storage_options)
     old = wh.read_manifest()
     embed = opts.images == "copy"
     if embed:
