@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import dask
 
-from . import per_image, sources
+from . import per_image, sources, views
 from .errors import BadFileError, CocolakeError
 from .graph import ingest_graph, plan_graph
 from .ingest import IngestOptions, resolve_id_types
@@ -44,25 +44,48 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 @dataclasses.dataclass
 class IngestReport:
+    """What an ingest committed: the dataset's counts per split, and the rows of each file it wrote."""
+
     warehouse: str
     dataset: str
     version: int
     seconds: float
-    rows: dict[tuple[str, str], int]  # (table, split) -> rows
+    rows: dict[tuple[str, str], int]  # (table, split) -> rows this run wrote
     rejects: int
     files: list[dict]
+    # (split, source_file) -> {table: rows this run wrote}
+    file_rows: dict[tuple[str, str], dict[str, int]] = dataclasses.field(default_factory=dict)
+    # split -> {images, annotations, keypoints, captions, categories, rejects} as the views count
+    # them after the commit (every split of the dataset); None when they could not be counted
+    counts: dict[str, dict[str, int]] | None = None
 
-    def lines(self) -> list[str]:
-        out = [f"{self.warehouse}/{self.dataset}: version {self.version}, {self.seconds:.1f} s"]
-        splits = sorted({s for _, s in self.rows})
-        tables = ["images", "annotations", "keypoints", "captions", "categories", "licenses", "rejects"]
-        width = max([len(s) for s in splits] + [5])
-        out.append(f"  {'split':<{width}}  " + "  ".join(f"{t:>11}" for t in tables))
-        for s in splits:
-            out.append(f"  {s:<{width}}  " + "  ".join(f"{self.rows.get((t, s), 0):>11}" for t in tables))
+    def lines(self, verbose: bool = False) -> list[str]:
+        """The summary: per split, what the dataset now holds; with ``verbose`` the rows of each file."""
+        out = [f"{self.warehouse}/{self.dataset}: version {self.version}, {self.seconds:.1f} s, "
+               f"{len(self.files)} source file{'' if len(self.files) == 1 else 's'} ingested"]
+        if self.counts is not None:
+            out += _table("split", COUNT_COLUMNS, [(s, [c[k] for k in COUNT_COLUMNS])
+                                                   for s, c in self.counts.items()])
+        if verbose or self.counts is None:
+            out.append("  rows written, per source file:" if self.counts is not None
+                       else "  rows written (the dataset could not be counted):")
+            out += _table("split/source_file", FILE_COLUMNS, [
+                (f"{s}/{f}", [rows.get(k, 0) for k in FILE_COLUMNS]) for (s, f), rows in sorted(self.file_rows.items())])
         if self.rejects:
             out.append(f"  {self.rejects} bad records skipped (see the rejects table)")
         return out
+
+
+COUNT_COLUMNS = ("images", "annotations", "keypoints", "captions", "categories", "rejects")
+FILE_COLUMNS = ("images", "annotations", "keypoints", "captions", "categories", "licenses", "rejects")
+
+
+def _table(head: str, columns, rows: list[tuple[str, list[int]]]) -> list[str]:
+    width = max([len(name) for name, _ in rows] + [len(head)])
+    lines = [f"  {head:<{width}}  " + "  ".join(f"{c:>11}" for c in columns)]
+    for name, values in rows:
+        lines.append(f"  {name:<{width}}  " + "  ".join(f"{v:>11}" for v in values))
+    return lines
 
 
 @contextlib.contextmanager
@@ -249,7 +272,7 @@ def run_ingest(
         try:
             results = compute(graph.tasks, client, progress, "ingest")
             set_types = per_image.check_sets(sets, graph.meta, results, resolved)
-            parts, rows, rejects = _collect(graph, results, plans, set_types)
+            parts, rows, file_rows, rejects = _collect(graph, results, plans, set_types)
             _check_duplicates(graph, results)
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             src_meta = [
@@ -277,6 +300,11 @@ def run_ingest(
             except OSError as err:  # committed all the same; the next commit collects again
                 log.warning("%s: version %d committed, but removing old parts failed: %s",
                             wh.url(""), committed.version, err)
+    try:
+        counts = views.split_counts(warehouse, dataset, storage_options)
+    except CocolakeError as err:  # committed all the same; the summary shows the rows written
+        log.warning("%s: version %d committed, but counting its rows failed: %s", wh.url(""), committed.version, err)
+        counts = None
     return IngestReport(
         warehouse=warehouse,
         dataset=dataset,
@@ -285,6 +313,8 @@ def run_ingest(
         rows=rows,
         rejects=rejects,
         files=src_meta,
+        file_rows=file_rows,
+        counts=counts,
     )
 
 
@@ -303,20 +333,23 @@ def _collect(graph, results, plans, set_types=None):
     kinds = {p.source.name: p.id_types.text() for p in plans} | dict(set_types or {})
     parts: list[Part] = []
     rows: dict[tuple[str, str], int] = {}
+    file_rows: dict[tuple[str, str], dict[str, int]] = {}
     rejects = 0
     for (what, _, split, source_file), res in zip(graph.meta, results):
         if what == "info":
             continue
+        per_file = file_rows.setdefault((split, source_file), {})
         for table, path in res.written.items():
             rel = path.split(f"/{table}/split=", 1)[1]
             rel = f"{table}/split={rel}"
             parts.append(Part(table, split, source_file, rel, res.rows[table], kinds[source_file]))
         for table, n in res.rows.items():
             rows[(table, split)] = rows.get((table, split), 0) + n
+            per_file[table] = per_file.get(table, 0) + n
         rejects += res.rejects
     for part in graph.info_parts:
         parts.append(part)
-    return parts, rows, rejects
+    return parts, rows, file_rows, rejects
 
 
 def _check_duplicates(graph, results) -> None:

@@ -294,6 +294,38 @@ def restrict_to_warehouse(con: duckdb.DuckDBPyConnection, wh: Warehouse, manifes
         raise QueryError(f"cannot restrict the connection to the warehouse: {err}") from None
 
 
+# what a user counts per split, as the views count it: an image once however many files list
+# it (the ``images`` view is one row per split and id), an instance once though the
+# person_keypoints file repeats it (the ``annotations`` view), ...
+SPLIT_COUNTS = ("images", "annotations", "keypoints", "captions", "categories", "rejects")
+_SPLIT_COUNTS_SQL = """
+SELECT split, 'images' AS kind, count(DISTINCT id) AS n FROM raw_images GROUP BY split
+UNION ALL SELECT split, 'annotations', count(*) FROM annotations GROUP BY split
+UNION ALL SELECT split, 'keypoints', count(*) FROM keypoints GROUP BY split
+UNION ALL SELECT split, 'captions', count(*) FROM captions GROUP BY split
+UNION ALL SELECT split, 'categories', count(*) FROM categories GROUP BY split
+UNION ALL SELECT split, 'rejects', count(*) FROM rejects GROUP BY split
+UNION ALL SELECT DISTINCT split, 'images', 0 FROM raw_info
+"""
+
+
+def split_counts(warehouse: str, dataset: str, storage_options: dict | None = None) -> dict[str, dict[str, int]]:
+    """{split: {kind: n}} for every split of the dataset as committed, kinds as in ``SPLIT_COUNTS``."""
+    con = connect(warehouse, dataset, storage_options=storage_options, functions=False,
+                  only=SPLIT_COUNTS)
+    try:
+        rows = con.execute(_SPLIT_COUNTS_SQL).fetchall()
+    except duckdb.Error as err:
+        raise QueryError(f"counting the rows of each split: {short_error(err)}") from None
+    finally:
+        con.close()
+    out: dict[str, dict[str, int]] = {}
+    for split, kind, n in rows:
+        counts = out.setdefault(split, dict.fromkeys(SPLIT_COUNTS, 0))
+        counts[kind] += int(n)
+    return dict(sorted(out.items()))
+
+
 def fetch_arrow(rel) -> pa.Table:
     """A relation's rows as an Arrow table (duckdb 1.x and 2.x spell it differently)."""
     fetch = getattr(rel, "to_arrow_table", None) or rel.arrow

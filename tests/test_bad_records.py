@@ -209,7 +209,7 @@ def test_cli_skip_prints_the_totals(tmp_path, capsys):
     out = capsys.readouterr().out
     assert status == 0
     row = next(line.split() for line in out.splitlines() if line.strip().startswith("val2017"))
-    assert row == ["val2017", "2", "2", "0", "0", "2", "0", "1"]  # images ... licenses, rejects
+    assert row == ["val2017", "2", "2", "0", "0", "2", "1"]  # images, annotations, ..., categories, rejects
     assert "1 bad records skipped (see the rejects table)" in out
 
 

@@ -87,6 +87,6 @@ def run(args) -> int:
         progress=make_progress(args.no_progress),
         batch_files=args.batch_files,
     )
-    for line in report.lines():
+    for line in report.lines(verbose=args.verbose):
         print(line)
     return 0
