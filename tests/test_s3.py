@@ -43,6 +43,8 @@ def test_ingest_from_and_to_s3_equals_the_local_warehouse(s3_storage, s3_mini, m
     assert {s["url"] for s in m.sources} == {
         f"s3://{BUCKET}/coco-mini/annotations/{s['source_file']}" for s in m.sources}
     assert len(m.sources) == 6
+    # the summary is counted from the committed S3 warehouse, as from the local one
+    assert s3_mini.counts == views.split_counts(*mini_warehouse) and s3_mini.counts["val2017"]["images"] > 0
     for table in TABLES:
         a, b = s3.read_table(table, manifest=m), local.read_table(table)
         if a.num_rows or b.num_rows:
