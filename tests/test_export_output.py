@@ -117,6 +117,16 @@ def test_the_warehouse_is_never_an_export_target(coco_mini, tmp_path, capsys, wh
     assert _tree(tmp_path) == before
 
 
+def test_the_current_directory_is_never_replaced(wh_args, tmp_path, capsys, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for out in (".", str(tmp_path)):
+        code, err = _export(capsys, *wh_args, "--format", "coco", "--out", out, "--images", "none", "--overwrite")
+        assert code == 1 and f"--out {out}: holds the current directory" in err
+    assert os.listdir(here) == [] and sorted(os.listdir(tmp_path)) == ["here"]
+
+
 # ---------------------------------------------------------------------------- a failed export
 
 

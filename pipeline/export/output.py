@@ -14,7 +14,8 @@ Guarantees:
   home directory, a dataset) is refused even with ``--overwrite``. The old export is
   renamed aside first, the new one renamed in, and only then the old one removed.
 - ``--out`` that is a file, the warehouse itself, a directory holding the warehouse or a
-  directory inside it is refused with one line, before anything is selected or written.
+  directory inside it, or the current directory (or one holding it) is refused with one
+  line, before anything is selected or written.
 - Object stores (an fsspec URL, ``--format parquet``): the export is written under
   ``<out>.tmp-<random>`` and moved to ``<out>`` at the end (a copy on most stores, so not
   one atomic step there); on failure that prefix is removed.
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 MARKER = ".cocolake-export"
 
 
-def is_url(path: str) -> bool:
+def _is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
@@ -55,12 +56,12 @@ def _marker_text(opts: ExportOptions) -> str:
 def staged(opts: ExportOptions):
     """Yield the directory (path or URL) to build the export in; it becomes ``opts.out`` on success."""
     overwrite = opts.overwrite
-    if is_url(opts.out):
+    if _is_url(opts.out):
         with _staged_remote(opts, overwrite) as build:
             yield build
         return
     target = os.path.realpath(_local(opts.out))  # a symlink to a directory: the directory is replaced
-    existing = check_local(opts.out, target, opts.warehouse, overwrite)
+    existing = _check_local(opts.out, target, opts.warehouse, overwrite)
     parent = os.path.dirname(target)
     build = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -78,9 +79,9 @@ def staged(opts: ExportOptions):
         raise
 
 
-def check_local(out: str, target: str, warehouse: str, overwrite: bool) -> str:
+def _check_local(out: str, target: str, warehouse: str, overwrite: bool) -> str:
     """What is at ``target`` now: "none", "empty" or "export"; raises when it may not be replaced."""
-    if not is_url(warehouse) and os.path.exists(_local(warehouse)):  # a missing one fails with its own message
+    if not _is_url(warehouse) and os.path.exists(_local(warehouse)):  # a missing one fails with its own message
         wh = os.path.realpath(_local(warehouse))
         if target == wh:
             raise ExportError(f"--out {out}: is the warehouse; export into a directory of its own")
@@ -91,6 +92,10 @@ def check_local(out: str, target: str, warehouse: str, overwrite: bool) -> str:
                               "outside it")
     if not os.path.lexists(target):
         return "none"
+    cwd = os.path.realpath(os.getcwd())
+    if cwd == target or cwd.startswith(target.rstrip(os.sep) + os.sep):
+        # renaming it would leave this process and the user's shell in a removed directory
+        raise ExportError(f"--out {out}: holds the current directory; export into a directory beside or below it")
     if not os.path.isdir(target):
         raise ExportError(f"--out {out}: is a file, not a directory; choose a directory for the export")
     try:
