@@ -40,12 +40,11 @@ import pyarrow.compute as pc
 
 from . import masks
 from .errors import QueryError
+from .views import SQL_DIR
 
 log = logging.getLogger(__name__)
 
-FUNCTIONS_DIR = pathlib.Path(__file__).resolve().parent.parent / "sql" / "functions"
-if not FUNCTIONS_DIR.is_dir():  # installed without the source tree: sql/ ships as package data
-    FUNCTIONS_DIR = pathlib.Path(__file__).resolve().parent / "sql" / "functions"
+FUNCTIONS_DIR = SQL_DIR / "functions"
 
 # names of the Python-backed functions (a plain DuckDB client does not have them)
 PYTHON_FUNCTIONS = ("rle_area", "rle_bbox", "rle_iou", "rle_decode", "rle_runs", "rle_from_polygons")

@@ -19,6 +19,7 @@ re-raises errors with the file name.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import pathlib
 import re
 from collections.abc import Callable, Iterable
@@ -33,9 +34,23 @@ from .warehouse import Manifest, Warehouse
 
 T = TypeVar("T")
 
-SQL_DIR = pathlib.Path(__file__).resolve().parent.parent / "sql"
-if not SQL_DIR.is_dir():  # installed without the source tree: sql/ ships as package data
-    SQL_DIR = pathlib.Path(__file__).resolve().parent / "sql"
+
+def find_sql_dir() -> pathlib.Path:
+    """The directory of cocolake's SQL files (``views/``, ``functions/``, ``checks/``, ``queries/``).
+
+    An installed wheel holds the project's top-level ``sql/`` as the package data
+    ``pipeline/sql`` (pyproject.toml maps one onto the other, so there is one copy); a
+    checkout, or an editable install of it, has no such directory and reads ``sql/`` beside
+    the package. Whether the directory holds any SQL is checked where it is read
+    (``load_sql_dir``), so that the error names the directory.
+    """
+    installed = importlib.resources.files(__package__) / "sql"
+    if installed.is_dir():
+        return pathlib.Path(str(installed))
+    return pathlib.Path(__file__).resolve().parent.parent / "sql"
+
+
+SQL_DIR = find_sql_dir()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +61,21 @@ class SqlFile:
 
 
 def load_sql_dir(directory: pathlib.Path) -> dict[str, SqlFile]:
-    """Every ``*.sql`` file of a directory, by name; duplicate names are an error."""
+    """Every ``*.sql`` file of a directory, by name; duplicate names are an error, and so is
+    a directory that is missing or holds no SQL file (an install without its SQL would
+    otherwise have no views, checks or functions, and say nothing)."""
+    if not directory.is_dir():
+        raise QueryError(f"{directory}: SQL directory not found; cocolake's SQL files are missing "
+                         "(reinstall cocolake, or run it from a checkout that has sql/)")
     found: dict[str, SqlFile] = {}
     for path in sorted(directory.rglob("*.sql")):
         name = path.stem
         if name in found:
             raise QueryError(f"two SQL files define {name!r}: {found[name].path} and {path}")
         found[name] = SqlFile(name, path, path.read_text(encoding="utf-8"))
+    if not found:
+        raise QueryError(f"{directory}: SQL directory holds no .sql file; cocolake's SQL files are missing "
+                         "(reinstall cocolake, or run it from a checkout that has sql/)")
     return found
 
 

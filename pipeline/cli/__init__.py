@@ -15,6 +15,7 @@ import os
 import sys
 
 from ..errors import CocolakeError
+from . import location
 
 # sub-command name -> module under pipeline.cli
 COMMANDS = {
@@ -37,6 +38,8 @@ def build_parser(commands: tuple[str, ...] | None = None) -> argparse.ArgumentPa
     parser = argparse.ArgumentParser(
         prog="cocolake",
         description="COCO-format annotations as a columnar warehouse: ingest, SQL, export.",
+        epilog="Every command that takes --warehouse and --dataset defaults them to the environment variables "
+        "COCOLAKE_WAREHOUSE and COCOLAKE_DATASET, and also takes --config FILE; " + location.PRECEDENCE + ".",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from .sql import add_warehouse_options, print_catalogue, read, render_table
+from .location import add_warehouse_options
+from .sql import print_catalogue, read, render_table
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

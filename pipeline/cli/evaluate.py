@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .location import add_warehouse_options, settings
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -19,8 +21,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--where", metavar="PREDICATE",
                    help="SQL predicate over annotations_enriched, e.g. \"category_name = 'dog' AND area_bucket = 'large'\"")
     p.add_argument("--split", help="ground-truth split (default: the split the run's detections are on)")
-    p.add_argument("--warehouse", default="warehouse", help="warehouse directory or fsspec URL (default: warehouse)")
-    p.add_argument("--dataset", default="demo", help="dataset name (default: demo)")
+    add_warehouse_options(p, config_help="take warehouse and dataset from this YAML config; options and "
+                          "COCOLAKE_* variables win")
     p.add_argument("--per-category", action="store_true", help="also print AP per category")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     p.add_argument("--allow-external-access", action="store_true",
@@ -35,11 +37,12 @@ def run(args) -> int:
     from .. import evaluate
     from ..views import connect
 
-    con = connect(args.warehouse, args.dataset, restrict=not args.allow_external_access)
+    loc = settings(args)
+    con = connect(loc["warehouse"], loc["dataset"], restrict=not args.allow_external_access)
     try:
         result = evaluate.evaluate(con, args.run, iou_type=args.iou_type, where=args.where, split=args.split)
         if args.where is None and not args.no_save_matches:
-            evaluate.save_matches(args.warehouse, args.dataset, result)
+            evaluate.save_matches(loc["warehouse"], loc["dataset"], result)
     finally:
         con.close()
     if args.format == "json":

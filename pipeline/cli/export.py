@@ -6,6 +6,7 @@ import argparse
 import pathlib
 
 from ..errors import ConfigError
+from .location import add_warehouse_options, settings
 from .progress import make_progress
 
 
@@ -17,8 +18,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "JSON, an Ultralytics YOLO dataset or a Parquet warehouse. With no --where/--sql everything is "
         "exported, and a COCO export gives back the source files.",
     )
-    p.add_argument("--warehouse", default="warehouse", help="warehouse directory or fsspec URL (default: warehouse)")
-    p.add_argument("--dataset", default="demo", help="dataset name in the warehouse (default: demo)")
+    add_warehouse_options(p, config_help="take warehouse, dataset and image root from this YAML config; "
+                          "options and COCOLAKE_* variables win")
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--where", metavar="PREDICATE",
                       help="SQL boolean expression over annotations_enriched, e.g. \"category_name = 'giraffe' "
@@ -41,7 +42,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="re-split the subset into train (fraction R) and val, by a hash of the image id")
     p.add_argument("--seed", type=int, default=0, help="seed of the --split-ratio hash (default: 0)")
     p.add_argument("--image-root", metavar="R",
-                   help="directory, .zip or URL prefix holding <split>/<file_name> (default: each coco_url)")
+                   help="directory, .zip or URL prefix holding <split>/<file_name> (default: the --config file's "
+                   "image_root, else each coco_url)")
     p.add_argument("--task", default="detect", choices=("detect", "segment"),
                    help="YOLO labels: boxes or polygons (default: detect)")
     p.add_argument("--include-crowd", action="store_true", help="YOLO: keep iscrowd=1 annotations as objects")
@@ -62,11 +64,12 @@ def run(args) -> int:
             sql = pathlib.Path(args.sql).read_text(encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"--sql {args.sql}: cannot read: {err.strerror or err}") from None
+    loc = settings(args)
     opts = ExportOptions(
         out=args.out,
         format=args.format,
-        warehouse=args.warehouse,
-        dataset=args.dataset,
+        warehouse=loc["warehouse"],
+        dataset=loc["dataset"],
         where=args.where,
         sql=sql,
         splits=tuple(args.splits or ()),
@@ -74,7 +77,7 @@ def run(args) -> int:
         keep=args.keep,
         split_ratio=args.split_ratio,
         seed=args.seed,
-        image_root=args.image_root,
+        image_root=loc["image_root"],
         task=args.task,
         include_crowd=args.include_crowd,
         threads=args.threads,

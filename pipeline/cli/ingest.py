@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from ..errors import ConfigError
+from .location import add_warehouse_options, option_or_environment
 from .progress import make_progress
 
 log = logging.getLogger(__name__)
@@ -18,10 +19,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Ingest COCO-format JSON (files, .json.gz, .zip, directories, http(s), any fsspec URL) "
         "into <warehouse>/<dataset>/ as Hive-partitioned Parquet.",
     )
-    p.add_argument("--config", help="YAML config (see configs/); options given here override it")
+    add_warehouse_options(p, config_help="YAML config (see configs/): sources, warehouse, dataset, workers, ...; "
+                          "options given here (and COCOLAKE_WAREHOUSE, COCOLAKE_DATASET) override it")
     p.add_argument("--source", action="append", metavar="URL", help="a source URL; repeat for several")
-    p.add_argument("--warehouse", help="warehouse directory or fsspec URL (default: warehouse)")
-    p.add_argument("--dataset", help="dataset name: the warehouse sub-directory (default: demo)")
     p.add_argument("--split", help="put every source into this split instead of the one in its file name")
     p.add_argument("--workers", type=int, help="worker processes (default: one per core; 1 = synchronous)")
     p.add_argument("--scheduler", metavar="ADDR", help="address of an existing Dask scheduler, tcp://host:port")
@@ -46,8 +46,8 @@ def load_settings(args):
     else:
         raise ConfigError("nothing to ingest: give --source URL (repeatable) or --config FILE")
     overrides = {
-        "warehouse": args.warehouse,
-        "dataset": args.dataset,
+        "warehouse": option_or_environment(args, "warehouse"),
+        "dataset": option_or_environment(args, "dataset"),
         "workers": args.workers,
         "scheduler": args.scheduler,
         "on_bad_record": args.on_bad_record,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .location import add_warehouse_options, settings
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -15,8 +17,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("file", metavar="FILE", help="the results file: path, .json.gz, zip://member::archive, any fsspec URL")
     p.add_argument("--run", required=True, help="name of the run (letters, digits, '.', '_', '-')")
-    p.add_argument("--warehouse", default="warehouse", help="warehouse directory or fsspec URL (default: warehouse)")
-    p.add_argument("--dataset", default="demo", help="dataset name (default: demo)")
+    add_warehouse_options(p, config_help="take warehouse and dataset from this YAML config; options and "
+                          "COCOLAKE_* variables win")
     p.add_argument("--split", help="the ground-truth split the detections are for (default: found from the image ids)")
     p.add_argument("--on-bad-record", choices=("error", "skip"), default="error",
                    help="stop at the first bad detection (default) or skip bad ones into the rejects table")
@@ -31,11 +33,12 @@ def run(args) -> int:
     from ..results import run_ingest_results
     from .progress import make_progress
 
+    loc = settings(args)
     report = run_ingest_results(
         args.file,
         run=args.run,
-        warehouse=args.warehouse,
-        dataset=args.dataset,
+        warehouse=loc["warehouse"],
+        dataset=loc["dataset"],
         split=args.split,
         workers=args.workers,
         scheduler=args.scheduler,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .sql import add_warehouse_options, settings
+from .location import add_warehouse_options, settings
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """``cocolake sql "SELECT ..."`` (or ``--file q.sql``): run SQL over the warehouse views.
 
 Also the helpers the other SQL commands (views, query, check, report) share: the
-warehouse options and writing a result as a table, CSV, JSON or Parquet, every column of
+connection and writing a result as a table, CSV, JSON or Parquet, every column of
 it: repeated column names are made unique first, as DuckDB's clients do (``id``, ``id_1``).
 
 The connection only reads: statements other than SELECT/EXPLAIN are refused, and DuckDB
@@ -25,33 +25,12 @@ import sys
 import pyarrow as pa
 
 from ..errors import ConfigError, QueryError
+from .location import add_warehouse_options, settings
 
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-# ------------------------------------------------------------------ shared options
-def add_warehouse_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--warehouse", help="warehouse directory or fsspec URL (default: warehouse)")
-    p.add_argument("--dataset", help="dataset name: the warehouse sub-directory (default: demo)")
-    p.add_argument("--config", metavar="FILE",
-                   help="take warehouse, dataset (and image root) from this YAML config; options given here win")
-
-
-def settings(args) -> dict:
-    """warehouse, dataset and image_root from the options, then the config, then defaults."""
-    found = {"warehouse": "warehouse", "dataset": "demo", "image_root": None}
-    if getattr(args, "config", None):
-        from ..config import load_config
-
-        cfg = load_config(args.config)
-        found.update(warehouse=cfg.warehouse, dataset=cfg.dataset, image_root=cfg.image_root)
-    for key in found:
-        value = getattr(args, key, None)
-        if value is not None:
-            found[key] = value
-    return found
-
-
+# ------------------------------------------------------------------ shared helpers
 def print_catalogue(found: dict) -> None:
     """One line per SQL file of ``sql/checks`` or ``sql/queries``: its name and what it is for."""
     from .. import checks

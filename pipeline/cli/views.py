@@ -17,7 +17,7 @@ import os
 import pathlib
 
 from ..errors import ConfigError, QueryError
-from .sql import add_warehouse_options, settings
+from .location import add_warehouse_options, settings
 
 log = logging.getLogger(__name__)
 
