@@ -6,7 +6,7 @@ CONFIG ?= configs/demo.yaml
 WORKERS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv ingest test test-fast bench clean
+.PHONY: venv ingest test test-fast smoke bench clean
 
 $(BIN)/cocolake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: venv
 
 test-fast: venv
 	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+# build the sdist and wheel, install the wheel into a new virtualenv, run it end to end
+smoke:
+	PYTHON=$(PYTHON) bash .ci/smoke
 
 bench: venv
 	$(BIN)/python -m benchmarks.run
