@@ -1,7 +1,8 @@
 """config: the YAML file that says what to ingest and where, as typed, frozen objects.
 
 Input: a YAML mapping (see ``configs/*.yaml``). Output: a ``Config``; nothing else in the
-package reads YAML or environment variables, the config object is passed down.
+package reads YAML, and only the command line (``cli.location``) reads environment variables
+for settings; the config object is passed down.
 
 Guarantees: unknown keys are rejected, choices are ``Literal``s, and every error is a
 ``ConfigError`` naming the file and the dotted key, e.g.
