@@ -110,6 +110,8 @@ def test_environment_is_the_default_of_every_command(tiny, tmp_path, monkeypatch
     assert [a["id"] for a in exported["annotations"]] == [1]
     assert _run(capsys, "report", "--out", str(tmp_path / "report"), "--samples", "0")[0] == 0
     assert (tmp_path / "report" / "index.html").is_file()
+    code, out, _ = _run(capsys, "vacuum")
+    assert code == 0 and out.startswith("env-ds: removed ")
 
 
 def test_option_beats_environment_beats_config_beats_default(tiny, tmp_path, monkeypatch, capsys):

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from ..errors import WarehouseError
+from .location import option_or_environment
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -22,9 +23,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "of the warehouse unless --dataset is given. A dataset that a run is writing is skipped with an "
         "error; on object stores (no lock there) run it while no run writes.",
     )
-    p.add_argument("--warehouse", help="warehouse directory or fsspec URL (default: warehouse)")
-    p.add_argument("--dataset", help="only this dataset (default: every dataset of the warehouse)")
-    p.add_argument("--config", metavar="FILE", help="take warehouse and dataset from this YAML config")
+    p.add_argument("--warehouse", help="warehouse directory or fsspec URL "
+                   "(default: $COCOLAKE_WAREHOUSE, else the --config file's, else warehouse)")
+    p.add_argument("--dataset", help="only this dataset (default: $COCOLAKE_DATASET, else the --config "
+                   "file's, else every dataset of the warehouse)")
+    p.add_argument("--config", metavar="FILE",
+                   help="take warehouse and dataset from this YAML config; options and COCOLAKE_* variables win")
     return p
 
 
@@ -40,7 +44,7 @@ def human_bytes(n: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..warehouse import Warehouse, list_datasets
 
-    warehouse, dataset = args.warehouse, args.dataset
+    warehouse, dataset = option_or_environment(args, "warehouse"), option_or_environment(args, "dataset")
     if args.config:
         from ..config import load_config
 
