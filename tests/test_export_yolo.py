@@ -44,7 +44,7 @@ def clipped_box(bbox, w, h):
 def detect_export(mini_warehouse, tmp_path_factory):
     wh, ds = mini_warehouse
     out = tmp_path_factory.mktemp("yolo")
-    report = export(out, format="yolo", warehouse=wh, dataset=ds, images="none")
+    report = export(out, format="yolo", warehouse=wh, dataset=ds, images="none", classes="all")
     return out, report
 
 
@@ -91,6 +91,7 @@ def test_an_independent_reader_gets_the_same_boxes_back(detect_export, coco_mini
 def test_crowd_annotations_are_left_out_unless_asked(mini_warehouse, detect_export, tmp_path):
     out, report = detect_export
     assert report.files["labels/train2017"]["skipped"] == 8
+    assert report.left_out == {"crowd": 8 + 5}
     wh, ds = mini_warehouse
     with_crowd = export(tmp_path, format="yolo", warehouse=wh, dataset=ds, images="none", include_crowd=True)
     assert with_crowd.files["labels/train2017"]["labels"] == report.files["labels/train2017"]["labels"] + 8
@@ -158,7 +159,9 @@ def test_layout_and_linked_images(mini_warehouse, coco_mini, tmp_path):
         assert p.read_bytes() == original.read_bytes()
         assert p.is_symlink() or os.path.samefile(p, original)
     classes = Counter(cls for p in labels for cls, _ in read_labels(p))
-    assert set(classes) == {16}  # dog, category id 18
+    assert set(classes) == {0}  # dog, category id 18: the only class of the subset (--classes used)
+    data = yaml.safe_load((tmp_path / "data.yaml").read_text())
+    assert data["nc"] == 1 and data["names"] == {0: "dog"} and data["category_ids"] == {0: 18}
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -254,6 +257,7 @@ def test_boxes_across_the_image_edge_are_clipped_and_boxes_outside_it_dropped(ed
     report = export(tmp_path, format="yolo", warehouse=edge_warehouse[0], dataset=edge_warehouse[1], images="none")
     inside = [a for a, kept in EDGE_ANNOTATIONS if kept]
     assert report.files["labels/val2017"] == {"images": 1, "labels": len(inside), "skipped": 4}
+    assert report.left_out == {"outside image": 4}
     got = read_labels(tmp_path / "labels" / "val2017" / "edge.txt")
     assert [cls for cls, _ in got] == [0] * len(inside)
     for (_, (cx, cy, bw, bh)), ann in zip(got, inside):
@@ -268,6 +272,7 @@ def test_polygons_across_the_image_edge_are_clipped_and_polygons_outside_it_drop
                     dataset=edge_warehouse[1], images="none")
     inside = [a for a, kept in EDGE_ANNOTATIONS if kept]
     assert report.files["labels/val2017"] == {"images": 1, "labels": len(inside), "skipped": 4}
+    assert report.left_out == {"outside image": 4}
     got = read_labels(tmp_path / "labels" / "val2017" / "edge.txt")
     assert len(got) == len(inside)
     for (_, coords), ann in zip(got, inside):

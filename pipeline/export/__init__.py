@@ -27,7 +27,7 @@ import logging
 import os
 import time
 
-from . import output, select
+from . import classes, output, select
 from .options import ExportError, ExportOptions, ExportReport, Progress
 
 __all__ = ["export", "run_export", "ExportOptions", "ExportReport", "ExportError"]
@@ -43,18 +43,21 @@ def run_export(opts: ExportOptions, progress: Progress | None = None) -> ExportR
     """
     start = time.perf_counter()
     report = ExportReport(out=opts.out, format=opts.format)
+    spec = classes.parse_classes(opts.class_choice)  # a bad class-map file fails before anything is written
     with output.staged(opts) as build:
-        _write(dataclasses.replace(opts, out=build), report, progress)
+        _write(dataclasses.replace(opts, out=build), spec, report, progress)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _write(opts: ExportOptions, report: ExportReport, progress: Progress | None) -> None:
+def _write(opts: ExportOptions, spec, report: ExportReport, progress: Progress | None) -> None:
     with select.open_readonly(opts) as con:
         sel = select.build_subset(con, opts)
         file_rows = select.files(con, opts, sel)
         if not file_rows:
             raise ExportError(_nothing_message(opts))
+        cmap, dropped = classes.apply(con, spec)
+        report.leave_out("dropped class", dropped)
         # each format's writer is imported when used: a short export should not pay for
         # the libraries of the others (YAML, the mask codec, Parquet writing)
         if opts.format == "parquet":
@@ -65,12 +68,13 @@ def _write(opts: ExportOptions, report: ExportReport, progress: Progress | None)
         if opts.format == "coco":
             from . import coco
 
-            report.files = coco.write_coco(con, opts.out, file_rows)
+            report.files = coco.write_coco(con, opts.out, file_rows, None if cmap.identity else cmap)
             image_dir = opts.out
         else:
             from . import yolo
 
-            report.files = yolo.write_yolo(con, opts.out, task=opts.task, include_crowd=opts.include_crowd)
+            report.files = yolo.write_yolo(con, opts.out, cmap, report, task=opts.task,
+                                           include_crowd=opts.include_crowd)
             image_dir = os.path.join(opts.out, "images")
         if opts.images != "none":
             from . import images
@@ -113,6 +117,7 @@ def export(
     allow_external_access: bool = False,
     overwrite: bool = False,
     out_storage_options: dict | None = None,
+    classes: str | None = None,
 ) -> ExportReport:
     """``cocolake export`` as a function; the keywords are the command's options."""
     opts = ExportOptions(
@@ -121,5 +126,6 @@ def export(
         image_root=None if image_root is None else str(image_root), task=task, include_crowd=include_crowd,
         threads=threads, storage_options=storage_options, allow_external_access=allow_external_access,
         overwrite=overwrite, out_storage_options=out_storage_options,
+        classes=None if classes is None else str(classes),
     )
     return run_export(opts, progress)

@@ -112,10 +112,13 @@ def image_records(batch: pa.RecordBatch) -> list[dict]:
     return _records(batch, IMAGE_KEYS)
 
 
-def annotation_records(batch: pa.RecordBatch, kind: str) -> list[dict]:
+def annotation_records(batch: pa.RecordBatch, kind: str, cmap=None) -> list[dict]:
+    """Records of annotation rows; with a ``ClassMap`` their category ids are the target ids."""
     if kind == "captions":
         return _records(batch, CAPTION_KEYS)
     values = {"segmentation": segmentation_values(batch)}
+    if cmap is not None:
+        values["category_id"] = [cmap.of_source.get(c, c) for c in batch.column("category_id").to_pylist()]
     if kind == "person_keypoints":
         values["keypoints"] = _keypoint_values(batch)
         return _records(batch, KEYPOINT_KEYS, values)
@@ -124,6 +127,23 @@ def annotation_records(batch: pa.RecordBatch, kind: str) -> list[dict]:
 
 def category_records(batch: pa.RecordBatch) -> list[dict]:
     return _records(batch, CATEGORY_KEYS)
+
+
+def mapped_categories(records: list[dict], cmap, emitted: set) -> list[dict]:
+    """Category records through a ``ClassMap``: dropped ones left out, each target once.
+
+    A target takes the record of its first source category (supercategory, keypoints,
+    skeleton) with the target's id and name, at that category's place in the file.
+    """
+    names = {t.id: t.name for t in cmap.targets}
+    out = []
+    for rec in records:
+        tid = cmap.of_source.get(rec.get("id"))
+        if tid is None or tid in emitted:
+            continue
+        emitted.add(tid)
+        out.append({**rec, "id": tid, "name": names[tid]})
+    return out
 
 
 def license_records(batch: pa.RecordBatch) -> list[dict]:
@@ -193,7 +213,8 @@ class _ArrayWriter:
         self.f.write(b"]")
 
 
-def write_file(con, path: str, out_split: str, kind: str, sources: list[tuple[str, str, str]]) -> dict[str, int]:
+def write_file(con, path: str, out_split: str, kind: str, sources: list[tuple[str, str, str]],
+               cmap=None) -> dict[str, int]:
     """One output JSON file from its source files [(split, source_file, document)]."""
     doc = loads(sources[0][2])
     if not isinstance(doc, dict):
@@ -211,24 +232,29 @@ def write_file(con, path: str, out_split: str, kind: str, sources: list[tuple[st
                 f.write(dumps(value))
                 continue
             with _ArrayWriter(f) as out:
-                _write_section(con, out, key, out_split, kind, sources, merged)
+                _write_section(con, out, key, out_split, kind, sources, merged, cmap)
             counts[key] = out.count
         f.write(b"}")
     os.replace(tmp, path)
     return counts
 
 
-def _write_section(con, out: _ArrayWriter, key, out_split, kind, sources, merged) -> None:
+def _write_section(con, out: _ArrayWriter, key, out_split, kind, sources, merged, cmap=None) -> None:
     seen: set | None = set() if merged else None
+    emitted: set = set()
     for split, source_file, _ in sources:
         if key == "images":
             build: Callable = image_records
             batches = _batches(con, _IMAGE_SQL, [out_split, split, source_file])
         elif key == "annotations":
             def build(b, kind=kind):
-                return annotation_records(b, kind)
+                return annotation_records(b, kind, cmap)
             sql = {"captions": _CAPTION_SQL, "person_keypoints": _KEYPOINT_SQL}.get(kind, _ANNOTATION_SQL)
             batches = _batches(con, sql, [out_split, split, source_file])
+        elif key == "categories" and cmap is not None:
+            def build(b):
+                return mapped_categories(category_records(b), cmap, emitted)
+            batches = _batches(con, _SMALL_SQL.format(table=key), [split, source_file])
         else:
             build = category_records if key == "categories" else license_records
             batches = _batches(con, _SMALL_SQL.format(table=key), [split, source_file])
@@ -257,8 +283,12 @@ def _dedupe(records: list[dict], seen: set, key: str, source_file: str) -> list[
     return kept
 
 
-def write_coco(con, out: str, file_rows: list[tuple]) -> dict[str, dict[str, int]]:
-    """Every output file; returns {relative path: {section: records}}."""
+def write_coco(con, out: str, file_rows: list[tuple], cmap=None) -> dict[str, dict[str, int]]:
+    """Every output file; returns {relative path: {section: records}}.
+
+    ``cmap`` (a ``ClassMap``, None for the source categories unchanged) renames, merges and
+    drops categories; the dropped ones' annotations are already out of the subset.
+    """
     groups: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
     for out_split, kind, split, source_file, document in file_rows:
         groups.setdefault((out_split, kind), []).append((split, source_file, document))
@@ -267,6 +297,6 @@ def write_coco(con, out: str, file_rows: list[tuple]) -> dict[str, dict[str, int
     report = {}
     for (out_split, kind), sources in groups.items():
         rel = f"annotations/{kind}_{out_split}.json"
-        report[rel] = write_file(con, os.path.join(out, rel), out_split, kind, sources)
+        report[rel] = write_file(con, os.path.join(out, rel), out_split, kind, sources, cmap)
         log.debug("wrote %s: %s", rel, report[rel])
     return report

@@ -13,10 +13,14 @@ from typing import Literal, get_args
 
 from ..errors import CocolakeError, ConfigError
 
-Format = Literal["coco", "yolo", "parquet"]
+Format = Literal["coco", "yolo", "parquet", "hf"]
 ImagesMode = Literal["copy", "link", "none"]
 Keep = Literal["matching", "all"]
 Task = Literal["detect", "segment"]
+
+# --classes when not given: COCO and Parquet round-trip every category; training formats
+# get only the classes the subset has, so the model's head has no empty classes
+DEFAULT_CLASSES = {"coco": "all", "parquet": "all", "yolo": "used", "hf": "used"}
 
 # progress(phase, done, total); phase is e.g. "images"
 Progress = Callable[[str, int, int], None]
@@ -58,6 +62,13 @@ class ExportOptions:
     overwrite: bool = False
     # let the selector read files outside the warehouse (read_csv of a list of ids, ...)
     allow_external_access: bool = False
+    # all | used | a class-map YAML file; None: the format's default (DEFAULT_CLASSES)
+    classes: str | None = None
+
+    @property
+    def class_choice(self) -> str:
+        """``classes``, or the format's default when it was not given."""
+        return self.classes if self.classes is not None else DEFAULT_CLASSES[self.format]
 
     def __post_init__(self):
         for name, kind in (("format", Format), ("images", ImagesMode), ("keep", Keep), ("task", Task)):
@@ -75,6 +86,14 @@ class ExportOptions:
         if self.format == "parquet" and self.images == "link":
             raise ConfigError("images: 'link' has no meaning for --format parquet; use 'copy' to embed the "
                               "image bytes in an image_bytes column, or 'none'")
+        if self.format == "hf" and self.images == "link":
+            raise ConfigError("images: 'link' has no meaning for --format hf; use 'copy' to embed the image "
+                              "bytes, or 'none' to store where each image is")
+        if self.format == "parquet" and self.class_choice != "all":
+            raise ConfigError(f"classes: {self.classes!r} does not apply to --format parquet, which keeps the "
+                              "source rows unchanged; use --format coco, yolo or hf to edit categories")
+        if self.classes is not None and not str(self.classes).strip():
+            raise ConfigError("classes: empty; give all, used, or a class-map YAML file")
         if not self.out:
             raise ConfigError("out: the output directory is empty")
         if isinstance(self.splits, str):
@@ -92,7 +111,13 @@ class ExportReport:
     # output path relative to ``out`` -> {"images": n, "annotations": n, ...}
     files: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     images_copied: int = 0
+    # why annotations of the subset were not written: reason -> count
+    left_out: dict[str, int] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+
+    def leave_out(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.left_out[reason] = self.left_out.get(reason, 0) + n
 
     def lines(self) -> list[str]:
         out = [f"{self.out}: {self.format} export, {self.seconds:.2f} s"]
@@ -101,4 +126,6 @@ class ExportReport:
             out.append(f"  {name}: {detail}")
         if self.images_copied:
             out.append(f"  image files: {self.images_copied} written")
+        if self.left_out:
+            out.append("  annotations left out: " + ", ".join(f"{v} {k}" for k, v in self.left_out.items()))
         return out

@@ -87,7 +87,10 @@ def open_readonly(opts: ExportOptions):
 
 
 # the views each writer reads, besides the raw_<table> relations and the export_* tables
-_WRITER_VIEWS = {"coco": (), "parquet": (), "yolo": ("annotations", "images", "categories")}
+_WRITER_VIEWS = {"coco": (), "parquet": (), "yolo": ("annotations", "images", "categories"),
+                 "hf": ("annotations", "images", "categories")}
+
+
 def _selector_text(opts: ExportOptions) -> str:
     return opts.where if opts.where is not None else (opts.sql or "")
 

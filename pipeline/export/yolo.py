@@ -11,12 +11,13 @@ Input: a connection prepared by ``select.build_subset``. Output:
   ``nc``, ``names`` and ``category_ids`` (class index → source category id). No ``path``:
   Ultralytics then resolves the folders relative to the YAML file itself.
 
-Classes are contiguous, in category-id order, over every category of the exported splits
-(not only those the subset uses, so the same dataset always gives the same indices): for
-COCO's 80 categories, whose ids run 1..90 with gaps, id 1 (person) → 0, ..., id 90
-(toothbrush) → 79. Crowd annotations (``iscrowd=1``) are left out unless
-``include_crowd``; boxes, and outlines, with no width or height after clipping (an object
-wholly outside the image) are left out and counted as ``skipped``.
+Classes are contiguous, in category-id order, over the categories of the ``ClassMap``
+(``--classes``: by default those the subset's annotations use; ``all``: every category of
+the exported splits, so that for COCO's 80 categories, whose ids run 1..90 with gaps,
+id 1 (person) → 0, ..., id 90 (toothbrush) → 79). Crowd annotations (``iscrowd=1``) are
+left out unless ``include_crowd``; boxes, and outlines, with no width or height after
+clipping (an object wholly outside the image) are left out; both are counted as
+``skipped`` and, by reason, in the report's ``left_out``.
 
 Segmentation: polygons come from the source polygons; an annotation with several parts
 becomes one outline, each further part joined at the nearest pair of vertices by a
@@ -24,7 +25,7 @@ zero-width bridge (there and back). RLE-only masks (crowd regions, RLE stuff) ar
 with ``mask_outlines``: the outer boundary of each 4-connected region, following the
 pixel edges (vertices on pixel corners), holes filled, then simplified with
 Ramer-Douglas-Peucker to within ``SIMPLIFY_PX`` (0.75 px) of the traced outline. An
-annotation with no mask at all is written as its box's four corners.
+annotation with no mask at all is left out (reason ``no mask``).
 """
 
 from __future__ import annotations
@@ -169,10 +170,7 @@ def segment_line(cls: int, row: dict, width: int, height: int) -> str | None:
     else:
         parts = []
     if not parts:
-        if row["bbox"] is None:
-            return None
-        x, y, w, h = row["bbox"]
-        parts = [np.asarray([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float64)]
+        return None  # no mask: a box drawn as a polygon would teach a rectangle
     pts = join_outlines(parts) / np.asarray([width, height], dtype=np.float64)
     pts = np.clip(pts, 0.0, 1.0)
     if np.ptp(pts[:, 0]) == 0 or np.ptp(pts[:, 1]) == 0:
@@ -181,15 +179,6 @@ def segment_line(cls: int, row: dict, width: int, height: int) -> str | None:
 
 
 # ---------------------------------------------------------------------------- writing
-
-
-def classes(con) -> list[tuple[object, str]]:
-    """(category id, name) in class-index order: every object category of the exported splits."""
-    return [tuple(r) for r in con.execute(
-        "SELECT id, first(name ORDER BY split) FROM categories "
-        "WHERE kind IN ('instances', 'stuff', 'person_keypoints') "
-        "AND split IN (SELECT DISTINCT split FROM export_images) GROUP BY id ORDER BY id"
-    ).fetchall()]
 
 
 def _split_key(split: str) -> str:
@@ -218,6 +207,12 @@ def label_path(out: str, out_split: str, file_name: str, image_id) -> str:
     return os.path.join(out, "labels", out_split, *f"{stem}.txt".split("/"))
 
 
+def _has_mask(row: dict) -> bool:
+    if row["segmentation_format"] == "polygon":
+        return any(len(p) >= 6 for p in row["polygons"] or ())
+    return row["segmentation_format"] in ("rle", "uncompressed_rle") and row["rle_counts"] is not None
+
+
 _ANN_SQL = (
     "SELECT e.out_split, a.split, a.image_id, a.category_id, a.iscrowd, a.bbox, a.polygons, a.rle_counts, "
     "a.rle_size, a.segmentation_format FROM annotations AS a JOIN export_annotations AS e "
@@ -231,9 +226,14 @@ _IMG_SQL = (
 )
 
 
-def write_yolo(con, out: str, *, task: str = "detect", include_crowd: bool = False) -> dict[str, dict[str, int]]:
-    cats = classes(con)
-    index = {cid: i for i, (cid, _) in enumerate(cats)}
+def write_yolo(con, out: str, cmap, report, *, task: str = "detect", include_crowd: bool = False
+               ) -> dict[str, dict[str, int]]:
+    """Labels and data.yaml; the classes are ``cmap``'s targets (a ``ClassMap``), in id order.
+
+    Each annotation not written is counted in ``report.left_out`` by reason.
+    """
+    cats = [(t.id, t.name) for t in cmap.targets]
+    index = cmap.index()
     images = {}
     for out_split, split, image_id, file_name, width, height in con.execute(_IMG_SQL).fetchall():
         images[(out_split, split, image_id)] = (file_name, width, height)
@@ -245,8 +245,11 @@ def write_yolo(con, out: str, *, task: str = "detect", include_crowd: bool = Fal
             key = (row["out_split"], row["split"], row["image_id"])
             image = images.get(key)
             cls = index.get(row["category_id"])
-            if image is None or cls is None or (row["iscrowd"] == 1 and not include_crowd):
+            reason = ("no image" if image is None else "unknown category" if cls is None
+                      else "crowd" if row["iscrowd"] == 1 and not include_crowd else None)
+            if reason:
                 counts[row["out_split"]]["skipped"] += 1
+                report.leave_out(reason)
                 continue
             _, width, height = image
             if not width or not height:
@@ -254,10 +257,13 @@ def write_yolo(con, out: str, *, task: str = "detect", include_crowd: bool = Fal
                                   "YOLO coordinates are relative to the image size")
             if task == "segment":
                 line = segment_line(cls, row, width, height)
+                reason = "no mask" if line is None and not _has_mask(row) else "outside image"
             else:
                 line = box_line(cls, row["bbox"], width, height) if row["bbox"] is not None else None
+                reason = "no box" if row["bbox"] is None else "outside image"
             if line is None:
                 counts[row["out_split"]]["skipped"] += 1
+                report.leave_out(reason)
                 continue
             lines[key].append(line)
     written: dict[str, str] = {}
