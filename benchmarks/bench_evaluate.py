@@ -111,8 +111,8 @@ def prepare(images: int, types: list[str], dets: dict[str, int]) -> None:
         if not path.exists():
             gt = json.loads(gt_path(GT[t], images).read_text())
             path.write_text(json.dumps(make_detections(gt, t, dets[t]), separators=(",", ":")))
-    from pipeline.results import run_ingest_results
-    from pipeline.runner import run_ingest
+    from pipeline.evaluate.detections import run_ingest_results
+    from pipeline.ingest.run import run_ingest
     from pipeline.warehouse import Warehouse
 
     wh = str(DATA / "warehouse")
@@ -137,8 +137,8 @@ def prepare(images: int, types: list[str], dets: dict[str, int]) -> None:
 def child(tool: str, iou_type: str, images: int) -> dict:
     t0 = time.perf_counter()
     if tool == "cocolake":
-        from pipeline.evaluate import evaluate
-        from pipeline.views import connect
+        from pipeline.evaluate.metrics import evaluate
+        from pipeline.query.views import connect
 
         con = connect(str(DATA / "warehouse"), f"val{images}")
         t1 = time.perf_counter()

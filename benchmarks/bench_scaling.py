@@ -132,8 +132,8 @@ def _child(args) -> dict:
     """Run one task in this (fresh) process; CPU seconds and peak RSS."""
     import psutil
 
-    from pipeline import per_image, sources
-    from pipeline.ingest import ChunkTask, IngestOptions, ingest_chunk, plan_file
+    from pipeline.ingest import filesets as per_image, sources
+    from pipeline.ingest.tasks import ChunkTask, IngestOptions, ingest_chunk, plan_file
 
     opts = IngestOptions(chunk_bytes=int(args.chunk_mb * MB))
     work = Path(args.work)
@@ -171,7 +171,7 @@ def _child(args) -> dict:
         sf_size = os.path.getsize(args.file)
         out.update(bytes=sf_size, chunks={k: len(v) for k, v in result.chunks.items()})
         # the next children need the plan and the image sizes; ingest the images here, untimed
-        from pipeline.flatten import ImageSizes
+        from pipeline.ingest.flatten import ImageSizes
 
         parts = []
         for c_i, (a, b, fi) in enumerate(result.chunks["images"]):
@@ -223,7 +223,7 @@ def _ingest_once(source: Path, procs: int | None, data: Path) -> tuple[float, fl
     import dask
     from distributed import Client, LocalCluster
 
-    from pipeline.runner import run_ingest
+    from pipeline.ingest.run import run_ingest
 
     wh = Path(tempfile.mkdtemp(prefix="wh-", dir=data))
     if procs is None:

@@ -383,7 +383,7 @@ def render(con, *, title: str, meta: str, image_root: str | None = None, samples
 def write_report(warehouse: str, dataset: str, out: str, *, image_root: str | None = None,
                  samples: int = 12) -> pathlib.Path:
     """Render the report of ``<warehouse>/<dataset>`` into ``<out>/index.html``."""
-    from .views import connect
+    from .query.views import connect
     from .warehouse import Warehouse
 
     target = pathlib.Path(out)

@@ -55,7 +55,7 @@ def mini_warehouse(coco_mini, tmp_path_factory):
 
     Returns (warehouse directory, dataset name). Tests must not write to it.
     """
-    from pipeline.runner import run_ingest
+    from pipeline.ingest.run import run_ingest
 
     root = tmp_path_factory.mktemp("warehouse")
     run_ingest([str(coco_mini / "annotations")], warehouse=str(root), dataset="mini", workers=1)

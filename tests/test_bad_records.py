@@ -25,7 +25,7 @@ from pycocotools.coco import COCO
 from pipeline.cli import main
 from pipeline.errors import BadFileError, BadRecordError
 from pipeline.export import export
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 from pipeline.warehouse import Warehouse
 from tests.cases.bad_records import ACCEPTED, BAD_FILES, BAD_RECORDS, base, dumps
 

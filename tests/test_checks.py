@@ -8,10 +8,10 @@ import collections
 import pyarrow as pa
 import pytest
 
-from pipeline import checks
+from pipeline.query import checks
 from pipeline.errors import QueryError
 from pipeline.schema import schema_for
-from pipeline.views import connect
+from pipeline.query.views import connect
 from pipeline.warehouse import Part, Warehouse, write_part
 
 IMAGE = {"id": 1, "file_name": "a.jpg", "width": 100, "height": 50}

@@ -10,9 +10,9 @@ import sys
 import pytest
 from pycocotools.coco import COCO
 
-from pipeline import views
+from pipeline.query import views
 from pipeline.cli import main
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 
 KINDS = ("instances", "person_keypoints", "captions")
 

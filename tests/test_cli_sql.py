@@ -113,7 +113,7 @@ def readme_rle_iou_query() -> str:
 @pytest.fixture(scope="module")
 def iou_rows(mini_warehouse):
     """The README query's rows with the names given by hand: what every format must hold."""
-    from pipeline.views import connect, run_sql
+    from pipeline.query.views import connect, run_sql
 
     query = readme_rle_iou_query()
     assert query.startswith("-- ") and "SELECT a.image_id, a.id, b.id, rle_iou(" in query
@@ -216,7 +216,7 @@ def test_views_db_opens_in_a_plain_client(capsys, wh, mini_warehouse, tmp_path):
     done = subprocess.run([sys.executable, "-c", PLAIN_CLIENT, str(db)], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
-    from pipeline.views import connect
+    from pipeline.query.views import connect
 
     con = connect(*mini_warehouse)
     expected = [
@@ -258,7 +258,7 @@ def test_check_passes_on_coco_mini(capsys, wh):
 
 def test_check_fails_with_a_table(capsys, tmp_path):
     """Data the ingest accepts but the checks flag: a box past the edge, an area far off."""
-    from pipeline.runner import run_ingest
+    from pipeline.ingest.run import run_ingest
 
     doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 50}],
            "categories": [{"id": 1, "name": "cat"}],

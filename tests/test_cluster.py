@@ -18,7 +18,7 @@ from distributed import Client
 
 from pipeline import synth
 from pipeline.errors import CocolakeError
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 from pipeline.warehouse import MANIFEST, Warehouse
 from tests.services import DaskCluster
 from tests.test_per_image import _sa1b_doc
@@ -180,7 +180,7 @@ def test_the_command_runs_on_the_cluster(dask_cluster, coco_mini, mini_warehouse
 def test_local_cluster_workers_keep_the_adaptive_malloc_threshold():
     """Dask's MALLOC_TRIM_THRESHOLD_ stays; the mmap threshold is set so that pycocotools'
     per-polygon merge buffers come from the heap rather than a fresh mmap each."""
-    from pipeline.runner import dask_client
+    from pipeline.ingest.run import dask_client
 
     def environ():
         return os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("MALLOC_TRIM_THRESHOLD_")

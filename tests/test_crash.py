@@ -23,9 +23,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 from pipeline.schema import TABLES
-from pipeline.views import connect, fetch_arrow, read_current
+from pipeline.query.views import connect, fetch_arrow, read_current
 from pipeline.errors import WarehouseError
 from pipeline.warehouse import LOCK, MANIFEST, Part, Warehouse, write_part
 

@@ -15,11 +15,11 @@ from pycocotools import mask as cm
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline import evaluate as ev
+from pipeline.evaluate import metrics as ev
 from pipeline.cli import main
 from pipeline.errors import CocolakeError, QueryError
-from pipeline.results import run_ingest_results
-from pipeline.views import connect
+from pipeline.evaluate.detections import run_ingest_results
+from pipeline.query.views import connect
 
 GT_FILES = {"bbox": "instances_val2017.json", "segm": "instances_val2017.json",
             "keypoints": "person_keypoints_val2017.json"}
@@ -318,7 +318,7 @@ def capped_results(gt: dict) -> list[dict]:
 @pytest.fixture(scope="module")
 def edge_runs(tmp_path_factory):
     """Two datasets at the edges, each with its run "edge": (warehouse, {name: (gt path, results path)})."""
-    from pipeline.runner import run_ingest
+    from pipeline.ingest.run import run_ingest
 
     root = tmp_path_factory.mktemp("edges")
     files = {}

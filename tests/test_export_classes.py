@@ -153,7 +153,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def tiny_warehouse(tmp_path_factory):
-    from pipeline.runner import run_ingest
+    from pipeline.ingest.run import run_ingest
 
     src = tmp_path_factory.mktemp("tiny-src") / "instances_val2017.json"
     src.write_text(json.dumps(TINY))

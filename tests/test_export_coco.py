@@ -11,7 +11,7 @@ from pycocotools.coco import COCO
 
 from pipeline.errors import ConfigError, QueryError
 from pipeline.export import ExportError, export
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 
 SOURCE_FILES = [
     f"{kind}_{split}.json"

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.export import ExportError, export
 from pipeline.export.images import safe_relpath
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 
 DOGS = "category_name = 'dog'"
 

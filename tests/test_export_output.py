@@ -14,7 +14,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.export import ExportError, export
 from pipeline.export.output import MARKER
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 from pipeline.warehouse import Warehouse
 
 GIRAFFES = "category_name = 'giraffe'"

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline import views
+from pipeline.query import views
 from pipeline.errors import ConfigError
 from pipeline.export import export
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 from pipeline.warehouse import Warehouse
 
 ANIMALS = "supercategory = 'animal'"

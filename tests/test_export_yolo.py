@@ -244,7 +244,7 @@ EDGE_DOC = {
 
 @pytest.fixture(scope="module")
 def edge_warehouse(tmp_path_factory):
-    from pipeline.runner import run_ingest
+    from pipeline.ingest.run import run_ingest
 
     src = tmp_path_factory.mktemp("edge-src") / "instances_val2017.json"
     src.write_text(json.dumps(EDGE_DOC))

@@ -22,8 +22,8 @@ import sys
 import pytest
 
 from pipeline.errors import BadFileError
-from pipeline.runner import run_ingest
-from pipeline.split import MAX_DEPTH
+from pipeline.ingest.run import run_ingest
+from pipeline.ingest.scan import MAX_DEPTH
 
 _MB = 1 << 20
 _TIMEOUT = 120  # seconds; the limits below are hit after 256 MB, a few seconds on a slow machine
@@ -190,7 +190,7 @@ def test_nesting_up_to_the_limit_is_ingested(tmp_path):
     src = tmp_path / "image_info_val2017.json"
     src.write_bytes(doc)
     run_ingest([str(src)], warehouse=str(tmp_path / "wh"), dataset="d", workers=1)
-    from pipeline.views import connect
+    from pipeline.query.views import connect
 
     [(extra,)] = connect(str(tmp_path / "wh"), "d").execute("SELECT extra FROM raw_images").fetchall()
     assert json.loads(extra) == {"meta": json.loads(nested)}

@@ -19,14 +19,14 @@ from pycocotools import mask as cm
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline import evaluate as ev
+from pipeline.evaluate import metrics as ev
 from pipeline import id_types
 from pipeline.errors import BadFileError, BadRecordError
 from pipeline.export import export
-from pipeline.results import run_ingest_results
-from pipeline.runner import run_ingest
+from pipeline.evaluate.detections import run_ingest_results
+from pipeline.ingest.run import run_ingest
 from pipeline.schema import IdTypes
-from pipeline.views import connect
+from pipeline.query.views import connect
 from pipeline.warehouse import Warehouse
 from tests.test_evaluate import make_results
 

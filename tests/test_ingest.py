@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from pycocotools.coco import COCO
 
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 from pipeline.warehouse import Warehouse
 
 FILES = [
@@ -112,7 +112,7 @@ def test_reingest_replaces_a_file_and_keeps_the_others(coco_mini, tmp_path):
 def test_chunks_run_without_the_cyclic_collector_and_restore_it(coco_mini, tmp_path, monkeypatch):
     import gc
 
-    from pipeline import flatten
+    from pipeline.ingest import flatten
 
     seen = []
     real = flatten.flatten_annotations

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from pipeline.errors import QueryError
-from pipeline.views import SQL_DIR, connect, load_sql_dir
+from pipeline.query.views import SQL_DIR, connect, load_sql_dir
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

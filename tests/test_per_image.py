@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from pipeline import per_image
+from pipeline.ingest import filesets as per_image
 from pipeline.errors import BadFileError, SourceError
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 from pipeline.warehouse import Warehouse
 
 FILES = 300

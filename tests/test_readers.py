@@ -21,9 +21,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipeline.errors import BadFileError
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 from pipeline.schema import TABLES, partition_key, schema_for
-from pipeline.views import connect, read_current
+from pipeline.query.views import connect, read_current
 from pipeline.warehouse import LOCK, MANIFEST, Warehouse
 from tests.test_crash import CHUNK_MB, DATASET, _kill_group, _start_ingest, _wait_for
 

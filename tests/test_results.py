@@ -10,12 +10,12 @@ import pyarrow as pa
 import pytest
 from pycocotools.coco import COCO
 
-from pipeline import evaluate, results
+from pipeline.evaluate import metrics as evaluate, detections as results
 from pipeline.cli import main
 from pipeline.errors import BadFileError, BadRecordError, CocolakeError, WarehouseError
-from pipeline.flatten import FileContext, ImageSizes
-from pipeline.split import iter_blocks
-from pipeline.views import connect
+from pipeline.ingest.flatten import FileContext, ImageSizes
+from pipeline.ingest.scan import iter_blocks
+from pipeline.query.views import connect
 from pipeline.warehouse import Warehouse
 
 # one 40x30 image, categories 1 and 2; category 1 names 2 keypoints

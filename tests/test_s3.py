@@ -13,8 +13,8 @@ import fsspec
 import numpy as np
 import pytest
 
-from pipeline import views
-from pipeline.runner import run_ingest
+from pipeline.query import views
+from pipeline.ingest.run import run_ingest
 from pipeline.warehouse import Warehouse
 from tests.services import BUCKET
 from tests.test_per_image import _sa1b_doc

@@ -17,11 +17,11 @@ import zipfile
 
 import pytest
 
-from pipeline import sources
+from pipeline.ingest import sources
 from pipeline.cli import main
 from pipeline.errors import SourceError
 from pipeline.export import ExportError, export
-from pipeline.runner import run_ingest
+from pipeline.ingest.run import run_ingest
 
 DOC = json.dumps({"images": [], "annotations": []}).encode()
 IMAGE_NAME = "000000397133.jpg"  # in coco-mini's val2017
@@ -261,7 +261,7 @@ def evaluated(mini_warehouse, coco_mini, tmp_path_factory):
     """A copy of the mini warehouse with a run of detections (the val2017 ground truth's boxes)."""
     import shutil
 
-    from pipeline import results
+    from pipeline.evaluate import detections as results
 
     root = tmp_path_factory.mktemp("eval")
     shutil.copytree(f"{mini_warehouse[0]}/{mini_warehouse[1]}", root / "d")

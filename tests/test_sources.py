@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import sources
+from pipeline.ingest import sources
 from pipeline.config import Source
 from pipeline.errors import BadFileError, SourceError
 
@@ -391,7 +391,7 @@ def test_remote_reads_retry_5xx_then_fail_clearly(http_server, tmp_path):
 
 def test_a_stream_cut_mid_file_is_a_source_error(http_server, tmp_path):
     """Without a checksum a remote document is read in place; a cut is a clear error, not a crash."""
-    from pipeline.runner import run_ingest
+    from pipeline.ingest.run import run_ingest
 
     (http_server.root / "instances_val2017.json").write_bytes(DOC)
     url = http_server.url("instances_val2017.json")

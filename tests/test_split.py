@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import BadFileError
-from pipeline.split import record_spans, scan_document
+from pipeline.ingest.scan import record_spans, scan_document
 
 
 def _blocks(raw: bytes, size: int):

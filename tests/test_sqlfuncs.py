@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as cocomask
 
-from pipeline import sqlfuncs
+from pipeline.query import functions as sqlfuncs
 from pipeline.errors import QueryError
-from pipeline.views import connect, run_sql
+from pipeline.query.views import connect, run_sql
 
 
 @pytest.fixture(scope="module")

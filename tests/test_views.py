@@ -9,7 +9,7 @@ import re
 import pytest
 
 from pipeline.errors import QueryError, WarehouseError
-from pipeline.views import connect, run_sql
+from pipeline.query.views import connect, run_sql
 
 LICENSES = [{"id": 1, "name": "CC BY", "url": "http://example.org/by"}]
 IMAGES = [
@@ -64,7 +64,7 @@ TRAIN_FILES = ["captions_train2017.json", "instances_train2017.json", "person_ke
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """TINY_* ingested as split train2017; returns (warehouse, dataset)."""
-    from pipeline.runner import run_ingest
+    from pipeline.ingest.run import run_ingest
 
     src = tmp_path_factory.mktemp("tiny-src")
     for name, doc in zip(TRAIN_FILES, (TINY_CAPTIONS, TINY_INSTANCES, TINY_KEYPOINTS)):
@@ -180,7 +180,7 @@ def test_keypoint_joints(con):
 
 
 def test_rejects_view_and_summary(tmp_path):
-    from pipeline.runner import run_ingest
+    from pipeline.ingest.run import run_ingest
 
     bad = dict(TINY_INSTANCES, annotations=TINY_INSTANCES["annotations"] + [
         {"id": 14, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 1.0, "bbox": [0, 0, 1, 1],
@@ -196,7 +196,7 @@ def test_rejects_view_and_summary(tmp_path):
 
 
 def test_views_never_name_a_path():
-    from pipeline.views import SQL_DIR, load_sql_dir
+    from pipeline.query.views import SQL_DIR, load_sql_dir
 
     for f in load_sql_dir(SQL_DIR / "views").values():
         assert "read_parquet" not in f.text and not re.search(r"'[^']*/[^']*'", f.text), f.name
@@ -314,7 +314,7 @@ EDGE_INSTANCES = {
 def test_area_buckets_at_the_edges_equal_pycocotools_area_ranges(tmp_path):
     from pycocotools.coco import COCO
 
-    from pipeline.runner import run_ingest
+    from pipeline.ingest.run import run_ingest
 
     src = tmp_path / "instances_val2017.json"
     src.write_text(json.dumps(EDGE_INSTANCES))

@@ -108,7 +108,7 @@ def test_a_duckdb_1_client_opens_the_views_db_read_only(duckdb_client, views_db,
     got = json.loads(done.stdout)
     assert got["version"].startswith("1.1." if "<1.2" in spec else "1.")
 
-    from pipeline.views import connect
+    from pipeline.query.views import connect
 
     con = connect(*mini_warehouse)
     try:

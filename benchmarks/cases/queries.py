@@ -103,7 +103,7 @@ def in_process(bench: Bench, wh) -> list[str]:
 
 def time_queries(warehouse: str, dataset: str, repeat: int) -> dict:
     t0 = time.perf_counter()
-    from pipeline import views
+    from pipeline.query import views
 
     imported = time.perf_counter() - t0
     out = {}

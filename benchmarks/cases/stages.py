@@ -46,14 +46,14 @@ from . import MB, Bench, CaseResult
 
 # (module, attribute, stage); "Class.method" patches a method
 TIMED = (
-    ("pipeline.split", "iter_blocks", "read"),
-    ("pipeline.sources", "read_range", "read"),
-    ("pipeline.split", "scan_document", "split/scan"),
-    ("pipeline.flatten", "parse_chunk", "parse"),
-    ("pipeline.flatten", "flatten_images", "flatten"),
-    ("pipeline.flatten", "flatten_annotations", "flatten"),
-    ("pipeline.flatten", "flatten_categories", "flatten"),
-    ("pipeline.flatten", "flatten_licenses", "flatten"),
+    ("pipeline.ingest.scan", "iter_blocks", "read"),
+    ("pipeline.ingest.sources", "read_range", "read"),
+    ("pipeline.ingest.scan", "scan_document", "split/scan"),
+    ("pipeline.ingest.flatten", "parse_chunk", "parse"),
+    ("pipeline.ingest.flatten", "flatten_images", "flatten"),
+    ("pipeline.ingest.flatten", "flatten_annotations", "flatten"),
+    ("pipeline.ingest.flatten", "flatten_categories", "flatten"),
+    ("pipeline.ingest.flatten", "flatten_licenses", "flatten"),
     ("pipeline.masks", "encode_polygon_batch", "RLE"),
     ("pipeline.masks", "encode_rle_batch", "RLE"),
     ("pipeline.warehouse", "write_part", "write"),
@@ -112,7 +112,7 @@ def instrument(clock: Clock) -> list[str]:
     """Wrap every TIMED function wherever pipeline modules refer to it; return what is missing."""
     import importlib
 
-    import pipeline.runner  # noqa: F401  (loads every module the ingest uses)
+    import pipeline.ingest.run  # noqa: F401  (loads every module the ingest uses)
 
     missing = []
     for module_name, attr, stage in TIMED:
@@ -219,7 +219,7 @@ def floor_write(nbytes: int, directory: str) -> float:
 def breakdown(source: str, warehouse: str, dataset: str = "stages") -> dict:
     clock = Clock()
     missing = instrument(clock)
-    from pipeline.runner import run_ingest
+    from pipeline.ingest.run import run_ingest
 
     shutil.rmtree(warehouse, ignore_errors=True)
     t0 = time.perf_counter()

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import checks
+    from ..query import checks
 
     if args.list:
         print_catalogue(checks.checks())

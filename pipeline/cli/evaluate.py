@@ -34,8 +34,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from .. import evaluate
-    from ..views import connect
+    from ..evaluate import metrics as evaluate
+    from ..query.views import connect
 
     loc = settings(args)
     con = connect(loc["warehouse"], loc["dataset"], restrict=not args.allow_external_access)

@@ -70,7 +70,7 @@ def ensure_synth(cfg) -> None:
 
 
 def run(args) -> int:
-    from ..runner import run_ingest
+    from ..ingest.run import run_ingest
 
     cfg = load_settings(args)
     ensure_synth(cfg)

@@ -30,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..results import run_ingest_results
+    from ..evaluate.detections import run_ingest_results
     from .progress import make_progress
 
     loc = settings(args)

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import checks
+    from ..query import checks
 
     if not args.name:
         print_catalogue(checks.queries())

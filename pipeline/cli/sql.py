@@ -33,7 +33,7 @@ FORMATS = ("table", "csv", "json", "parquet")
 # ------------------------------------------------------------------ shared helpers
 def print_catalogue(found: dict) -> None:
     """One line per SQL file of ``sql/checks`` or ``sql/queries``: its name and what it is for."""
-    from .. import checks
+    from ..query import checks
 
     width = max(len(n) for n in found)
     for name, f in found.items():
@@ -42,7 +42,7 @@ def print_catalogue(found: dict) -> None:
 
 def connect(args, *, restrict: bool = True, functions: bool = True, for_sql: str | None = None):
     """The connection of a command; ``for_sql``: the SQL it will run (see ``views.connect``)."""
-    from ..views import connect as views_connect
+    from ..query.views import connect as views_connect
 
     s = settings(args)
     return views_connect(s["warehouse"], s["dataset"], restrict=restrict, functions=functions, for_sql=for_sql)
@@ -51,7 +51,7 @@ def connect(args, *, restrict: bool = True, functions: bool = True, for_sql: str
 def read(args, work, *, for_sql: str | None = None):
     """``work(con)`` on a read-only connection at the current version, run again on the new
     version if a commit replaces it meanwhile (see ``views.read_current``)."""
-    from ..views import read_current
+    from ..query.views import read_current
 
     s = settings(args)
     return read_current(s["warehouse"], s["dataset"], work, restrict=True, for_sql=for_sql)
@@ -231,7 +231,7 @@ def read_query(args) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..views import run_sql
+    from ..query.views import run_sql
 
     text = read_query(args)
     free = args.allow_external_access
@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_with_every_view(args, text: str):
-    from ..views import run_sql
+    from ..query.views import run_sql
 
     con = connect(args, for_sql=None)
     try:

@@ -46,8 +46,8 @@ def write_database(warehouse: str, dataset: str, db: str) -> list[str]:
     """Build the database at a temporary name, then rename it over ``db``; its view names."""
     import duckdb
 
-    from .. import sqlfuncs
-    from ..views import connect
+    from ..query import functions as sqlfuncs
+    from ..query.views import connect
 
     target = pathlib.Path(db)
     if not target.parent.is_dir():

@@ -35,7 +35,7 @@ import tempfile
 
 import duckdb
 
-from .. import views
+from ..query import views
 from ..errors import ConfigError, QueryError
 from ..warehouse import Warehouse
 from .options import ExportOptions
@@ -106,7 +106,7 @@ def _needed_views(opts: ExportOptions) -> set[str]:
 
 def _sqlfuncs():
     try:
-        from .. import sqlfuncs
+        from ..query import functions as sqlfuncs
     except ImportError:  # an installation without the mask functions: plain SQL still works
         return None
     return sqlfuncs

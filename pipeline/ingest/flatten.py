@@ -26,10 +26,10 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from . import masks
-from .jsontext import dumps_text as _dumps
-from .errors import BadFileError, BadRecordError
-from .schema import IdTypes, schema_for
+from .. import masks
+from ..jsontext import dumps_text as _dumps
+from ..errors import BadFileError, BadRecordError
+from ..schema import IdTypes, schema_for
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _EXACT = 2**53  # integers up to this magnitude are exact in float64

@@ -18,7 +18,7 @@ import re
 import duckdb
 import pyarrow as pa
 
-from .errors import QueryError
+from ..errors import QueryError
 from .views import SQL_DIR, SqlFile, load_sql_dir, run_sql
 
 log = logging.getLogger(__name__)

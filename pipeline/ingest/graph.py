@@ -28,9 +28,9 @@ import dask
 from dask.delayed import Delayed
 
 from .flatten import ImageSizes
-from .ingest import SECTION_ORDER, ChunkTask, FilePlan, IngestOptions, ingest_chunk, plan_file, write_info
-from .per_image import BATCH_TABLES, BatchTask, FileSet, ingest_batch
-from .warehouse import Part, Warehouse
+from .tasks import SECTION_ORDER, ChunkTask, FilePlan, IngestOptions, ingest_chunk, plan_file, write_info
+from .filesets import BATCH_TABLES, BatchTask, FileSet, ingest_batch
+from ..warehouse import Part, Warehouse
 
 
 def _key(name: str, run_id: str) -> str:

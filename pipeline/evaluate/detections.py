@@ -39,14 +39,15 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import flatten, masks, sources
-from .errors import BadFileError, CocolakeError, WarehouseError
-from .flatten import FileContext, ImageSizes, _Bad, _check_id, _classify_segmentation, _Collector, _is_num
-from .id_types import words
-from .schema import schema_for
-from .split import StructureScanner, iter_blocks
-from .views import raw_relation_sql, register_filesystem
-from .warehouse import Part, Warehouse, write_part
+from ..ingest import flatten, sources
+from .. import masks
+from ..errors import BadFileError, CocolakeError, WarehouseError
+from ..ingest.flatten import FileContext, ImageSizes, _Bad, _check_id, _classify_segmentation, _Collector, _is_num
+from ..id_types import words
+from ..schema import schema_for
+from ..ingest.scan import StructureScanner, iter_blocks
+from ..query.views import raw_relation_sql, register_filesystem
+from ..warehouse import Part, Warehouse, write_part
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +400,7 @@ def run_ingest_results(
 
 def _ingest_results(wh: Warehouse, url: str, *, run, split, workers, scheduler, chunk_bytes, on_bad_record,
                     cache_dir, progress) -> ResultsReport:
-    from .runner import compute, dask_client
+    from ..ingest.run import compute, dask_client
 
     t0 = time.perf_counter()
     manifest = wh.read_manifest()

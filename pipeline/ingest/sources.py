@@ -52,7 +52,7 @@ from urllib.parse import unquote, urlsplit
 import fsspec
 from fsspec.core import url_to_fs
 
-from .errors import BadFileError, SourceError
+from ..errors import BadFileError, SourceError
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,14 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from . import flatten, id_types, sources
-from .errors import BadFileError, CocolakeError
+from . import flatten, sources
+from .. import id_types
+from ..errors import BadFileError, CocolakeError
 from .flatten import FileContext, ImageSizes
-from .jsontext import dumps_text
-from .schema import IdTypes, schema_for
-from .split import RECORD_SECTIONS, StructureScanner, iter_blocks, record_spans, scan_document
-from .warehouse import write_part
+from ..jsontext import dumps_text
+from ..schema import IdTypes, schema_for
+from .scan import RECORD_SECTIONS, StructureScanner, iter_blocks, record_spans, scan_document
+from ..warehouse import write_part
 
 log = logging.getLogger(__name__)
 

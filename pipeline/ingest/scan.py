@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from .errors import BadFileError
+from ..errors import BadFileError
 
 RECORD_SECTIONS = ("images", "annotations", "categories", "licenses")
 

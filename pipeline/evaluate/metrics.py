@@ -35,9 +35,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import masks
-from .errors import CocolakeError, QueryError
-from .views import check_single_select, short_error
+from .. import masks
+from ..errors import CocolakeError, QueryError
+from ..query.views import check_single_select, short_error
 
 log = logging.getLogger(__name__)
 
@@ -644,7 +644,7 @@ def compute(run, split, iou_type, where, params: Params, img_ids, cat_ids, names
 
 def match_tables(result: Evaluation, id_type: str = "int64"):
     """The ``prediction_matches`` rows of an evaluation, one Arrow table per IoU threshold (area "all")."""
-    from .schema import schema_for
+    from ..schema import schema_for
 
     schema = schema_for("prediction_matches", id_type)
     m = result.matching
@@ -706,8 +706,8 @@ def _ref(ids: np.ndarray, idx: np.ndarray, t: pa.DataType) -> pa.Array:
 
 def save_matches(warehouse: str, dataset: str, result: Evaluation, storage_options: dict | None = None) -> int:
     """Store the match table of ``result`` as the run's ``prediction_matches`` for its IoU type; rows written."""
-    from .schema import schema_for
-    from .warehouse import Part, Warehouse, write_part
+    from ..schema import schema_for
+    from ..warehouse import Part, Warehouse, write_part
 
     wh = Warehouse(warehouse, dataset, storage_options)
     with wh.writer_lock():

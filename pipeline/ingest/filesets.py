@@ -44,13 +44,14 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from . import flatten, id_types, sources
-from .errors import BadFileError, SourceError
+from . import flatten, sources
+from .. import id_types
+from ..errors import BadFileError, SourceError
 from .flatten import FileContext
-from .jsontext import dumps_text
-from .schema import IdTypes, schema_for
-from .split import MAX_RECORD_BYTES, RECORD_SECTIONS
-from .warehouse import write_part
+from ..jsontext import dumps_text
+from ..schema import IdTypes, schema_for
+from .scan import MAX_RECORD_BYTES, RECORD_SECTIONS
+from ..warehouse import write_part
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ class FlatDocument:
 
 def flatten_document(doc, name: str, on_bad_record: str = "error") -> FlatDocument:
     """One whole document (COCO or per-image format) → its tables, like ``ingest`` does by chunks."""
-    from .ingest import detect_kind
+    from .tasks import detect_kind
 
     if type(doc) is not dict:
         what = "a list" if type(doc) is list else "not a JSON object"

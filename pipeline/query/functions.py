@@ -38,8 +38,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import masks
-from .errors import QueryError
+from .. import masks
+from ..errors import QueryError
 from .views import SQL_DIR
 
 log = logging.getLogger(__name__)

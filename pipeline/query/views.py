@@ -1,0 +1,427 @@
+"""views: a DuckDB connection over a warehouse, with the views of ``sql/views``.
+
+Input: a warehouse location and dataset (any fsspec URL), read through its manifest.
+Output: a DuckDB connection where
+
+- ``raw_<table>`` (generated here, from the manifest) are the Parquet parts the manifest
+  lists, exactly as written: one row per source record, per source file, with ``split``;
+- the views of ``sql/views/*.sql`` (one ``CREATE OR REPLACE VIEW`` per file, file name =
+  view name) build on them and never name a path: the location is this module's parameter;
+- the mask functions of ``sqlfuncs`` are registered (when ``functions=True``);
+- with ``restrict=True``, DuckDB opens no file but those parts (``restrict_to_warehouse``),
+  and ``run_sql`` runs user SQL that only reads, errors as one line.
+
+The SQL loader reads files apart from applying them (``load_sql_dir`` / ``apply``), sorts
+them, rejects duplicate names naming both files, applies views in dependency order, and
+re-raises errors with the file name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import pathlib
+import re
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from ..errors import CocolakeError, QueryError, WarehouseError
+from ..schema import TABLES, partition_key, schema_for
+from ..warehouse import Manifest, Warehouse
+
+T = TypeVar("T")
+
+
+def find_sql_dir() -> pathlib.Path:
+    """The directory of cocolake's SQL files (``views/``, ``functions/``, ``checks/``, ``queries/``).
+
+    An installed wheel holds the project's top-level ``sql/`` as the package data
+    ``pipeline/sql`` (pyproject.toml maps one onto the other, so there is one copy); a
+    checkout, or an editable install of it, has no such directory and reads ``sql/`` beside
+    the package. Whether the directory holds any SQL is checked where it is read
+    (``load_sql_dir``), so that the error names the directory.
+    """
+    installed = importlib.resources.files("pipeline") / "sql"
+    if installed.is_dir():
+        return pathlib.Path(str(installed))
+    return pathlib.Path(__file__).resolve().parents[2] / "sql"
+
+
+SQL_DIR = find_sql_dir()
+
+
+@dataclasses.dataclass(frozen=True)
+class SqlFile:
+    name: str
+    path: pathlib.Path
+    text: str
+
+
+def load_sql_dir(directory: pathlib.Path) -> dict[str, SqlFile]:
+    """Every ``*.sql`` file of a directory, by name; duplicate names are an error, and so is
+    a directory that is missing or holds no SQL file (an install without its SQL would
+    otherwise have no views, checks or functions, and say nothing)."""
+    if not directory.is_dir():
+        raise QueryError(f"{directory}: SQL directory not found; cocolake's SQL files are missing "
+                         "(reinstall cocolake, or run it from a checkout that has sql/)")
+    found: dict[str, SqlFile] = {}
+    for path in sorted(directory.rglob("*.sql")):
+        name = path.stem
+        if name in found:
+            raise QueryError(f"two SQL files define {name!r}: {found[name].path} and {path}")
+        found[name] = SqlFile(name, path, path.read_text(encoding="utf-8"))
+    if not found:
+        raise QueryError(f"{directory}: SQL directory holds no .sql file; cocolake's SQL files are missing "
+                         "(reinstall cocolake, or run it from a checkout that has sql/)")
+    return found
+
+
+def _duck_type(t: pa.DataType) -> str:
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    if pa.types.is_int32(t):
+        return "INTEGER"
+    if pa.types.is_float64(t):
+        return "DOUBLE"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "VARCHAR"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_binary(t):
+        return "BLOB"
+    if pa.types.is_list(t):
+        return _duck_type(t.value_type) + "[]"
+    raise TypeError(f"no DuckDB type for {t}")
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def raw_relation_sql(wh: Warehouse, manifest: Manifest, table: str) -> str:
+    """SELECT over the parts of ``table`` that the manifest lists (typed empty relation if none)."""
+    schema = schema_for(table, manifest.id_types())
+    key = partition_key(table)  # the Hive partition column: split, or run for model results
+    files = sorted(manifest.files(table), key=lambda r: (r.split("/part-")[0], r))
+    if not files:
+        cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in schema)
+        return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS {key} WHERE false"
+    listing = ", ".join(_quote(wh.url(r)) for r in files)
+    cols = ", ".join(f"CAST({f.name} AS {_duck_type(f.type)}) AS {f.name}" for f in schema)
+    return (
+        f"SELECT {cols}, CAST({key} AS VARCHAR) AS {key} FROM read_parquet([{listing}], "
+        "hive_partitioning = true, union_by_name = true)"
+    )
+
+
+_VIEW_REF = re.compile(r"\b([a-z_][a-z0-9_]*)\b")
+
+
+def _view_order(files: dict[str, SqlFile], only: Iterable[str] | None = None) -> list[str]:
+    """Views in an order where each comes after the views it reads.
+
+    ``only``: just these names (those that are views) and the views they read.
+    """
+    deps = {n: {m for m in _VIEW_REF.findall(f.text.lower()) if m in files and m != n} for n, f in files.items()}
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(n: str, chain: list[str]):
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            raise QueryError(f"views depend on each other in a cycle: {' -> '.join(chain + [n])}")
+        state[n] = 1
+        for m in sorted(deps[n]):
+            visit(m, chain + [n])
+        state[n] = 2
+        order.append(n)
+
+    for n in sorted(files) if only is None else sorted(set(only) & set(files)):
+        visit(n, [])
+    return order
+
+
+def apply_views(con: duckdb.DuckDBPyConnection, files: dict[str, SqlFile],
+                only: Iterable[str] | None = None) -> None:
+    for name in _view_order(files, only):
+        f = files[name]
+        try:
+            con.execute(f.text)
+        except duckdb.Error as err:
+            raise QueryError(f"{f.path.name}: {err}") from None
+
+
+def register_filesystem(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
+    """Object-store warehouses are read through fsspec (the same filesystem the ingest wrote)."""
+    if wh.protocol not in ("file", "local"):
+        con.register_filesystem(wh.fs)
+
+
+def connect(
+    warehouse: str,
+    dataset: str,
+    *,
+    storage_options: dict | None = None,
+    database: str = ":memory:",
+    functions: bool = True,
+    sql_dir: pathlib.Path | None = None,
+    restrict: bool = False,
+    only: Iterable[str] | None = None,
+    durable: bool = True,
+    for_sql: str | None = None,
+    storage_version: str | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """A connection with the raw relations, the views and (optionally) the mask functions.
+
+    ``for_sql``: the SQL the connection is opened for. Only the views it names (and those
+    they read) are created, and the mask functions only when it calls a function DuckDB
+    does not have: a one-query command then starts in about half the time.
+
+    ``durable=False``: ``database`` is a scratch file, written without waiting for the disk
+    (fsync), which on a busy disk costs more than creating the views.
+
+    ``only``: create just these views and the views they read (binding each view costs
+    time; a short command needs a few); None creates every view.
+
+    ``restrict=True``: afterwards the connection can read the manifest's parts and no other
+    file, and its settings are locked (see ``restrict_to_warehouse``).
+
+    ``storage_version``: a new ``database`` file is written in the storage format of this
+    DuckDB release (``"v1.0.0"``: older DuckDB clients can open it); None: this DuckDB's own.
+    """
+    wh = Warehouse(warehouse, dataset, storage_options)
+    manifest = wh.read_manifest()
+    if manifest is None:
+        raise WarehouseError(f"{wh.url('')}: no warehouse here; run `cocolake ingest` first")
+    con = _open(database, durable, storage_version)
+    con.execute("SET enable_progress_bar = false")  # standard output carries query results
+    register_filesystem(con, wh)
+    if for_sql is not None:
+        only = mentioned_names(for_sql) if only is None else set(only) | mentioned_names(for_sql)
+        functions = functions and calls_unknown_function(con, for_sql)
+    if functions:
+        from . import functions as sqlfuncs
+
+        sqlfuncs.register(con)
+    for attempt in range(VERSION_ATTEMPTS):
+        try:
+            build(con, wh, manifest, sql_dir=sql_dir, only=only)
+            break
+        except (WarehouseError, QueryError):
+            # a commit moved the parts of the version just read out of the table folders
+            fresh = wh.read_manifest()
+            if attempt + 1 == VERSION_ATTEMPTS or fresh is None or fresh.version == manifest.version:
+                con.close()
+                raise
+            manifest = fresh
+    if restrict:
+        restrict_to_warehouse(con, wh, manifest)
+    return con
+
+
+# how many versions a reader tries in turn when commits keep replacing the one it opened
+VERSION_ATTEMPTS = 5
+
+
+def read_current(warehouse: str, dataset: str, work: Callable[[duckdb.DuckDBPyConnection], T], *,
+                 storage_options: dict | None = None, **options) -> T:
+    """``work(con)`` on a connection (``connect(..., **options)``) at the current version.
+
+    A commit moves the parts it replaces out of the table folders (``warehouse``), so a
+    query on a connection opened before the commit fails to open them (on object stores,
+    also one that was reading them). Then ``work`` runs again, whole, on a new connection at
+    the new version: its result is of one version, never a mix. An error while the version
+    stays the same is raised as it is.
+    """
+    wh = Warehouse(warehouse, dataset, storage_options)
+    attempt = 0
+    while True:
+        attempt += 1
+        before = wh.require_manifest().version
+        con = connect(warehouse, dataset, storage_options=storage_options, **options)
+        try:
+            return work(con)
+        except (duckdb.Error, CocolakeError):
+            fresh = wh.read_manifest()
+            if attempt == VERSION_ATTEMPTS or fresh is None or fresh.version == before:
+                raise
+        finally:
+            con.close()
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+
+
+def mentioned_names(text: str) -> set[str]:
+    """Every identifier in ``text`` (lower case): a superset of the views it reads."""
+    return {w.lower() for w in _NAME.findall(text)}
+
+
+def calls_unknown_function(con, text: str) -> bool:
+    """Whether ``text`` calls something that is neither a DuckDB function nor a keyword (``IN (``)."""
+    called = sorted({m.lower() for m in _CALL.findall(text)})
+    if not called:
+        return False
+    known = con.execute(
+        "SELECT lower(function_name) FROM duckdb_functions() WHERE list_contains($1, lower(function_name)) "
+        "UNION SELECT lower(keyword_name) FROM duckdb_keywords() WHERE list_contains($1, lower(keyword_name))",
+        [called],
+    ).fetchall()
+    return bool(set(called) - {r[0] for r in known})
+
+
+def _open(database: str, durable: bool, storage_version: str | None = None) -> duckdb.DuckDBPyConnection:
+    config = {} if storage_version is None else {"storage_compatibility_version": storage_version}
+    if not durable:
+        try:
+            return duckdb.connect(database, config={**config, "fsync_mode": "none"})
+        except duckdb.Error:  # a DuckDB without the fsync_mode setting
+            pass
+    return duckdb.connect(database, config=config)
+
+
+def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | None = None,
+          only: Iterable[str] | None = None) -> None:
+    for table in TABLES:
+        try:
+            con.execute(f"CREATE OR REPLACE VIEW raw_{table} AS {raw_relation_sql(wh, manifest, table)}")
+        except duckdb.Error as err:
+            raise WarehouseError(f"{wh.url('')}: cannot read table {table}: {err}") from None
+    apply_views(con, load_sql_dir((sql_dir or SQL_DIR) / "views"), only)
+
+
+# ------------------------------------------------------------------ user SQL, read only
+# what `cocolake sql` runs unless told --allow-external-access (DESCRIBE, SHOW, SUMMARIZE,
+# FROM ... and WITH ... are SELECT statements too)
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def restrict_to_warehouse(con: duckdb.DuckDBPyConnection, wh: Warehouse, manifest: Manifest) -> None:
+    """Let the connection read the manifest's Parquet parts and no other file, for good.
+
+    ``enable_external_access = false`` stops COPY, ATTACH, INSTALL/LOAD and every reader of
+    other files; ``allowed_paths`` re-admits exactly the parts the views read; the locked
+    configuration cannot be changed back by the SQL that runs afterwards.
+    """
+    paths = sorted({wh.url(p.path) for p in manifest.parts})
+    try:
+        con.execute("SET allowed_paths = $1", [paths])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except duckdb.Error as err:
+        raise QueryError(f"cannot restrict the connection to the warehouse: {err}") from None
+
+
+# what a user counts per split, as the views count it: an image once however many files list
+# it (the ``images`` view is one row per split and id), an instance once though the
+# person_keypoints file repeats it (the ``annotations`` view), ...
+SPLIT_COUNTS = ("images", "annotations", "keypoints", "captions", "categories", "rejects")
+_SPLIT_COUNTS_SQL = """
+SELECT split, 'images' AS kind, count(DISTINCT id) AS n FROM raw_images GROUP BY split
+UNION ALL SELECT split, 'annotations', count(*) FROM annotations GROUP BY split
+UNION ALL SELECT split, 'keypoints', count(*) FROM keypoints GROUP BY split
+UNION ALL SELECT split, 'captions', count(*) FROM captions GROUP BY split
+UNION ALL SELECT split, 'categories', count(*) FROM categories GROUP BY split
+UNION ALL SELECT split, 'rejects', count(*) FROM rejects GROUP BY split
+UNION ALL SELECT DISTINCT split, 'images', 0 FROM raw_info
+"""
+
+
+def split_counts(warehouse: str, dataset: str, storage_options: dict | None = None) -> dict[str, dict[str, int]]:
+    """{split: {kind: n}} for every split of the dataset as committed, kinds as in ``SPLIT_COUNTS``."""
+    con = connect(warehouse, dataset, storage_options=storage_options, functions=False,
+                  only=SPLIT_COUNTS)
+    try:
+        rows = con.execute(_SPLIT_COUNTS_SQL).fetchall()
+    except duckdb.Error as err:
+        raise QueryError(f"counting the rows of each split: {short_error(err)}") from None
+    finally:
+        con.close()
+    out: dict[str, dict[str, int]] = {}
+    for split, kind, n in rows:
+        counts = out.setdefault(split, dict.fromkeys(SPLIT_COUNTS, 0))
+        counts[kind] += int(n)
+    return dict(sorted(out.items()))
+
+
+def fetch_arrow(rel) -> pa.Table:
+    """A relation's rows as an Arrow table (duckdb 1.x and 2.x spell it differently)."""
+    fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
+    return fetch()
+
+
+def short_error(err: Exception) -> str:
+    """DuckDB's message on one line, without the echoed SQL and caret lines, its hints kept:
+    ``Candidate bindings: "id", ...``, ``Did you mean "images"?``, candidate functions
+    (separated by ``;``); a mask function's error as the function raised it."""
+    return _message_and_line(err)[0]
+
+
+def _message_and_line(err: Exception) -> tuple[str, str | None]:
+    """``short_error``'s message and DuckDB's ``LINE n: ...`` line (None when there is none)."""
+    message, where, listed = "", None, False
+    for line in str(err).strip().splitlines():
+        if line.startswith("LINE "):
+            where = line.strip()
+            break
+        if not line.strip():
+            continue
+        item = line.startswith("\t")  # DuckDB lists candidate functions one per tab-indented line
+        message += ("; " if item and listed else " " if message else "") + line.strip()
+        listed = item and not line.rstrip().endswith(":")
+    message = re.sub(r"^Invalid Input Error: Python exception occurred while executing the UDF: \w+: ", "", message)
+    return message or type(err).__name__, where
+
+
+def check_single_select(sql: str, what: str) -> None:
+    """Refuse ``sql`` (a user's predicate wrapped in a query) unless it is one SELECT statement."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as err:
+        raise QueryError(f"{what}: {short_error(err)}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise QueryError(f"{what}: must be a single SELECT expression, got {len(statements)} statement(s)")
+
+
+def _one_line(err: Exception) -> str:
+    """``short_error`` and the ``LINE n:`` DuckDB points at, when it does."""
+    message, where = _message_and_line(err)
+    return f"{message} ({where})" if where else message
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, text: str, *, read_only: bool = True) -> pa.Table | None:
+    """Run one or more statements; the last one's rows (None when it returns none).
+
+    ``read_only``: every statement must be a SELECT or EXPLAIN, checked before any runs.
+    Errors are one line: the statement's number when there are several, DuckDB's message.
+    """
+    try:
+        statements = con.extract_statements(text)
+    except duckdb.Error as err:
+        raise QueryError(_one_line(err)) from None
+    if not statements:
+        raise QueryError("no SQL statement given")
+    if read_only:
+        for n, st in enumerate(statements, 1):
+            kind = getattr(st.type, "name", str(st.type)).rsplit(".", 1)[-1]
+            if kind not in READ_ONLY_STATEMENTS:
+                where = f"statement {n} is" if len(statements) > 1 else "got"
+                raise QueryError(
+                    f"only read-only queries run here (SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, "
+                    f"EXPLAIN); {where} {kind}: {st.query.strip()[:60]!r}; "
+                    "pass --allow-external-access to run it anyway"
+                )
+    result = None
+    for n, st in enumerate(statements, 1):
+        try:
+            rel = con.sql(st.query)
+            result = fetch_arrow(rel) if rel is not None else None
+        except duckdb.Error as err:
+            prefix = f"statement {n}: " if len(statements) > 1 else ""
+            raise QueryError(prefix + _one_line(err)) from None
+    return result
