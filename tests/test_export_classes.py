@@ -236,4 +236,4 @@ def test_parquet_refuses_class_edits_and_bad_files_stop_the_command(mini_warehou
 def test_help_states_the_defaults():
     done = subprocess.run([COCOLAKE, "export", "--help"], capture_output=True, text=True, timeout=120)
     flat = " ".join(done.stdout.split())
-    assert "Default: all for coco and parquet (round trip), used for yolo" in flat
+    assert "Default: all for coco and parquet (round trip), used for yolo and hf" in flat

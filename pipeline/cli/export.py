@@ -28,7 +28,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                       help="file with a SELECT returning an annotation_id or image_id column (optionally split)")
     p.add_argument("--split", dest="splits", action="extend", nargs="+", metavar="S",
                    help="only these splits (repeatable; default: all)")
-    p.add_argument("--format", required=True, choices=("coco", "yolo", "parquet"), help="output format")
+    p.add_argument("--format", required=True, choices=("coco", "yolo", "parquet", "hf"),
+                   help="output format (hf: Parquet shards of one row per image, for Hugging Face datasets)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory: new or empty (it is built beside it and renamed into place at the end)")
     p.add_argument("--overwrite", action="store_true",
@@ -48,10 +49,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="YOLO labels: boxes or polygons (default: detect)")
     p.add_argument("--include-crowd", action="store_true", help="YOLO: keep iscrowd=1 annotations as objects")
     p.add_argument("--classes", metavar="all|used|FILE",
-                   help="which categories to write: all, only those the subset's annotations use (YOLO: "
+                   help="which categories to write: all, only those the subset's annotations use (YOLO and hf: "
                    "contiguous class indices in category-id order), or a class-map YAML file that renames, "
                    "merges (several names onto one) and drops (null) categories by name. Default: all for "
-                   "coco and parquet (round trip), used for yolo")
+                   "coco and parquet (round trip), used for yolo and hf")
     p.add_argument("--threads", type=int, default=8, help="parallel image transfers (default: 8)")
     p.add_argument("--allow-external-access", action="store_true",
                    help="let --where/--sql read files outside the warehouse (e.g. read_csv('ids.csv')); by "

@@ -8,10 +8,15 @@ format. Output, under ``out`` (built beside it and renamed into place at the end
 - ``coco``: ``annotations/<kind>_<split>.json`` and the images at ``<split>/<file_name>``;
 - ``yolo``: ``data.yaml``, ``labels/<split>/*.txt`` and ``images/<split>/<file_name>``;
 - ``parquet``: ``<dataset>/...`` a warehouse of its own (manifest included), with the image
-  bytes in ``images.image_bytes``.
+  bytes in ``images.image_bytes``;
+- ``hf``: ``data/<split>-NNNNN-of-NNNNN.parquet``, one row per image with its objects, that
+  Hugging Face ``datasets.load_dataset("parquet", data_dir=out)`` reads as it is.
+
+``classes`` (``--classes``) says which categories are written, under which names and ids;
+by default all of them for coco and parquet, those the subset uses for yolo and hf.
 
 The stages: ``select`` (selector → temp tables of the subset's rows, on a read-only
-connection), one writer per format (``coco``, ``yolo``, ``parquet``) and ``images``
+connection), one writer per format (``coco``, ``yolo``, ``parquet``, ``hf``) and ``images``
 (files copied, linked or fetched in parallel). ``export(...)`` mirrors
 ``cocolake export``::
 
@@ -64,6 +69,11 @@ def _write(opts: ExportOptions, spec, report: ExportReport, progress: Progress |
             from . import parquet
 
             report.files = parquet.write_parquet(con, opts, file_rows, progress)
+            return
+        if opts.format == "hf":
+            from . import hf
+
+            report.files = hf.write_hf(con, opts, cmap, report, progress)
             return
         if opts.format == "coco":
             from . import coco

@@ -228,6 +228,6 @@ def apply(con, spec: ClassSpec) -> tuple[ClassMap, int]:
     where = ("EXISTS (SELECT 1 FROM raw_annotations AS r JOIN export_dropped_categories AS d "
              "ON d.id = r.category_id WHERE r.split = e.split AND r.source_file = e.source_file AND r.id = e.id)")
     # a person's keypoints row shares its instance's id: counted once, as the annotation
-    n = con.execute(f"SELECT count(DISTINCT (e.split, e.id)) FROM export_annotations AS e WHERE {where}").fetchone()[0]
+    n = con.execute(f"SELECT count(DISTINCT (e.split, e.id)) FROM export_annotations AS e WHERE {where}").fetchall()[0][0]
     con.execute(f"DELETE FROM export_annotations AS e WHERE {where}")
     return cmap, n

@@ -13,14 +13,14 @@ from typing import Literal, get_args
 
 from ..errors import CocolakeError, ConfigError
 
-Format = Literal["coco", "yolo", "parquet"]
+Format = Literal["coco", "yolo", "parquet", "hf"]
 ImagesMode = Literal["copy", "link", "none"]
 Keep = Literal["matching", "all"]
 Task = Literal["detect", "segment"]
 
 # --classes when not given: COCO and Parquet round-trip every category; training formats
 # get only the classes the subset has, so the model's head has no empty classes
-DEFAULT_CLASSES = {"coco": "all", "parquet": "all", "yolo": "used"}
+DEFAULT_CLASSES = {"coco": "all", "parquet": "all", "yolo": "used", "hf": "used"}
 
 # progress(phase, done, total); phase is e.g. "images"
 Progress = Callable[[str, int, int], None]
@@ -86,9 +86,12 @@ class ExportOptions:
         if self.format == "parquet" and self.images == "link":
             raise ConfigError("images: 'link' has no meaning for --format parquet; use 'copy' to embed the "
                               "image bytes in an image_bytes column, or 'none'")
+        if self.format == "hf" and self.images == "link":
+            raise ConfigError("images: 'link' has no meaning for --format hf; use 'copy' to embed the image "
+                              "bytes, or 'none' to store where each image is")
         if self.format == "parquet" and self.class_choice != "all":
             raise ConfigError(f"classes: {self.classes!r} does not apply to --format parquet, which keeps the "
-                              "source rows unchanged; use --format coco or yolo to edit categories")
+                              "source rows unchanged; use --format coco, yolo or hf to edit categories")
         if self.classes is not None and not str(self.classes).strip():
             raise ConfigError("classes: empty; give all, used, or a class-map YAML file")
         if not self.out:
