@@ -209,3 +209,41 @@ def test_link_is_refused_and_a_class_map_applies(mini_warehouse, tmp_path):
     assert loaded.features["objects"]["category"].feature.names == ["animal"]
     assert sum(len(o["id"]) for o in loaded["objects"]) == 5  # the val2017 dogs and cats
     assert report.left_out == {"dropped class": 624 - 5}
+
+
+# what pip prints when it cannot reach the package index (no network, no proxy, no DNS)
+_UNREACHABLE = ("from versions: none", "NewConnectionError", "Network is unreachable", "Max retries exceeded",
+                "Temporary failure in name resolution", "ConnectTimeout", "ProxyError")
+
+_LOAD_3X = """
+import json, sys, datasets
+assert datasets.__version__.startswith("3."), datasets.__version__
+ds = datasets.load_dataset("parquet", data_dir=sys.argv[1], cache_dir=sys.argv[2], split="val2017")
+row = ds[0]
+print(json.dumps({"names": ds.features["objects"].feature["category"].names, "rows": len(ds),
+                  "size": list(row["image"].size), "wh": [row["width"], row["height"]],
+                  "objects": sum(len(o["id"]) for o in ds["objects"])}))
+"""
+
+
+@pytest.mark.slow
+def test_datasets_3_reads_the_sequence_features_too(full_export, coco_mini, tmp_path):
+    """datasets before 4.0 has no List feature: the metadata's Sequence form is what it reads."""
+    out, _ = full_export
+    target = tmp_path / "datasets-3"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                           "--no-deps", "--target", str(target), "datasets==3.6.0"],
+                          capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+        if any(m in done.stderr for m in _UNREACHABLE) and not ci:
+            pytest.skip(f"pip cannot reach the package index: {done.stderr.strip().splitlines()[-1]}")
+        pytest.fail(f"pip install datasets==3.6.0 failed:\n{done.stderr[-3000:]}")
+    env = {**os.environ, "PYTHONPATH": str(target), "HF_HOME": str(tmp_path / "hf-home")}
+    run = subprocess.run([sys.executable, "-c", _LOAD_3X, str(out), str(tmp_path / "cache")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    src = gt(coco_mini, "instances", "val2017")
+    assert got["rows"] == len(src.getImgIds()) and got["objects"] == len(src.getAnnIds())
+    assert got["size"] == got["wh"] and "dog" in got["names"] and got["names"][0] == "person"

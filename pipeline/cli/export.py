@@ -1,4 +1,4 @@
-"""``cocolake export``: a subset picked by one SQL predicate → COCO JSON, YOLO or Parquet."""
+"""``cocolake export``: a subset picked by one SQL predicate → COCO JSON, YOLO, Parquet or HF shards."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from .progress import make_progress
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export",
-        help="export a subset as COCO JSON, YOLO or Parquet, with its images",
+        help="export a subset as COCO JSON, YOLO, Parquet or a Hugging Face dataset, with its images",
         description="Export the annotations a SQL predicate picks (and the images that hold them) as COCO "
-        "JSON, an Ultralytics YOLO dataset or a Parquet warehouse. With no --where/--sql everything is "
+        "JSON, an Ultralytics YOLO dataset, a Parquet warehouse or Parquet shards of one row per image for "
+        "Hugging Face datasets. With no --where/--sql everything is "
         "exported, and a COCO export gives back the source files.",
     )
     add_warehouse_options(p, config_help="take warehouse, dataset and image root from this YAML config; "

@@ -20,7 +20,8 @@ of the split in image-id order:
 
 Every shard has the same schema, with the ``datasets`` features in the schema metadata
 (key ``huggingface``: ``{"info": {"features": ...}}``), written here as JSON in the
-``Sequence`` form every ``datasets`` release reads; ``datasets`` is not imported. Row
+``Sequence`` form, which ``datasets`` 3.x reads as it is and 4.x and later translate to
+``List``; ``datasets`` is not imported. Row
 groups hold ``ROW_GROUP_ROWS`` rows (``ROW_GROUP_ROWS_WITH_BYTES`` with embedded images) so
 that streaming reads a few MB at a time; a shard is closed past ``MAX_SHARD_BYTES``.
 """
