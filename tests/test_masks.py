@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import array_shapes, arrays
 from pycocotools import mask as cmask
 from pycocotools.coco import COCO
 
-from pipeline import masks
+from pipeline import masks, rlekernel
 from pipeline.errors import CocolakeError
 from pipeline.masks import InvalidMask
 
@@ -165,6 +165,7 @@ def test_python_api_fallback_gives_the_same_results(cocos, monkeypatch):
     want_area = masks.area(strings, sizes)
     want_runs = [masks.counts_to_list(s) for s in strings]
     monkeypatch.setattr(masks, "_C", None)
+    monkeypatch.setattr(rlekernel, "AVAILABLE", False)
     for ann in anns:
         want = coco.annToRLE(ann)["counts"].decode()
         assert masks.encode_segmentation(ann["segmentation"], *image_size(coco, ann)) == want
@@ -270,6 +271,7 @@ def test_invalid_mask_is_a_cocolake_error_and_a_value_error():
 ])
 def test_bad_polygons_are_rejected_before_reaching_c(monkeypatch, parts, size, message):
     monkeypatch.setattr(masks, "_C", Tripwire())
+    monkeypatch.setattr(rlekernel, "_ext", Tripwire())
     with pytest.raises(InvalidMask, match=message) as err:
         masks.encode_segmentation(parts, *size)
     assert err.value.index is None  # a single segmentation is not a batch

@@ -1,0 +1,18 @@
+"""Build configuration of the C extension; everything else is in pyproject.toml.
+
+pipeline._rlekernel encodes polygon and run-list batches to COCO compressed RLE (see
+pipeline/_rlekernel.c). It must be compiled without floating-point contraction and without
+fast-math: a fused multiply-add changes pycocotools' ``ys + s*t + .5`` in its last bit, and
+with it the pixels of some polygons.
+"""
+
+import sys
+
+from setuptools import Extension, setup
+
+if sys.platform == "win32":
+    STRICT_FP = ["/fp:strict"]
+else:
+    STRICT_FP = ["-O2", "-ffp-contract=off", "-fno-fast-math"]
+
+setup(ext_modules=[Extension("pipeline._rlekernel", ["pipeline/_rlekernel.c"], extra_compile_args=STRICT_FP)])
