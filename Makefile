@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 
 .PHONY: venv ingest test test-fast smoke bench clean
 
-$(BIN)/cocolake: pyproject.toml
+# setup.py and the C source: pip install -e rebuilds the extension when they change
+$(BIN)/cocolake: pyproject.toml setup.py pipeline/_rlekernel.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -241,7 +241,7 @@ static int cmp_int(const void *a, const void *b) {
 
 /* Runs of one polygon part (k vertices at xy), appended to wk->runs; returns the count
  * of runs or -1 when out of memory. */
-static long part_runs(Work *wk, const Image *im, const double *xy, size_t k, size_t runs_at) {
+static long part_runs(Work *wk, const Image *im, const double *xy, size_t k, size_t runs_at, int walk_all) {
     if (reserve(&wk->vx, (k + 1) * sizeof(int)) || reserve(&wk->vy, (k + 1) * sizeof(int))) return -1;
     int *x = wk->vx.p, *y = wk->vy.p;
     const double scale = 5;
@@ -260,7 +260,7 @@ static long part_runs(Work *wk, const Image *im, const double *xy, size_t k, siz
         walk_point(&e, n, &lu, &lv);
         if (j > 0 && pair(wk, im, last_u, last_v, fu, fv)) return -1;
         size_t before = wk->n;
-        int r = edge_crossings(wk, im, &e);
+        int r = walk_all ? 1 : edge_crossings(wk, im, &e);
         if (r < 0) return -1;
         if (r > 0) {
             wk->n = before;
@@ -457,7 +457,7 @@ static int size_ok(int64_t h, int64_t w) {
 
 static Status encode_polygons(const double *coords, size_t ncoords, const int64_t *po, size_t npo,
                               const int64_t *ao, const int64_t *hs, const int64_t *ws,
-                              const uint8_t *skip, size_t n, Work *wk, Out *o) {
+                              const uint8_t *skip, size_t n, int walk_all, Work *wk, Out *o) {
     Status ok = {NULL, 0, 0}, nomem = {NULL, 0, 1};
     o->offsets[0] = 0;
     for (size_t i = 0; i < n; i++) {
@@ -477,7 +477,7 @@ static Status encode_polygons(const double *coords, size_t ncoords, const int64_
             if ((e - s) % 2 || e - s < 6) return bad("polygon has an odd count or fewer than 6 coordinates", i);
             for (int64_t c = s; c < e; c++)
                 if (!(fabs(coords[c]) <= COORD_LIMIT)) return bad("coordinate is not finite or beyond 1e8", i);
-            long m = part_runs(wk, &im, coords + s, (size_t)(e - s) / 2, used);
+            long m = part_runs(wk, &im, coords + s, (size_t)(e - s) / 2, used, walk_all);
             if (m < 0) return nomem;
             parts = wk->parts.p;
             parts[2 * j] = used;
@@ -572,7 +572,8 @@ static int outputs(PyObject *off, PyObject *area, PyObject *box, Py_buffer *v, s
 
 static PyObject *py_encode_polygons(PyObject *self, PyObject *args) {
     PyObject *coords, *po, *ao, *hs, *ws, *skip, *off, *area, *box;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOO", &coords, &po, &ao, &hs, &ws, &skip, &off, &area, &box))
+    int walk_all = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO|p", &coords, &po, &ao, &hs, &ws, &skip, &off, &area, &box, &walk_all))
         return NULL;
     Py_buffer v[NBUF];
     memset(v, 0, sizeof(v));
@@ -592,7 +593,7 @@ static PyObject *py_encode_polygons(PyObject *self, PyObject *args) {
     Status st;
     Py_BEGIN_ALLOW_THREADS
     st = encode_polygons(v[3].buf, (size_t)v[3].len / 8, v[4].buf, (size_t)v[4].len / 8, v[5].buf, v[6].buf,
-                         v[7].buf, skip != Py_None ? v[8].buf : NULL, n, &wk, &o);
+                         v[7].buf, skip != Py_None ? v[8].buf : NULL, n, walk_all, &wk, &o);
     Py_END_ALLOW_THREADS
     return result(st, &wk, v, NBUF);
 error:
@@ -644,9 +645,10 @@ static PyMethodDef methods[] = {
      "rows_differ(lo, hi, h) -> how many y in [lo, hi] get a different row from the integer\n"
      "formula than from pycocotools' double expression (a self-check for the tests)."},
     {"encode_polygons", py_encode_polygons, METH_VARARGS,
-     "encode_polygons(coords, part_offsets, ann_offsets, heights, widths, skip, offsets, areas, bboxes) -> bytes\n"
-     "float64 coords, int64 offsets/sizes, uint8 skip (or None); fills the int64/float64 outputs and returns\n"
-     "the counts strings joined (string i is data[offsets[i]:offsets[i + 1]])."},
+     "encode_polygons(coords, part_offsets, ann_offsets, heights, widths, skip, offsets, areas, bboxes[, walk])\n"
+     "-> bytes. float64 coords, int64 offsets/sizes, uint8 skip (or None); fills the int64/float64 outputs and\n"
+     "returns the counts strings joined (string i is data[offsets[i]:offsets[i + 1]]). walk=True walks every\n"
+     "edge point by point as pycocotools does (slower, same result; for the tests)."},
     {"encode_runs", py_encode_runs, METH_VARARGS,
      "encode_runs(runs, run_offsets, heights, widths, skip, offsets, areas, bboxes) -> bytes\n"
      "Uncompressed RLE runs (int64) to counts strings, like encode_polygons."},

@@ -61,15 +61,19 @@ def _outputs(n: int):
     return np.zeros(n + 1, np.int64), np.zeros(n, np.int64), np.zeros((n, 4), np.float64)
 
 
-def encode_polygons(coords, part_offsets, ann_offsets, heights, widths, skip=None) -> Batch:
+def encode_polygons(coords, part_offsets, ann_offsets, heights, widths, skip=None,
+                    walk_every_edge: bool = False) -> Batch:
     """Annotation i owns parts ann_offsets[i]:ann_offsets[i + 1]; part j is the x0, y0, x1,
     y1, ... in coords[part_offsets[j]:part_offsets[j + 1]]; the parts are joined (union).
-    Items with skip[i] set get an empty string, area 0 and bbox 0."""
+    Items with skip[i] set get an empty string, area 0 and bbox 0. ``walk_every_edge``
+    traces every edge point by point as pycocotools does (the kernel's own fallback for
+    edges where rounding makes a column jump), for the tests: slower, same result."""
     h, w = _i64(heights), _i64(widths)
     n = len(h)
     offsets, areas, bboxes = _outputs(n)
     data = _ext.encode_polygons(np.ascontiguousarray(coords, dtype=np.float64), _i64(part_offsets),
-                                _i64(ann_offsets), h, w, _skip(skip, n), offsets, areas, bboxes)
+                                _i64(ann_offsets), h, w, _skip(skip, n), offsets, areas, bboxes,
+                                walk_every_edge)
     return Batch(data, offsets, areas, bboxes)
 
 

@@ -87,8 +87,10 @@ def test_every_polygon_annotation_equals_annToRLE(cocos, name):
     coco = cocos[name]
     anns = [a for a in coco.dataset["annotations"] if isinstance(a["segmentation"], list)]
     h, w = sizes_of(coco, anns)
-    enc = rlekernel.encode_polygons(*flat([a["segmentation"] for a in anns]), h, w)
-    assert_equals_oracle(enc, [coco.annToRLE(a) for a in anns])
+    want = [coco.annToRLE(a) for a in anns]
+    for walk in (False, True):
+        enc = rlekernel.encode_polygons(*flat([a["segmentation"] for a in anns]), h, w, walk_every_edge=walk)
+        assert_equals_oracle(enc, want)
     assert sum(len(a["segmentation"]) > 1 for a in anns) >= 5  # joined parts are covered
 
 
@@ -241,8 +243,10 @@ def polygon_cases(draw):
 @given(polygon_cases())
 def test_fuzzed_polygons_equal_pycocotools(case):
     h, w, parts = case
-    enc = rlekernel.encode_polygons(*flat([parts]), [h], [w])
-    assert_equals_oracle(enc, [cmask.merge(cmask.frPyObjects(parts, h, w))])
+    want = [cmask.merge(cmask.frPyObjects(parts, h, w))]
+    assert_equals_oracle(rlekernel.encode_polygons(*flat([parts]), [h], [w]), want)
+    # the point-by-point walk the kernel falls back to where a column would jump
+    assert_equals_oracle(rlekernel.encode_polygons(*flat([parts]), [h], [w], walk_every_edge=True), want)
 
 
 @needs_kernel
@@ -266,8 +270,9 @@ def test_polygons_far_outside_and_huge():
         (10000, 1, [[0.2, -3.0, 0.4, 10003.0, 0.6, 10003.0]]),
     ]
     for h, w, parts in cases:
-        enc = rlekernel.encode_polygons(*flat([parts]), [h], [w])
-        assert_equals_oracle(enc, [cmask.merge(cmask.frPyObjects(parts, h, w))])
+        for walk in (False, True):
+            enc = rlekernel.encode_polygons(*flat([parts]), [h], [w], walk_every_edge=walk)
+            assert_equals_oracle(enc, [cmask.merge(cmask.frPyObjects(parts, h, w))])
 
 
 # ------------------------------------------------------------------- fuzz: run lists
