@@ -89,7 +89,7 @@ static void work_free(Work *w) {
 /* ------------------------------------------------------------------ boundary crossings */
 typedef struct {
     int h, w;
-    int max_x; /* largest scaled column of a pixel centre: 5 * (w - 1) + 2 */
+    int64_t max_x; /* largest scaled column of a pixel centre: 5 * (w - 1) + 2 (beyond int for wide images) */
 } Image;
 
 /* pycocotools' row of a boundary pair whose lower point is y (scaled):
@@ -467,7 +467,7 @@ static Status encode_polygons(const double *coords, size_t ncoords, const int64_
         if (!size_ok(hs[i], ws[i])) return bad("image size is not positive or has more than 2**31 - 1 pixels", i);
         size_t a = (size_t)ao[i], k = (size_t)(ao[i + 1] - ao[i]);
         if (k == 0) return bad("segmentation has no polygons", i);
-        Image im = {(int)hs[i], (int)ws[i], 5 * ((int)ws[i] - 1) + 2};
+        Image im = {(int)hs[i], (int)ws[i], 5 * (ws[i] - 1) + 2};
         if (reserve(&wk->parts, 2 * k * sizeof(size_t))) return nomem;
         size_t *parts = wk->parts.p, used = 0;
         for (size_t j = 0; j < k; j++) {

@@ -268,11 +268,14 @@ def test_polygons_far_outside_and_huge():
         (1, 1, [[-0.5, -0.5, 1.5, -0.5, 1.5, 1.5, -0.5, 1.5]]),
         (1, 10000, [[-3.0, 0.2, 10003.0, 0.4, 10003.0, 0.6]]),
         (10000, 1, [[0.2, -3.0, 0.4, 10003.0, 0.6, 10003.0]]),
+        # wider than 5 * width fits in a C int, far out along x
+        (1, 500_000_000, [[99_999_000.0, -1.0, 1e8, 0.4, 99_999_500.0, 2.0, 99_999_000.2, 1.5]]),
     ]
     for h, w, parts in cases:
         for walk in (False, True):
             enc = rlekernel.encode_polygons(*flat([parts]), [h], [w], walk_every_edge=walk)
             assert_equals_oracle(enc, [cmask.merge(cmask.frPyObjects(parts, h, w))])
+        assert masks.encode_segmentation(parts, h, w) == enc.strings()[0]
 
 
 # ------------------------------------------------------------------- fuzz: run lists
