@@ -20,7 +20,7 @@ import dataclasses
 import pyarrow as pa
 
 TABLES = ("images", "annotations", "keypoints", "captions", "categories", "licenses", "info", "rejects",
-          "predictions", "prediction_matches")
+          "predictions", "prediction_matches", "merge_sources")
 
 # the Hive partition key of each table (``split`` unless named here): the tables of a
 # model's results are partitioned by run, ``<table>/run=<run>/``; their manifest parts
@@ -299,6 +299,25 @@ def prediction_matches_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
     )
 
 
+def merge_sources_schema(id_type: str = "int64") -> pa.Schema:
+    """One row per id of a merged dataset and a source record it came from (``cocolake merge``).
+
+    A derived table: the part's ``source_file`` in the manifest is the source dataset's name.
+    """
+    t = id_arrow_type(id_type)
+    return pa.schema(
+        [
+            # images | annotations | captions | categories
+            pa.field("id_space", pa.string(), nullable=False),
+            # the id in the merged dataset
+            pa.field("id", t, nullable=False),
+            pa.field("source_dataset", pa.string(), nullable=False),
+            # the id in the source dataset, as text ('397133')
+            pa.field("original_id", pa.string(), nullable=False),
+        ]
+    )
+
+
 SCHEMAS = {
     "images": images_schema,
     "annotations": annotations_schema,
@@ -310,6 +329,7 @@ SCHEMAS = {
     "rejects": rejects_schema,
     "predictions": predictions_schema,
     "prediction_matches": prediction_matches_schema,
+    "merge_sources": merge_sources_schema,
 }
 
 

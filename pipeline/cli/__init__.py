@@ -22,6 +22,7 @@ COMMANDS = {
     "synth": "synth",
     "ingest": "ingest",
     "export": "export",
+    "merge": "merge",
     "ingest-results": "ingest_results",
     "evaluate": "evaluate",
     "sql": "sql",

@@ -1,0 +1,287 @@
+"""cocolake merge: two datasets whose image, annotation and category ids collide, into one.
+
+A is coco-mini's val2017 instances; B is coco-mini's train2017 instances given A's image
+and annotation ids, with the category ids reversed for the same names, plus one val2017
+image (the same file as in A, under another id) with its annotations. pycocotools loads
+the merged COCO export and decodes every mask.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from pipeline import views
+from pipeline.categories import load_category_map, parse_category_map
+from pipeline.errors import ConfigError
+from pipeline.export import export
+from pipeline.merge import MergeError, merge
+from pipeline.runner import run_ingest
+from pipeline.warehouse import Warehouse
+
+SHARED_FILE = 0  # index in val2017's images of the image B shares with A
+
+
+def _b_document(val: dict, train: dict) -> dict:
+    b = copy.deepcopy(train)
+    a_images = sorted(i["id"] for i in val["images"])
+    a_anns = sorted(a["id"] for a in val["annotations"])
+    cat_ids = sorted(c["id"] for c in train["categories"])
+    perm = dict(zip(cat_ids, reversed(cat_ids)))
+    shared = copy.deepcopy(val["images"][SHARED_FILE])
+    shared_anns = [copy.deepcopy(a) for a in val["annotations"] if a["image_id"] == shared["id"]]
+    b["images"].append(shared)
+    b["annotations"] += shared_anns
+    # A's image ids in order, then new ones; the shared image gets an id that is not its own in A
+    image_ids = [i for i in a_images if i != shared["id"]] + [max(a_images) + k for k in range(1, 10)]
+    new_image = {img["id"]: image_ids[k] for k, img in enumerate(b["images"])}
+    new_image[shared["id"]] = image_ids[len(b["images"]) - 1]
+    for img in b["images"]:
+        img["id"] = new_image[img["id"]]
+    ann_ids = a_anns + [max(a_anns) + k for k in range(1, len(b["annotations"]) + 1)]
+    for k, ann in enumerate(b["annotations"]):
+        ann["id"] = ann_ids[k]
+        ann["image_id"] = new_image[ann["image_id"]]
+        ann["category_id"] = perm[ann["category_id"]]
+    for cat in b["categories"]:
+        cat["id"] = perm[cat["id"]]
+    b["categories"].sort(key=lambda c: c["id"])
+    return b
+
+
+@pytest.fixture(scope="module")
+def sources(coco_mini, tmp_path_factory):
+    """(warehouse, A's JSON path, B's JSON path) with datasets A and B ingested, and M = merge(A, B)."""
+    root = tmp_path_factory.mktemp("merge")
+    val_path = coco_mini / "annotations" / "instances_val2017.json"
+    val = json.loads(val_path.read_text())
+    train = json.loads((coco_mini / "annotations" / "instances_train2017.json").read_text())
+    b_dir = root / "b"
+    b_dir.mkdir()
+    b_path = b_dir / "instances_train2017.json"
+    b_path.write_text(json.dumps(_b_document(val, train)))
+    wh = str(root / "wh")
+    run_ingest([str(val_path)], warehouse=wh, dataset="A", workers=1)
+    run_ingest([str(b_path)], warehouse=wh, dataset="B", workers=1)
+    merge(wh, ["A", "B"], "M")
+    return wh, str(val_path), str(b_path)
+
+
+def _mask_key(coco: COCO, ann: dict) -> tuple:
+    img = coco.imgs[ann["image_id"]]
+    mask = coco.annToMask(ann)
+    digest = hashlib.sha1(np.packbits(mask).tobytes() + str(mask.shape).encode()).hexdigest()
+    return img["file_name"], coco.cats[ann["category_id"]]["name"], digest
+
+
+def _keys(coco: COCO) -> collections.Counter:
+    return collections.Counter(_mask_key(coco, a) for a in coco.dataset["annotations"])
+
+
+def _load(path) -> COCO:
+    with open(os.devnull, "w") as quiet:  # pycocotools prints while it indexes
+        old, sys.stdout = sys.stdout, quiet
+        try:
+            return COCO(str(path))
+        finally:
+            sys.stdout = old
+
+
+def test_merged_export_loads_in_pycocotools_with_every_source_annotation(sources, tmp_path):
+    wh, a_path, b_path = sources
+    export(str(tmp_path / "out"), warehouse=wh, dataset="M", format="coco", images="none")
+    files = sorted((tmp_path / "out" / "annotations").iterdir())
+    assert [f.name for f in files] == ["instances_train2017.json", "instances_val2017.json"]
+    merged = [_load(f) for f in files]
+    ann_ids = [a["id"] for m in merged for a in m.dataset["annotations"]]
+    assert len(ann_ids) == len(set(ann_ids))  # no annotation id twice, in a file or across the splits
+    for m in merged:
+        image_ids = [i["id"] for i in m.dataset["images"]]
+        assert len(image_ids) == len(set(image_ids))
+        names = [c["name"] for c in m.dataset["categories"]]
+        assert len(names) == len(set(names)) == 80
+    # every source annotation is there with the same file, category name and mask; nothing else is
+    expected = _keys(_load(a_path)) + _keys(_load(b_path))
+    got = _keys(merged[0]) + _keys(merged[1])
+    assert got == expected
+    # the image B shares with A is one image: the same id in both splits
+    shared = json.loads(open(a_path).read())["images"][SHARED_FILE]["file_name"]
+    ids = {next(i["id"] for i in m.dataset["images"] if i["file_name"] == shared) for m in merged}
+    assert len(ids) == 1
+    # categories of the same name are one, with the first source's id
+    a_cats = {c["name"]: c["id"] for c in json.loads(open(a_path).read())["categories"]}
+    for m in merged:
+        assert {c["name"]: c["id"] for c in m.dataset["categories"]} == a_cats
+
+
+def test_provenance_answers_which_source_and_original_id_in_sql(sources):
+    wh, a_path, b_path = sources
+    con = views.connect(wh, "M")
+    rows = con.execute(
+        "SELECT s.source_dataset, s.original_id, a.bbox, a.source_file FROM annotations AS a "
+        "JOIN merge_sources AS s ON s.split = a.split AND s.id_space = 'annotations' AND s.id = a.id"
+    ).fetchall()
+    expected = set()
+    for name, path in (("A", a_path), ("B", b_path)):
+        for ann in json.loads(open(path).read())["annotations"]:
+            expected.add((name, str(ann["id"]), tuple(ann["bbox"]), f"{name}/instances_{os.path.basename(path)[10:]}"))
+    got = {(d, o, tuple(b), f) for d, o, b, f in rows}
+    assert len(rows) == len(got) == len(expected)
+    assert got == expected
+    # the shared image has two sources; every other image one
+    counts = con.execute("SELECT id, count(*) FROM merge_sources WHERE id_space = 'images' GROUP BY id "
+                         "HAVING count(*) > 1").fetchall()
+    assert len(counts) == 1 and counts[0][1] == 2
+
+
+def _first_colliding_image(a_path, b_path) -> int:
+    """The smallest image id of A that B uses for another image (B's copy of the shared file aside)."""
+    a = json.loads(open(a_path).read())
+    shared = a["images"][SHARED_FILE]["file_name"]
+    b_ids = {i["id"] for i in json.loads(open(b_path).read())["images"] if i["file_name"] != shared}
+    return min({i["id"] for i in a["images"]} & b_ids)
+
+
+def test_keep_fails_with_the_first_colliding_id_and_leaves_the_target(sources):
+    wh, a_path, b_path = sources
+    first = _first_colliding_image(a_path, b_path)
+    target = Warehouse(wh, "M")
+    before = open(target.url("_manifest.json"), "rb").read()
+    files_before = sorted(os.listdir(target.url("images/split=val2017")))
+    with pytest.raises(MergeError, match=rf"--ids keep: image id {first} is in both A and B; use --ids renumber"):
+        merge(wh, ["A", "B"], "M", ids="keep")
+    assert open(target.url("_manifest.json"), "rb").read() == before
+    assert sorted(os.listdir(target.url("images/split=val2017"))) == files_before
+
+
+def test_missing_source_leaves_the_target_as_it_was(sources):
+    wh, *_ = sources
+    target = Warehouse(wh, "M")
+    before = open(target.url("_manifest.json"), "rb").read()
+    with pytest.raises(MergeError, match="--from nope: no dataset 'nope'"):
+        merge(wh, ["A", "nope"], "M")
+    assert open(target.url("_manifest.json"), "rb").read() == before
+    with pytest.raises(MergeError, match="--into A: is also a --from dataset"):
+        merge(wh, ["A", "B"], "A")
+
+
+def test_keep_is_chosen_when_no_id_collides(sources, coco_mini):
+    wh, a_path, _ = sources
+    run_ingest([str(coco_mini / "annotations" / "instances_train2017.json")], warehouse=wh, dataset="T", workers=1)
+    report = merge(wh, ["A", "T"], "AT")
+    assert (report.ids, report.reason) == ("keep", "no id collides")
+    con = views.connect(wh, "AT")
+    val = json.loads(open(a_path).read())
+    got = {r[0] for r in con.execute("SELECT id FROM annotations WHERE split = 'val2017'").fetchall()}
+    assert got == {a["id"] for a in val["annotations"]}
+    assert merge(wh, ["A", "T"], "AT", ids="keep").ids == "keep"
+
+
+def test_rerunning_replaces_the_dataset(sources):
+    wh, *_ = sources
+    merge(wh, ["A", "B"], "R")
+    merge(wh, ["B"], "R", ids="renumber")
+    m = Warehouse(wh, "R").require_manifest()
+    assert m.version == 2
+    assert m.splits() == ["train2017"]
+    assert {p.source_file for p in m.parts if p.table != "merge_sources"} == {"B/instances_train2017.json"}
+    con = views.connect(wh, "R")
+    assert con.execute("SELECT count(DISTINCT source_dataset) FROM merge_sources").fetchone()[0] == 1
+
+
+def test_category_file_renames_merges_and_drops(sources, tmp_path):
+    wh, a_path, b_path = sources
+    path = tmp_path / "cats.yaml"
+    path.write_text("person: human\ncar: vehicle\ntruck: vehicle\nbicycle: null\ndog: {name: canine, id: 500}\n")
+    merge(wh, ["A", "B"], "C", categories=load_category_map(str(path)))
+    con = views.connect(wh, "C")
+    source = collections.Counter()
+    for p in (a_path, b_path):
+        doc = json.loads(open(p).read())
+        names = {c["id"]: c["name"] for c in doc["categories"]}
+        source.update(names[a["category_id"]] for a in doc["annotations"])
+    got = dict(con.execute("SELECT category_name, count(*) FROM annotations_enriched GROUP BY 1").fetchall())
+    assert got["human"] == source["person"] and "person" not in got
+    assert got["vehicle"] == source["car"] + source["truck"]
+    assert "bicycle" not in got and sum(got.values()) == sum(source.values()) - source["bicycle"]
+    assert got["canine"] == source["dog"]
+    cats = dict(con.execute("SELECT DISTINCT name, id FROM categories").fetchall())
+    assert cats["canine"] == 500 and cats["human"] == 1 and "bicycle" not in cats
+    assert cats["vehicle"] == 3  # car's id in A, the first source
+    assert con.execute("SELECT count(*) FROM annotations WHERE category_id IS NULL").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- a\n- b\n", "expected a mapping of source category name to target name"),
+    ("1: person\n", r"1: a category name must be a string; quote it"),
+    ("car: [1]\n", r"car: \[1\] is not a category name"),
+    ("car: {name: vehicle, size: 3}\n", "car: unknown key.s. size; expected name and id"),
+    ("car: {name: vehicle, id: x}\n", "car.id: 'x' is not an integer"),
+    ("car: {name: v, id: 3}\ntruck: {name: v, id: 4}\n", "target 'v' is given ids 3 and 4"),
+    ("car: {name: v, id: 3}\ntruck: {name: w, id: 3}\n", "id 3 is given to two targets, 'v' and 'w'"),
+    ("car: [\n", "not valid YAML"),
+])
+def test_category_map_errors_name_file_and_entry(tmp_path, text, message):
+    path = tmp_path / "cats.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{path}: .*{message}|^{path}: {message}"):
+        load_category_map(str(path))
+
+
+def test_category_map_defaults_to_the_own_name():
+    cmap = parse_category_map({"man": "person", "bike": None}, "x.yaml")
+    assert (cmap.target("man"), cmap.target("bike"), cmap.target("dog")) == ("person", None, "dog")
+
+
+TINY_STRING_IDS = {
+    "images": [{"id": "img-a", "file_name": "a.jpg", "height": 10, "width": 10}],
+    "annotations": [{"id": "ann-a", "image_id": "img-a", "category_id": "cat-p", "bbox": [1, 1, 4, 4], "area": 16,
+                     "iscrowd": 0, "segmentation": [[1, 1, 5, 1, 5, 5, 1, 5]]}],
+    "categories": [{"id": "cat-p", "name": "person", "supercategory": "person"}],
+}
+
+
+def test_string_ids_with_int_ids_keep_fails_renumber_works(sources, tmp_path):
+    wh, *_ = sources
+    path = tmp_path / "instances_val2017.json"
+    path.write_text(json.dumps(TINY_STRING_IDS))
+    run_ingest([str(path)], warehouse=wh, dataset="S", workers=1)
+    assert Warehouse(wh, "S").require_manifest().id_type() == "string"
+    with pytest.raises(MergeError, match=r"--ids keep: the sources' id types differ \(A has int64, S has string\)"):
+        merge(wh, ["A", "S"], "AS", ids="keep")
+    assert Warehouse(wh, "AS").read_manifest() is None
+    report = merge(wh, ["A", "S"], "AS")
+    assert report.ids == "renumber"
+    con = views.connect(wh, "AS")
+    row = con.execute("SELECT a.id, a.image_id, s.original_id, a.category_id FROM annotations AS a "
+                      "JOIN merge_sources AS s ON s.id_space = 'annotations' AND s.id = a.id AND s.split = a.split "
+                      "WHERE s.source_dataset = 'S'").fetchall()
+    assert len(row) == 1 and row[0][2] == "ann-a" and isinstance(row[0][0], int) and row[0][3] == 1
+    img = con.execute("SELECT file_name FROM images WHERE id = ?", [row[0][1]]).fetchone()
+    assert img == ("a.jpg",)
+
+
+def test_cocolake_merge_command(sources, tmp_path):
+    wh, a_path, b_path = sources
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"),
+                                                                    os.path.dirname(os.path.dirname(__file__))) if p)}
+    run = subprocess.run([sys.executable, "-m", "pipeline", "merge", "--warehouse", wh, "--from", "A", "--from", "B",
+                          "--into", "cli"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    first = _first_colliding_image(a_path, b_path)
+    assert run.stdout.splitlines()[0] == f"cli: merged from A, B; ids renumber (image id {first} is in both A and B)"
+    assert Warehouse(wh, "cli").require_manifest().splits() == ["train2017", "val2017"]
+    bad = subprocess.run([sys.executable, "-m", "pipeline", "merge", "--warehouse", wh, "--from", "A", "--from",
+                          "nope", "--into", "cli"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        f"cocolake merge: error: --from nope: no dataset 'nope' in {wh} (no {wh}/nope/_manifest.json)"]
