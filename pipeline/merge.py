@@ -20,8 +20,10 @@ the target changes when the merge fails.
   only ids, references and ``source_file`` change. ``merge_sources`` records, per split,
   each merged id and the source dataset and original id it came from.
 
-Annotations of a dropped category go (with their keypoints); images stay. Licenses,
-rejected records and the ``info`` rows are carried per file. Model runs are not merged.
+Licenses with the same name and url are one (the first source's id wins, others get new
+ids after the largest, and images point to them). Annotations of a dropped category go
+(with their keypoints); images stay. Rejected records and the ``info`` rows are carried
+per file. Model runs are not merged.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def merge(warehouse: str, sources: list[str], into: str, *, categories: Category
         con.execute("DROP TABLE cat_map")
         _register(con, "cat_map", _category_map(con, srcs, categories, out_type))
         _new_ids(con, srcs, mode, out_type)
+        _register(con, "lic_map", _license_map(con, srcs))
         _merged_categories(con, srcs, out_type)
         report = MergeReport(into, [s.name for s in srcs], mode, reason)
         report.shared_images = con.execute("SELECT count(*) FROM img WHERE NOT canonical").fetchone()[0]
@@ -216,6 +219,38 @@ def _merged_categories(con, srcs: list[_Source], out_type: str) -> None:
         "QUALIFY row_number() OVER (PARTITION BY c.kind, m.new_id ORDER BY c.src, c.split, c.num NULLS LAST, "
         "c.record_index) = 1"
     )
+
+
+def _license_map(con, srcs: list[_Source]) -> pa.Table:
+    """lic_map rows (src, orig, new_id): licenses with the same name and url are one.
+
+    The first source's license ids win; another source's license that is none of the
+    licenses seen so far gets a new id after the largest (COCO's ids 1-8 mean particular
+    licenses; a custom set's license 1 is likely another).
+    """
+    rows = []
+    for s in srcs:
+        rows += [(s.rank, *r) for r in con.execute(
+            f"SELECT id, first(name ORDER BY split, source_file, record_index), "
+            f"first(url ORDER BY split, source_file, record_index) FROM {s.view('licenses')} "
+            "WHERE id IS NOT NULL GROUP BY id ORDER BY id").fetchall()]
+    seen: dict[tuple, int] = {}
+    for src, lid, name, url in rows:
+        if src == 0:
+            seen.setdefault((name, url), lid)
+    following = max((r[1] for r in rows if r[0] == 0), default=0) + 1
+    out = []
+    for src, lid, name, url in rows:
+        if src == 0:
+            new = lid
+        elif (name, url) in seen:
+            new = seen[(name, url)]
+        else:
+            new = seen[(name, url)] = following
+            following += 1
+        out.append((src, lid, new))
+    return pa.table({"src": pa.array([r[0] for r in out], pa.int32()), "orig": pa.array([r[1] for r in out], pa.int64()),
+                     "new_id": pa.array([r[2] for r in out], pa.int64())})
 
 
 # ---------------------------------------------------------------------------- ids
@@ -334,6 +369,11 @@ def _select(s: _Source, table: str, out_type: str, mode: str) -> str:
 
     if table == "images":
         values["id"] = mapped("mi", "map_img", "id", inner=True)
+        joins.append(f"LEFT JOIN lic_map AS ml ON ml.src = {n} AND ml.orig = r.license")
+        values["license"] = "coalesce(ml.new_id, r.license)"
+    elif table == "licenses":
+        joins.append(f"LEFT JOIN lic_map AS ml ON ml.src = {n} AND ml.orig = r.id")
+        values["id"] = "coalesce(ml.new_id, r.id)"
     elif table == "annotations":
         values["id"] = mapped("ma", "map_ann", "id", inner=True)
         values["image_id"] = mapped("mi", "map_img", "image_id")
@@ -402,6 +442,8 @@ def _write(con, srcs: list[_Source], target: Warehouse, out_type: str, report: M
             rows = write_part(target.fs, f"{target.root}/{rel}", _batches(con, sql, params, schema), schema)
         except duckdb.Error as err:
             raise MergeError(f"{source_file}: cannot merge table {table}: {views.short_error(err)}") from None
+        except OSError as err:
+            raise MergeError(f"{target.url(rel)}: cannot write: {err.strerror or err}") from None
         if rows:
             numbers[split] += 1
             parts.append(Part(table, split, source_file, rel, rows, out_type))

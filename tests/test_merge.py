@@ -285,3 +285,97 @@ def test_cocolake_merge_command(sources, tmp_path):
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == [
         f"cocolake merge: error: --from nope: no dataset 'nope' in {wh} (no {wh}/nope/_manifest.json)"]
+
+
+def _tiny(images: list, licenses: list, category: str) -> dict:
+    return {
+        "licenses": [{"id": i, "name": n, "url": u} for i, n, u in licenses],
+        "images": [{"id": i, "file_name": f, "height": h, "width": h, "license": lic, **({"coco_url": url} if url else {})}
+                   for i, f, h, lic, url in images],
+        "annotations": [{"id": k + 1, "image_id": img[0], "category_id": 1, "bbox": [0, 0, 2, 2], "area": 4,
+                         "iscrowd": 0} for k, img in enumerate(images)],
+        "categories": [{"id": 1, "name": category, "supercategory": "animal"}],
+    }
+
+
+# X: a.jpg (with a URL) and c.jpg 10x10; Y: the same a.jpg under another name but the same URL,
+# c.jpg 10x10 (no URL: the same file by name and size), c.jpg 20x20 (another file); license
+# ids 1 and 2 mean other licenses in Y, and category id 1 another animal
+TINY_X = _tiny([(1, "a.jpg", 10, 1, "http://h/a.jpg"), (2, "c.jpg", 10, 2, None)],
+               [(1, "CC-BY", "u/by"), (2, "CC0", "u/0")], "cat")
+TINY_Y = _tiny([(1, "a_copy.jpg", 12, 2, "http://h/a.jpg"), (2, "c.jpg", 10, 1, None), (3, "c.jpg", 20, 2, None)],
+               [(1, "CC0", "u/0"), (2, "Mine", "u/mine")], "dog")
+
+
+def test_same_file_by_url_or_name_and_size_is_one_image_and_licenses_by_content(tmp_path):
+    wh = str(tmp_path / "wh")
+    for name, doc in (("X", TINY_X), ("Y", TINY_Y)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "instances_val2017.json").write_text(json.dumps(doc))
+        run_ingest([str(tmp_path / name / "instances_val2017.json")], warehouse=wh, dataset=name, workers=1)
+    report = merge(wh, ["X", "Y"], "XY")
+    assert (report.ids, report.shared_images) == ("renumber", 2)
+    export(str(tmp_path / "out"), warehouse=wh, dataset="XY", format="coco", images="none")
+    doc = json.loads((tmp_path / "out" / "annotations" / "instances_val2017.json").read_text())
+    assert [(i["id"], i["file_name"], i["height"], i["license"]) for i in doc["images"]] == [
+        (1, "a.jpg", 10, 1), (2, "c.jpg", 10, 2), (3, "c.jpg", 20, 3)]
+    assert [(lic["id"], lic["name"]) for lic in doc["licenses"]] == [(1, "CC-BY"), (2, "CC0"), (3, "Mine")]
+    assert [(c["id"], c["name"]) for c in doc["categories"]] == [(1, "cat"), (2, "dog")]
+    assert [(a["id"], a["image_id"], a["category_id"]) for a in doc["annotations"]] == [
+        (1, 1, 1), (2, 2, 1), (3, 1, 2), (4, 2, 2), (5, 3, 2)]
+    # Y's own rows keep its file's view of the image, with the merged license ids
+    con = views.connect(wh, "XY")
+    assert con.execute("SELECT id, file_name, license FROM raw_images WHERE source_file LIKE 'Y/%' "
+                       "ORDER BY record_index").fetchall() == [(1, "a_copy.jpg", 3), (2, "c.jpg", 2), (3, "c.jpg", 3)]
+
+
+def test_keypoints_and_captions_are_carried_as_they_are(sources, coco_mini, tmp_path):
+    wh, *_ = sources
+    run_ingest([str(coco_mini / "annotations")], warehouse=wh, dataset="F", workers=1)
+    merge(wh, ["F", "B"], "BF")  # F first: its category ids win
+    export(str(tmp_path / "out"), warehouse=wh, dataset="BF", format="coco", images="none")
+    for split in ("train2017", "val2017"):
+        source = json.loads((coco_mini / "annotations" / f"person_keypoints_{split}.json").read_text())
+        merged = json.loads((tmp_path / "out" / "annotations" / f"person_keypoints_{split}.json").read_text())
+        names = {i["id"]: i["file_name"] for i in source["images"]}
+        merged_names = {i["id"]: i["file_name"] for i in merged["images"]}
+        assert sorted((names[a["image_id"]], a["keypoints"], a["num_keypoints"]) for a in source["annotations"]) == \
+            sorted((merged_names[a["image_id"]], a["keypoints"], a["num_keypoints"]) for a in merged["annotations"])
+        assert merged["categories"] == source["categories"]  # keypoint names and skeleton
+        source = json.loads((coco_mini / "annotations" / f"captions_{split}.json").read_text())
+        merged = json.loads((tmp_path / "out" / "annotations" / f"captions_{split}.json").read_text())
+        names = {i["id"]: i["file_name"] for i in source["images"]}
+        merged_names = {i["id"]: i["file_name"] for i in merged["images"]}
+        assert sorted((names[a["image_id"]], a["caption"]) for a in source["annotations"]) == \
+            sorted((merged_names[a["image_id"]], a["caption"]) for a in merged["annotations"])
+        ids = [a["id"] for a in merged["annotations"]]
+        assert len(ids) == len(set(ids))
+
+
+def test_a_merge_failing_while_writing_leaves_the_target_and_no_stray_parts(sources, monkeypatch):
+    wh, *_ = sources
+    import pipeline.merge as merge_module
+
+    merge(wh, ["A", "B"], "W")
+    target = Warehouse(wh, "W")
+    before = open(target.url("_manifest.json"), "rb").read()
+    calls = []
+    real = merge_module.write_part
+
+    def failing(fs, path, batches, schema):
+        calls.append(path)
+        if len(calls) == 12:  # a disk that fills up half-way
+            raise OSError(28, "No space left on device")
+        return real(fs, path, batches, schema)
+
+    monkeypatch.setattr(merge_module, "write_part", failing)
+    with pytest.raises(MergeError, match=r"/W/\w+/split=\S+/part-\d+\.parquet: cannot write: No space left on device$"):
+        merge(wh, ["B", "A"], "W")
+    assert open(target.url("_manifest.json"), "rb").read() == before
+    m = target.require_manifest()
+    listed = {p.path for p in m.parts} | set(m.previous_parts)
+    on_disk = {os.path.relpath(os.path.join(d, f), target.url("")) for d, _, fs in os.walk(target.url(""))
+               for f in fs if f.endswith(".parquet")}
+    assert on_disk == listed
+    assert views.connect(wh, "W").execute("SELECT count(*) FROM merge_sources WHERE source_dataset = 'A' "
+                                          "AND id_space = 'images'").fetchone()[0] == 79
