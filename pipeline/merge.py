@@ -68,8 +68,8 @@ class MergeReport:
 
     def lines(self) -> list[str]:
         out = [f"{self.dataset}: merged from {', '.join(self.sources)}; ids {self.ids} ({self.reason})"]
-        out.append("  " + ", ".join(f"{n} {t}" for t, n in self.rows.items() if n))
-        out.append(f"  {self.categories} categories; {self.shared_images} image(s) shared by two sources")
+        out.append(f"  {self.categories} categories; {self.shared_images} image(s) shared with an earlier source")
+        out.append("  rows written: " + ", ".join(f"{n} {t}" for t, n in self.rows.items() if n))
         return out
 
 
