@@ -39,7 +39,7 @@ from . import views
 from .categories import BY_NAME, CategoryMap
 from .errors import CocolakeError
 from .export.select import arrow_batches
-from .schema import schema_for
+from .schema import ID_COLUMNS, IdTypes, schema_for
 from .warehouse import Manifest, Part, Warehouse, write_part
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,11 @@ class _Source:
     manifest: Manifest
 
     @property
-    def id_type(self) -> str:
-        return self.manifest.id_type()
+    def id_types(self) -> IdTypes:
+        return self.manifest.id_types()
+
+    def type_of(self, space: str) -> str:
+        return getattr(self.id_types, space)
 
     def view(self, table: str) -> str:
         return f"s{self.rank}_{table}"
@@ -106,17 +109,17 @@ def merge(warehouse: str, sources: list[str], into: str, *, categories: Category
         _register(con, "cat_map", _category_map(con, srcs, categories, "string"))
         _tables_of_ids(con, srcs)
         mode, reason = _choose_mode(con, srcs, ids)
-        out_type = srcs[0].id_type if mode == "keep" else "int64"
+        out_types = _out_types(srcs, mode)
         con.execute("DROP TABLE cat_map")
-        _register(con, "cat_map", _category_map(con, srcs, categories, out_type))
-        _new_ids(con, srcs, mode, out_type)
+        _register(con, "cat_map", _category_map(con, srcs, categories, out_types.category))
+        _new_ids(con, mode, out_types)
         _register(con, "lic_map", _license_map(con, srcs))
-        _merged_categories(con, srcs, out_type)
+        _merged_categories(con, srcs, out_types)
         report = MergeReport(into, [s.name for s in srcs], mode, reason)
         report.shared_images = con.execute("SELECT count(*) FROM img WHERE NOT canonical").fetchone()[0]
         report.categories = con.execute("SELECT count(DISTINCT id) FROM merged_categories").fetchone()[0]
         with target.writer_lock():
-            _write(con, srcs, target, out_type, report)
+            _write(con, srcs, target, out_types, report)
         return report
     finally:
         con.close()
@@ -147,9 +150,26 @@ def _register(con, name: str, table: pa.Table) -> None:
     con.unregister(f"{name}_arrow")
 
 
-def _num(s: _Source, column: str) -> str:
-    """A sort key of an id: its number for integer ids (NULL for string ids)."""
-    return f"CAST({column} AS BIGINT)" if s.id_type == "int64" else "CAST(NULL AS BIGINT)"
+def _num(s: _Source, column: str, space: str) -> str:
+    """A sort key of an id of ``space``: its number for integer ids (NULL for string ids)."""
+    return f"CAST({column} AS BIGINT)" if s.type_of(space) == "int64" else "CAST(NULL AS BIGINT)"
+
+
+def _duck(id_type: str) -> str:
+    return "BIGINT" if id_type == "int64" else "VARCHAR"
+
+
+def _out_types(srcs: list[_Source], mode: str) -> IdTypes:
+    """The merged dataset's id types: the sources' under ``keep``, int64 when renumbered.
+
+    Category ids are never renumbered (they are matched by name): string when every
+    source's are strings, else int64 (a string id of the first source that is no integer
+    then gets a new id).
+    """
+    category = "string" if all(s.type_of("category") == "string" for s in srcs) else "int64"
+    if mode == "keep":
+        return IdTypes(srcs[0].type_of("image"), srcs[0].type_of("annotation"), category)
+    return IdTypes("int64", "int64", category)
 
 
 # ---------------------------------------------------------------------------- categories
@@ -164,7 +184,7 @@ def _category_map(con, srcs: list[_Source], cmap: CategoryMap, out_type: str) ->
     rows = []
     for s in srcs:
         rows += [(s.rank, *r) for r in con.execute(
-            f"SELECT split, CAST(id AS VARCHAR), {_num(s, 'id')} AS num, name FROM {s.view('categories')} "
+            f"SELECT split, CAST(id AS VARCHAR), {_num(s, 'id', 'category')} AS num, name FROM {s.view('categories')} "
             "GROUP BY ALL ORDER BY split, num NULLS LAST, 2").fetchall()]
     fixed = dict(cmap.ids)
     assigned: dict[str, int | str] = dict(fixed)
@@ -205,11 +225,12 @@ def _int_or_none(text: str) -> int | None:
         return None
 
 
-def _merged_categories(con, srcs: list[_Source], out_type: str) -> None:
+def _merged_categories(con, srcs: list[_Source], out_types: IdTypes) -> None:
     """merged_categories: per kind and target id, the first source row mapped to it."""
-    cast = "BIGINT" if out_type == "int64" else "VARCHAR"
+    cast = _duck(out_types.category)
     union = " UNION ALL ".join(
-        f"SELECT {s.rank} AS src, c.*, {_num(s, 'c.id')} AS num FROM {s.view('categories')} AS c" for s in srcs)
+        f"SELECT {s.rank} AS src, c.* REPLACE (CAST(c.id AS VARCHAR) AS id), {_num(s, 'c.id', 'category')} AS num "
+        f"FROM {s.view('categories')} AS c" for s in srcs)
     con.execute(
         "CREATE TEMP TABLE merged_categories AS "
         f"SELECT c.kind, CAST(m.new_id AS {cast}) AS id, m.name, c.supercategory, c.keypoints, c.skeleton, "
@@ -259,7 +280,7 @@ def _license_map(con, srcs: list[_Source]) -> pa.Table:
 def _tables_of_ids(con, srcs: list[_Source]) -> None:
     """img / ann / cap: one row per (source, original id), with images' same-file matches."""
     rows = " UNION ALL ".join(
-        f"SELECT {s.rank} AS src, CAST(id AS VARCHAR) AS orig, {_num(s, 'id')} AS num, file_name, height, width, "
+        f"SELECT {s.rank} AS src, CAST(id AS VARCHAR) AS orig, {_num(s, 'id', 'image')} AS num, file_name, height, width, "
         f"coco_url, source_file, record_index FROM {s.view('images')}" for s in srcs)
     con.execute(
         "CREATE TEMP TABLE img0 AS SELECT src, orig, num, "
@@ -290,12 +311,12 @@ def _tables_of_ids(con, srcs: list[_Source]) -> None:
     for table, name in (("annotations", "ann"), ("captions", "cap")):
         if table == "annotations":  # the annotations of dropped categories have no id
             union = " UNION ALL ".join(
-                f"SELECT DISTINCT {s.rank} AS src, CAST(a.id AS VARCHAR) AS orig, {_num(s, 'a.id')} AS num "
+                f"SELECT DISTINCT {s.rank} AS src, CAST(a.id AS VARCHAR) AS orig, {_num(s, 'a.id', 'annotation')} AS num "
                 f"FROM {s.view(table)} AS a LEFT JOIN cat_map AS m ON m.src = {s.rank} AND m.split = a.split "
                 "AND m.orig = CAST(a.category_id AS VARCHAR) WHERE NOT coalesce(m.dropped, false)" for s in srcs)
         else:
             union = " UNION ALL ".join(
-                f"SELECT DISTINCT {s.rank} AS src, CAST(id AS VARCHAR) AS orig, {_num(s, 'id')} AS num "
+                f"SELECT DISTINCT {s.rank} AS src, CAST(id AS VARCHAR) AS orig, {_num(s, 'id', 'annotation')} AS num "
                 f"FROM {s.view(table)}" for s in srcs)
         con.execute(f"CREATE TEMP TABLE {name} AS SELECT DISTINCT * FROM ({union})")
 
@@ -309,7 +330,8 @@ def _first_collision(con, srcs: list[_Source]) -> str | None:
             "HAVING count(DISTINCT src) > 1 ORDER BY min(num) NULLS LAST, orig LIMIT 1").fetchone()
         if row:
             a, b = (srcs[r].name for r in row[1][:2])
-            shown = row[0] if srcs[row[1][0]].id_type == "int64" else repr(row[0])
+            kind = "image" if table == "img" else "annotation"
+            shown = row[0] if srcs[row[1][0]].type_of(kind) == "int64" else repr(row[0])
             return f"{noun} id {shown} is in both {a} and {b}"
     return None
 
@@ -317,12 +339,13 @@ def _first_collision(con, srcs: list[_Source]) -> str | None:
 def _choose_mode(con, srcs: list[_Source], ids: IdMode | None) -> tuple[str, str]:
     if ids == "renumber":
         return "renumber", "asked for"
-    types = {s.id_type for s in srcs}
-    if len(types) > 1:
-        if ids == "keep":
-            detail = ", ".join(f"{s.name} has {s.id_type}" for s in srcs)
-            raise MergeError(f"--ids keep: the sources' id types differ ({detail}); use --ids renumber")
-        return "renumber", "the sources' id types differ"
+    for space in ("image", "annotation"):
+        if len({s.type_of(space) for s in srcs}) > 1:
+            if ids == "keep":
+                detail = ", ".join(f"{s.name}: {s.type_of(space)}" for s in srcs)
+                raise MergeError(f"--ids keep: the sources' {space} ids are of different types ({detail}); "
+                                 "use --ids renumber")
+            return "renumber", f"the sources' {space} ids are of different types"
     collision = _first_collision(con, srcs)
     if collision is not None:
         if ids == "keep":
@@ -331,9 +354,8 @@ def _choose_mode(con, srcs: list[_Source], ids: IdMode | None) -> tuple[str, str
     return "keep", "asked for" if ids == "keep" else "no id collides"
 
 
-def _new_ids(con, srcs: list[_Source], mode: str, out_type: str) -> None:
+def _new_ids(con, mode: str, out_types: IdTypes) -> None:
     """map_img / map_ann / map_cap (src, orig, new_id): the merged id of every source id."""
-    cast = "BIGINT" if out_type == "int64" else "VARCHAR"
     if mode == "renumber":
         con.execute(
             "CREATE TEMP TABLE canon AS SELECT src, orig, "
@@ -342,10 +364,11 @@ def _new_ids(con, srcs: list[_Source], mode: str, out_type: str) -> None:
             con.execute(f"CREATE TEMP TABLE map_{name} AS SELECT src, orig, "
                         f"CAST(row_number() OVER (ORDER BY src, num NULLS LAST, orig) AS BIGINT) AS new_id FROM {name}")
     else:
-        con.execute(f"CREATE TEMP TABLE canon AS SELECT src, orig, CAST(orig AS {cast}) AS new_id FROM img "
-                    "WHERE canonical")
+        con.execute(f"CREATE TEMP TABLE canon AS SELECT src, orig, CAST(orig AS {_duck(out_types.image)}) AS new_id "
+                    "FROM img WHERE canonical")
         for name in ("ann", "cap"):
-            con.execute(f"CREATE TEMP TABLE map_{name} AS SELECT src, orig, CAST(orig AS {cast}) AS new_id FROM {name}")
+            con.execute(f"CREATE TEMP TABLE map_{name} AS SELECT src, orig, "
+                        f"CAST(orig AS {_duck(out_types.annotation)}) AS new_id FROM {name}")
     con.execute("CREATE TEMP TABLE map_img AS SELECT i.src, i.orig, c.new_id FROM img AS i "
                 "JOIN canon AS c ON c.src = i.rep.src AND c.orig = i.rep.o")
 
@@ -353,10 +376,8 @@ def _new_ids(con, srcs: list[_Source], mode: str, out_type: str) -> None:
 # ---------------------------------------------------------------------------- rows
 
 
-def _select(s: _Source, table: str, out_type: str, mode: str) -> str:
+def _select(s: _Source, table: str, out_types: IdTypes, mode: str) -> str:
     """The rows of one source file ($1 split, $2 file, $3 new file name) in ``table``'s schema."""
-    cast = "BIGINT" if out_type == "int64" else "VARCHAR"
-    ref = "CAST(NULL AS {0})".format(cast) if mode == "renumber" else None
     n = s.rank
     joins = []
     values = {"source_file": "CAST($3 AS VARCHAR)"}
@@ -364,8 +385,11 @@ def _select(s: _Source, table: str, out_type: str, mode: str) -> str:
     def mapped(alias: str, mapping: str, column: str, inner: bool = False) -> str:
         joins.append(f"{'' if inner else 'LEFT '}JOIN {mapping} AS {alias} ON {alias}.src = {n} "
                      f"AND {alias}.orig = CAST(r.{column} AS VARCHAR)")
-        fallback = ref or f"CAST(r.{column} AS {cast})"
-        return f"{alias}.new_id" if inner else f"coalesce({alias}.new_id, {fallback})"
+        if inner:
+            return f"{alias}.new_id"
+        # a reference to no record of its file: kept as it is under keep, else null
+        cast = _duck(getattr(out_types, ID_COLUMNS[table][column]))
+        return f"coalesce({alias}.new_id, CAST({'NULL' if mode == 'renumber' else 'r.' + column} AS {cast}))"
 
     if table == "images":
         values["id"] = mapped("mi", "map_img", "id", inner=True)
@@ -379,7 +403,7 @@ def _select(s: _Source, table: str, out_type: str, mode: str) -> str:
         values["image_id"] = mapped("mi", "map_img", "image_id")
         joins.append(f"LEFT JOIN cat_map AS mc ON mc.src = {n} AND mc.split = r.split "
                      "AND mc.orig = CAST(r.category_id AS VARCHAR)")
-        values["category_id"] = f"CAST(mc.new_id AS {cast})"
+        values["category_id"] = f"CAST(mc.new_id AS {_duck(out_types.category)})"
     elif table == "keypoints":
         values["annotation_id"] = mapped("ma", "map_ann", "annotation_id", inner=True)
         values["image_id"] = mapped("mi", "map_img", "image_id")
@@ -387,8 +411,8 @@ def _select(s: _Source, table: str, out_type: str, mode: str) -> str:
         values["id"] = mapped("mc", "map_cap", "id", inner=True)
         values["image_id"] = mapped("mi", "map_img", "image_id")
     elif table == "info":
-        values["id_type"] = f"CAST('{out_type}' AS VARCHAR)"
-    schema = schema_for(table, out_type)
+        values["id_type"] = f"CAST('{out_types.text()}' AS VARCHAR)"
+    schema = schema_for(table, out_types)
     cols = ", ".join(f"{values.get(f.name, 'r.' + f.name)} AS {f.name}" for f in schema)
     return (f"SELECT {cols} FROM {s.view(table)} AS r {' '.join(joins)} "
             "WHERE r.split = $1 AND r.source_file = $2 ORDER BY r.record_index")
@@ -401,20 +425,22 @@ def _categories_select() -> str:
             "FROM merged_categories WHERE kind = $2 ORDER BY id")
 
 
-def _provenance_select(s: _Source) -> str:
-    """merge_sources rows of one source and split ($1)."""
+def _provenance_select(s: _Source, out_types: IdTypes) -> str:
+    """merge_sources rows of one source and split ($1): the merged id in its space's column."""
     n = s.rank
+    img, ann, cat = (f"CAST(NULL AS {_duck(t)})" for t in (out_types.image, out_types.annotation, out_types.category))
     return (
-        f"SELECT 'images' AS id_space, m.new_id AS id, $2 AS source_dataset, m.orig AS original_id FROM map_img AS m "
+        f"SELECT 'images' AS id_space, m.new_id AS image_id, {ann} AS annotation_id, {cat} AS category_id, "
+        f"$2 AS source_dataset, m.orig AS original_id FROM map_img AS m "
         f"WHERE m.src = {n} AND m.orig IN (SELECT CAST(id AS VARCHAR) FROM {s.view('images')} WHERE split = $1) "
-        f"UNION ALL SELECT 'annotations', m.new_id, $2, m.orig FROM map_ann AS m WHERE m.src = {n} "
+        f"UNION ALL SELECT 'annotations', {img}, m.new_id, {cat}, $2, m.orig FROM map_ann AS m WHERE m.src = {n} "
         f"AND m.orig IN (SELECT CAST(id AS VARCHAR) FROM {s.view('annotations')} WHERE split = $1) "
-        f"UNION ALL SELECT 'captions', m.new_id, $2, m.orig FROM map_cap AS m WHERE m.src = {n} "
+        f"UNION ALL SELECT 'captions', {img}, m.new_id, {cat}, $2, m.orig FROM map_cap AS m WHERE m.src = {n} "
         f"AND m.orig IN (SELECT CAST(id AS VARCHAR) FROM {s.view('captions')} WHERE split = $1) "
-        "UNION ALL SELECT DISTINCT 'categories', c.id, $2, m.orig FROM cat_map AS m "
+        f"UNION ALL SELECT DISTINCT 'categories', {img}, {ann}, c.id, $2, m.orig FROM cat_map AS m "
         "JOIN (SELECT DISTINCT id FROM merged_categories) AS c ON CAST(c.id AS VARCHAR) = m.new_id "
         f"WHERE m.src = {n} AND m.split = $1 AND NOT m.dropped "
-        "ORDER BY 1, 2, 4"
+        "ORDER BY 1, 2, 3, 4, 6"
     )
 
 
@@ -423,7 +449,7 @@ def _batches(con, sql: str, params: list, schema: pa.Schema):
         yield pa.Table.from_batches([batch]).cast(schema)
 
 
-def _write(con, srcs: list[_Source], target: Warehouse, out_type: str, report: MergeReport) -> None:
+def _write(con, srcs: list[_Source], target: Warehouse, out_types: IdTypes, report: MergeReport) -> None:
     """Every part of the target, then one commit replacing all it held; no part left on failure."""
     old = target.read_manifest()
     numbers: dict[str, int] = {}
@@ -433,7 +459,7 @@ def _write(con, srcs: list[_Source], target: Warehouse, out_type: str, report: M
     mode = report.ids
 
     def put(table: str, split: str, source_file: str, sql: str, params: list) -> None:
-        schema = schema_for(table, out_type)
+        schema = schema_for(table, out_types)
         if split not in numbers:
             numbers[split] = target.next_part_number(split, old)
         rel = Warehouse.part_rel(table, split, numbers[split])
@@ -446,7 +472,7 @@ def _write(con, srcs: list[_Source], target: Warehouse, out_type: str, report: M
             raise MergeError(f"{target.url(rel)}: cannot write: {err.strerror or err}") from None
         if rows:
             numbers[split] += 1
-            parts.append(Part(table, split, source_file, rel, rows, out_type))
+            parts.append(Part(table, split, source_file, rel, rows, out_types.text()))
             report.rows[table] = report.rows.get(table, 0) + rows
 
     try:
@@ -460,12 +486,12 @@ def _write(con, srcs: list[_Source], target: Warehouse, out_type: str, report: M
                     if table == "categories":
                         put(table, split, name, _categories_select(), [name, kind])
                     else:
-                        put(table, split, name, _select(s, table, out_type, mode), [split, source_file, name])
-                entries.append({"split": split, "source_file": name, "kind": kind, "id_type": out_type,
+                        put(table, split, name, _select(s, table, out_types, mode), [split, source_file, name])
+                entries.append({"split": split, "source_file": name, "kind": kind, "id_type": out_types.text(),
                                 "url": urls.get((split, source_file)),
                                 "merged_from": {"dataset": s.name, "source_file": source_file}})
             for split in sorted({f[0] for f in files}):
-                put("merge_sources", split, s.name, _provenance_select(s), [split, s.name])
+                put("merge_sources", split, s.name, _provenance_select(s, out_types), [split, s.name])
         replaced = {(p.split, p.source_file) for p in old.parts} if old else set()
         target.commit(parts, replaced, entries)
     except BaseException:

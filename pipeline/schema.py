@@ -98,6 +98,7 @@ ID_COLUMNS = {
     "captions": {"id": "annotation", "image_id": "image"},
     "categories": {"id": "category"},
     "predictions": {"image_id": "image", "category_id": "category"},
+    "merge_sources": {"image_id": "image", "annotation_id": "annotation", "category_id": "category"},
     "prediction_matches": {"gt_id": "annotation", "image_id": "image", "category_id": "category",
                            "best_gt_id": "annotation", "other_gt_id": "annotation",
                            "other_category_id": "category"},
@@ -299,18 +300,23 @@ def prediction_matches_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
     )
 
 
-def merge_sources_schema(id_type: str = "int64") -> pa.Schema:
+def merge_sources_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
     """One row per id of a merged dataset and a source record it came from (``cocolake merge``).
 
     A derived table: the part's ``source_file`` in the manifest is the source dataset's name.
+    The merged id is in the column of its space (the others are null), so that each keeps
+    its space's type.
     """
-    t = id_arrow_type(id_type)
+    ids = IdTypes.parse(id_type)
     return pa.schema(
         [
             # images | annotations | captions | categories
             pa.field("id_space", pa.string(), nullable=False),
-            # the id in the merged dataset
-            pa.field("id", t, nullable=False),
+            # the id in the merged dataset: image_id for images, annotation_id for annotations
+            # and captions, category_id for categories
+            pa.field("image_id", ids.arrow("image")),
+            pa.field("annotation_id", ids.arrow("annotation")),
+            pa.field("category_id", ids.arrow("category")),
             pa.field("source_dataset", pa.string(), nullable=False),
             # the id in the source dataset, as text ('397133')
             pa.field("original_id", pa.string(), nullable=False),

@@ -128,7 +128,7 @@ def test_provenance_answers_which_source_and_original_id_in_sql(sources):
     con = views.connect(wh, "M")
     rows = con.execute(
         "SELECT s.source_dataset, s.original_id, a.bbox, a.source_file FROM annotations AS a "
-        "JOIN merge_sources AS s ON s.split = a.split AND s.id_space = 'annotations' AND s.id = a.id"
+        "JOIN merge_sources AS s ON s.split = a.split AND s.id_space = 'annotations' AND s.annotation_id = a.id"
     ).fetchall()
     expected = set()
     for name, path in (("A", a_path), ("B", b_path)):
@@ -138,7 +138,7 @@ def test_provenance_answers_which_source_and_original_id_in_sql(sources):
     assert len(rows) == len(got) == len(expected)
     assert got == expected
     # the shared image has two sources; every other image one
-    counts = con.execute("SELECT id, count(*) FROM merge_sources WHERE id_space = 'images' GROUP BY id "
+    counts = con.execute("SELECT image_id, count(*) FROM merge_sources WHERE id_space = 'images' GROUP BY image_id "
                          "HAVING count(*) > 1").fetchall()
     assert len(counts) == 1 and counts[0][1] == 2
 
@@ -255,15 +255,15 @@ def test_string_ids_with_int_ids_keep_fails_renumber_works(sources, tmp_path):
     path = tmp_path / "instances_val2017.json"
     path.write_text(json.dumps(TINY_STRING_IDS))
     run_ingest([str(path)], warehouse=wh, dataset="S", workers=1)
-    assert Warehouse(wh, "S").require_manifest().id_type() == "string"
-    with pytest.raises(MergeError, match=r"--ids keep: the sources' id types differ \(A has int64, S has string\)"):
+    assert Warehouse(wh, "S").require_manifest().id_types().text() == "string"
+    with pytest.raises(MergeError, match=r"--ids keep: the sources' image ids are of different types \(A: int64, S: string\); use --ids renumber"):
         merge(wh, ["A", "S"], "AS", ids="keep")
     assert Warehouse(wh, "AS").read_manifest() is None
     report = merge(wh, ["A", "S"], "AS")
     assert report.ids == "renumber"
     con = views.connect(wh, "AS")
     row = con.execute("SELECT a.id, a.image_id, s.original_id, a.category_id FROM annotations AS a "
-                      "JOIN merge_sources AS s ON s.id_space = 'annotations' AND s.id = a.id AND s.split = a.split "
+                      "JOIN merge_sources AS s ON s.id_space = 'annotations' AND s.annotation_id = a.id AND s.split = a.split "
                       "WHERE s.source_dataset = 'S'").fetchall()
     assert len(row) == 1 and row[0][2] == "ann-a" and isinstance(row[0][0], int) and row[0][3] == 1
     img = con.execute("SELECT file_name FROM images WHERE id = ?", [row[0][1]]).fetchone()
@@ -379,3 +379,23 @@ def test_a_merge_failing_while_writing_leaves_the_target_and_no_stray_parts(sour
     assert on_disk == listed
     assert views.connect(wh, "W").execute("SELECT count(*) FROM merge_sources WHERE source_dataset = 'A' "
                                           "AND id_space = 'images'").fetchone()[0] == 79
+
+
+def test_keep_keeps_each_id_space_type(tmp_path):
+    """String image ids with integer annotation and category ids stay so under keep."""
+    wh = str(tmp_path / "wh")
+    for name, first in (("P", 1), ("Q", 10)):
+        doc = _tiny([(f"{name}-{k}", f"{name}{k}.jpg", 10, 1, None) for k in (1, 2)], [(1, "CC0", "u/0")], "cat")
+        for ann in doc["annotations"]:
+            ann["id"] += first
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "instances_val2017.json").write_text(json.dumps(doc))
+        run_ingest([str(tmp_path / name / "instances_val2017.json")], warehouse=wh, dataset=name, workers=1)
+    report = merge(wh, ["P", "Q"], "PQ")
+    assert (report.ids, report.reason) == ("keep", "no id collides")
+    assert Warehouse(wh, "PQ").require_manifest().id_types().text() == "image=string,annotation=int64,category=int64"
+    export(str(tmp_path / "out"), warehouse=wh, dataset="PQ", format="coco", images="none")
+    coco = _load(tmp_path / "out" / "annotations" / "instances_val2017.json")
+    assert sorted(coco.imgs) == ["P-1", "P-2", "Q-1", "Q-2"]
+    assert sorted((a["id"], a["image_id"]) for a in coco.dataset["annotations"]) == [
+        (2, "P-1"), (3, "P-2"), (11, "Q-1"), (12, "Q-2")]
