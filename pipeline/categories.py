@@ -1,24 +1,25 @@
-"""categories: a YAML category map, source category name → target name (or dropped).
+"""categories: how a merge maps source categories onto its targets, by name.
 
-Input: a YAML mapping, one entry per source category name::
+Input: nothing (``BY_NAME``: every name is its own target) or a class-map YAML file, the
+format ``export --classes FILE`` reads, loaded by the same loader
+(``export.classes.load_class_file``)::
 
-    person: person              # kept as it is (the same as leaving it out)
-    man: person                 # several source names onto one target: one category
-    woman: person
-    bicycle: null               # dropped, with its annotations
-    car: {name: vehicle, id: 3} # a target with a fixed category id
+    classes:           # source category name -> target name; null drops it
+      man: person      # several names onto one target: one category
+      bicycle: null
+    ids:               # optional: target name -> category id
+      person: 1
+    unlisted: keep     # names the map does not list: keep (default) or drop
 
-Output: a ``CategoryMap``. Names the map does not list keep their own name. Guarantees:
-every problem is a ``ConfigError`` naming the file and the entry (``cats.yaml: car: ...``):
-a key that is not a string, a value that is neither a name, null nor ``{name, id}``, an
-unknown key in ``{...}``, two different ids for one target, one id for two targets.
+Output: a ``CategoryMap``. Guarantees: every problem is a ``ConfigError`` naming the file
+and the key, before anything is written; here also one id given to two targets
+(``check_names`` adds a listed name that no source category has).
 """
 
 from __future__ import annotations
 
 import dataclasses
-
-import yaml
+import os
 
 from .errors import ConfigError
 
@@ -27,67 +28,38 @@ from .errors import ConfigError
 class CategoryMap:
     """Source name → target name (None: dropped); fixed ids of some targets."""
 
-    targets: dict[str, str | None] = dataclasses.field(default_factory=dict)
-    ids: dict[str, int] = dataclasses.field(default_factory=dict)
+    targets: dict = dataclasses.field(default_factory=dict)
+    ids: dict = dataclasses.field(default_factory=dict)
+    unlisted: str = "keep"  # keep | drop
+    path: str | None = None
 
     def target(self, name: str) -> str | None:
-        """The target name of a source category (its own name when the map does not list it)."""
-        return self.targets.get(name, name)
+        """The target name of a source category (None: dropped)."""
+        if name in self.targets:
+            return self.targets[name]
+        return name if self.unlisted == "keep" else None
+
+    def check_names(self, names: set[str]) -> None:
+        """Every name the map lists must be the name of a source category."""
+        for name in self.targets:
+            if name not in names:
+                shown = ", ".join(sorted(names)[:20]) + (", ..." if len(names) > 20 else "")
+                raise ConfigError(f"{self.path}: classes.{name}: no category of the sources is named {name!r}; "
+                                  f"they are: {shown}")
 
 
 BY_NAME = CategoryMap()
 
 
 def load_category_map(path: str) -> CategoryMap:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the category map: {err.strerror or err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" (line {where.line + 1})" if where is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', None) or err}") from None
-    return parse_category_map(data, path)
+    from .export.classes import load_class_file
 
-
-def parse_category_map(data, where: str) -> CategoryMap:
-    """A ``CategoryMap`` from the loaded YAML; ``where`` names the file in errors."""
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{where}: expected a mapping of source category name to target name "
-                          f"(e.g. 'man: person'), got {type(data).__name__ if data is not None else 'nothing'}")
-    targets: dict[str, str | None] = {}
-    ids: dict[str, int] = {}
-    for key, value in data.items():
-        if not isinstance(key, str):
-            raise ConfigError(f"{where}: {key!r}: a category name must be a string; quote it ('{key}': ...)")
-        fixed = None
-        if isinstance(value, dict):
-            unknown = sorted(set(value) - {"name", "id"})
-            if unknown:
-                raise ConfigError(f"{where}: {key}: unknown key(s) {', '.join(map(str, unknown))}; "
-                                  "expected name and id")
-            if "name" not in value:
-                raise ConfigError(f"{where}: {key}: name is required next to id")
-            fixed = value.get("id")
-            if fixed is not None and (isinstance(fixed, bool) or not isinstance(fixed, int)):
-                raise ConfigError(f"{where}: {key}.id: {fixed!r} is not an integer")
-            value = value["name"]
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{where}: {key}: {value!r} is not a category name; give a name, null (drop it) "
-                              "or {name: ..., id: ...}")
-        if value is not None and not value.strip():
-            raise ConfigError(f"{where}: {key}: the target name is empty; use null to drop the category")
-        targets[key] = value
-        if fixed is not None:
-            if ids.get(value, fixed) != fixed:
-                raise ConfigError(f"{where}: {key}.id: target {value!r} is given ids {ids[value]} and {fixed}")
-            ids[value] = fixed
+    if not os.path.isfile(path):
+        raise ConfigError(f"--categories {path}: no such file (give by-name, or a class-map YAML file)")
+    f = load_class_file(path)
     owners: dict[int, str] = {}
-    for name, fixed in ids.items():
+    for name, fixed in f.ids.items():
         if fixed in owners:
-            raise ConfigError(f"{where}: id {fixed} is given to two targets, {owners[fixed]!r} and {name!r}")
+            raise ConfigError(f"{path}: ids.{name}: id {fixed} is given to {owners[fixed]!r} too")
         owners[fixed] = name
-    return CategoryMap(targets, ids)
+    return CategoryMap(dict(f.classes), dict(f.ids), f.unlisted, str(path))

@@ -186,6 +186,7 @@ def _category_map(con, srcs: list[_Source], cmap: CategoryMap, out_type: str) ->
         rows += [(s.rank, *r) for r in con.execute(
             f"SELECT split, CAST(id AS VARCHAR), {_num(s, 'id', 'category')} AS num, name FROM {s.view('categories')} "
             "GROUP BY ALL ORDER BY split, num NULLS LAST, 2").fetchall()]
+    cmap.check_names({r[4] for r in rows if r[4] is not None})
     fixed = dict(cmap.ids)
     assigned: dict[str, int | str] = dict(fixed)
     taken = set(fixed.values())

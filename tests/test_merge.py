@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from pipeline import views
-from pipeline.categories import load_category_map, parse_category_map
+from pipeline.categories import CategoryMap, load_category_map
 from pipeline.errors import ConfigError
 from pipeline.export import export
 from pipeline.merge import MergeError, merge
@@ -201,7 +202,8 @@ def test_rerunning_replaces_the_dataset(sources):
 def test_category_file_renames_merges_and_drops(sources, tmp_path):
     wh, a_path, b_path = sources
     path = tmp_path / "cats.yaml"
-    path.write_text("person: human\ncar: vehicle\ntruck: vehicle\nbicycle: null\ndog: {name: canine, id: 500}\n")
+    path.write_text("classes:\n  person: human\n  car: vehicle\n  truck: vehicle\n  bicycle: null\n  dog: canine\n"
+                    "ids:\n  canine: 500\n")
     merge(wh, ["A", "B"], "C", categories=load_category_map(str(path)))
     con = views.connect(wh, "C")
     source = collections.Counter()
@@ -218,28 +220,37 @@ def test_category_file_renames_merges_and_drops(sources, tmp_path):
     assert cats["canine"] == 500 and cats["human"] == 1 and "bicycle" not in cats
     assert cats["vehicle"] == 3  # car's id in A, the first source
     assert con.execute("SELECT count(*) FROM annotations WHERE category_id IS NULL").fetchone()[0] == 0
+    # unlisted: drop keeps only the names the map lists
+    path.write_text("classes:\n  car: vehicle\n  truck: vehicle\nunlisted: drop\n")
+    merge(wh, ["A", "B"], "C", categories=load_category_map(str(path)))
+    con = views.connect(wh, "C")
+    assert con.execute("SELECT category_name, count(*) FROM annotations_enriched GROUP BY 1").fetchall() == [
+        ("vehicle", source["car"] + source["truck"])]
+    assert con.execute("SELECT DISTINCT name FROM categories").fetchall() == [("vehicle",)]
 
 
 @pytest.mark.parametrize("text, message", [
-    ("- a\n- b\n", "expected a mapping of source category name to target name"),
-    ("1: person\n", r"1: a category name must be a string; quote it"),
-    ("car: [1]\n", r"car: \[1\] is not a category name"),
-    ("car: {name: vehicle, size: 3}\n", "car: unknown key.s. size; expected name and id"),
-    ("car: {name: vehicle, id: x}\n", "car.id: 'x' is not an integer"),
-    ("car: {name: v, id: 3}\ntruck: {name: v, id: 4}\n", "target 'v' is given ids 3 and 4"),
-    ("car: {name: v, id: 3}\ntruck: {name: w, id: 3}\n", "id 3 is given to two targets, 'v' and 'w'"),
-    ("car: [\n", "not valid YAML"),
+    ("classes:\n  doge: dog\n", "classes.doge: no category of the sources is named 'doge'; they are: airplane, "),
+    ("classes:\n  car: v\n  truck: w\nids:\n  v: 3\n  w: 3\n", "ids.w: id 3 is given to 'v' too"),
+    ("classes:\n  car: v\ncolour: red\n", "colour: unknown key; allowed: classes, ids, unlisted"),
+    ("- a\n- b\n", "expected a mapping with a 'classes' key"),
 ])
-def test_category_map_errors_name_file_and_entry(tmp_path, text, message):
+def test_category_map_errors_name_file_and_key(sources, tmp_path, text, message):
+    wh, *_ = sources
     path = tmp_path / "cats.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=rf"^{path}: .*{message}|^{path}: {message}"):
-        load_category_map(str(path))
+    before = Warehouse(wh, "M").require_manifest().version
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+        merge(wh, ["A", "B"], "M", categories=load_category_map(str(path)))
+    assert Warehouse(wh, "M").require_manifest().version == before
 
 
-def test_category_map_defaults_to_the_own_name():
-    cmap = parse_category_map({"man": "person", "bike": None}, "x.yaml")
+def test_category_map_file_missing_and_the_default_by_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"^--categories nope.yaml: no such file \(give by-name, or a class-map"):
+        load_category_map("nope.yaml")
+    cmap = CategoryMap({"man": "person", "bike": None})
     assert (cmap.target("man"), cmap.target("bike"), cmap.target("dog")) == ("person", None, "dog")
+    assert CategoryMap({"man": "person"}, unlisted="drop").target("dog") is None
 
 
 TINY_STRING_IDS = {

@@ -19,8 +19,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="a source dataset (repeat it; the first source's category ids win)")
     p.add_argument("--into", required=True, metavar="NAME", help="the dataset to write (replaced if it exists)")
     p.add_argument("--categories", default="by-name", metavar="by-name|FILE",
-                   help="by-name: one category per name (default); FILE: a YAML map of source category name to "
-                   "target name (null drops it; {name: ..., id: N} fixes the id)")
+                   help="by-name: one category per name (default); FILE: a class-map YAML file, as export "
+                   "--classes reads (classes: {source name: target name or null}, ids: {target: id}, unlisted: "
+                   "keep|drop)")
     p.add_argument("--ids", choices=("keep", "renumber"),
                    help="keep the sources' ids (fails on the first id two sources share) or renumber them "
                    "(default: keep when no id collides, else renumber)")
