@@ -48,7 +48,7 @@ IdMode = Literal["keep", "renumber"]
 BATCH_ROWS = 50_000
 # the tables read from each source (model runs and derived tables are left out)
 SOURCE_TABLES = ("images", "annotations", "keypoints", "captions", "categories", "licenses", "info", "rejects")
-# id spaces that must not collide, with the table whose ``id`` they number
+# the tables whose ids must not collide under keep, with their noun in messages
 SPACES = (("images", "image"), ("annotations", "annotation"), ("captions", "caption"))
 
 
@@ -189,22 +189,22 @@ def _category_map(con, srcs: list[_Source], cmap: CategoryMap, out_type: str) ->
     cmap.check_names({r[4] for r in rows if r[4] is not None})
     fixed = dict(cmap.ids)
     assigned: dict[str, int | str] = dict(fixed)
-    taken = set(fixed.values())
+    taken = {str(v) for v in fixed.values()}  # as text: a string id "3" and a fixed id 3 are one
     # the first source's ids win, then new names get ids after the largest
     for src, _split, orig, num, name in sorted(rows, key=lambda r: (r[0], r[3] is None, r[3] or 0, r[2])):
         target = cmap.target(name) if name is not None else None
         if target is None or target in assigned or src != 0:
             continue
         own = num if num is not None else orig if out_type == "string" else _int_or_none(orig)
-        if own is not None and own not in taken:
+        if own is not None and str(own) not in taken:
             assigned[target] = own
-            taken.add(own)
+            taken.add(str(own))
     for src, _split, orig, num, name in sorted(rows, key=lambda r: (r[0], r[3] is None, r[3] or 0, r[2])):
         target = cmap.target(name) if name is not None else None
         if target is None or target in assigned:
             continue
-        assigned[target] = max([t for t in taken if isinstance(t, int)], default=0) + 1
-        taken.add(assigned[target])
+        assigned[target] = max([n for n in map(_int_or_none, taken) if n is not None], default=0) + 1
+        taken.add(str(assigned[target]))
     out = {"src": [], "split": [], "orig": [], "new_id": [], "name": [], "dropped": []}
     for src, split, orig, _num_, name in rows:
         target = cmap.target(name) if name is not None else None

@@ -410,3 +410,20 @@ def test_keep_keeps_each_id_space_type(tmp_path):
     assert sorted(coco.imgs) == ["P-1", "P-2", "Q-1", "Q-2"]
     assert sorted((a["id"], a["image_id"]) for a in coco.dataset["annotations"]) == [
         (2, "P-1"), (3, "P-2"), (11, "Q-1"), (12, "Q-2")]
+
+
+def test_string_category_ids_stay_strings_and_new_names_get_the_next_number(tmp_path):
+    wh = str(tmp_path / "wh")
+    for name, animal in (("P", "cat"), ("Q", "dog")):
+        doc = _tiny([(f"{name}-1", f"{name}.jpg", 10, 1, None)], [(1, "CC0", "u/0")], animal)
+        doc["categories"][0]["id"] = "1"
+        doc["annotations"][0].update(id=f"{name}-a", category_id="1")
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "instances_val2017.json").write_text(json.dumps(doc))
+        run_ingest([str(tmp_path / name / "instances_val2017.json")], warehouse=wh, dataset=name, workers=1)
+    assert merge(wh, ["P", "Q"], "PQ").ids == "keep"
+    assert Warehouse(wh, "PQ").require_manifest().id_types().text() == "string"
+    export(str(tmp_path / "out"), warehouse=wh, dataset="PQ", format="coco", images="none")
+    coco = _load(tmp_path / "out" / "annotations" / "instances_val2017.json")
+    assert [(c["id"], c["name"]) for c in coco.dataset["categories"]] == [("1", "cat"), ("2", "dog")]
+    assert sorted((a["id"], a["category_id"]) for a in coco.dataset["annotations"]) == [("P-a", "1"), ("Q-a", "2")]
