@@ -271,7 +271,8 @@ def _license_map(con, srcs: list[_Source]) -> pa.Table:
             new = seen[(name, url)] = following
             following += 1
         out.append((src, lid, new))
-    return pa.table({"src": pa.array([r[0] for r in out], pa.int32()), "orig": pa.array([r[1] for r in out], pa.int64()),
+    return pa.table({"src": pa.array([r[0] for r in out], pa.int32()),
+                     "orig": pa.array([r[1] for r in out], pa.int64()),
                      "new_id": pa.array([r[2] for r in out], pa.int64())})
 
 
@@ -281,7 +282,8 @@ def _license_map(con, srcs: list[_Source]) -> pa.Table:
 def _tables_of_ids(con, srcs: list[_Source]) -> None:
     """img / ann / cap: one row per (source, original id), with images' same-file matches."""
     rows = " UNION ALL ".join(
-        f"SELECT {s.rank} AS src, CAST(id AS VARCHAR) AS orig, {_num(s, 'id', 'image')} AS num, file_name, height, width, "
+        f"SELECT {s.rank} AS src, CAST(id AS VARCHAR) AS orig, {_num(s, 'id', 'image')} AS num, "
+        "file_name, height, width, "
         f"coco_url, source_file, record_index FROM {s.view('images')}" for s in srcs)
     con.execute(
         "CREATE TEMP TABLE img0 AS SELECT src, orig, num, "
@@ -312,7 +314,8 @@ def _tables_of_ids(con, srcs: list[_Source]) -> None:
     for table, name in (("annotations", "ann"), ("captions", "cap")):
         if table == "annotations":  # the annotations of dropped categories have no id
             union = " UNION ALL ".join(
-                f"SELECT DISTINCT {s.rank} AS src, CAST(a.id AS VARCHAR) AS orig, {_num(s, 'a.id', 'annotation')} AS num "
+                f"SELECT DISTINCT {s.rank} AS src, CAST(a.id AS VARCHAR) AS orig, "
+                f"{_num(s, 'a.id', 'annotation')} AS num "
                 f"FROM {s.view(table)} AS a LEFT JOIN cat_map AS m ON m.src = {s.rank} AND m.split = a.split "
                 "AND m.orig = CAST(a.category_id AS VARCHAR) WHERE NOT coalesce(m.dropped, false)" for s in srcs)
         else:

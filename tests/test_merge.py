@@ -267,14 +267,16 @@ def test_string_ids_with_int_ids_keep_fails_renumber_works(sources, tmp_path):
     path.write_text(json.dumps(TINY_STRING_IDS))
     run_ingest([str(path)], warehouse=wh, dataset="S", workers=1)
     assert Warehouse(wh, "S").require_manifest().id_types().text() == "string"
-    with pytest.raises(MergeError, match=r"--ids keep: the sources' image ids are of different types \(A: int64, S: string\); use --ids renumber"):
+    with pytest.raises(MergeError, match=r"--ids keep: the sources' image ids are of different types "
+                                         r"\(A: int64, S: string\); use --ids renumber"):
         merge(wh, ["A", "S"], "AS", ids="keep")
     assert Warehouse(wh, "AS").read_manifest() is None
     report = merge(wh, ["A", "S"], "AS")
     assert report.ids == "renumber"
     con = views.connect(wh, "AS")
     row = con.execute("SELECT a.id, a.image_id, s.original_id, a.category_id FROM annotations AS a "
-                      "JOIN merge_sources AS s ON s.id_space = 'annotations' AND s.annotation_id = a.id AND s.split = a.split "
+                      "JOIN merge_sources AS s ON s.id_space = 'annotations' AND s.annotation_id = a.id "
+                      "AND s.split = a.split "
                       "WHERE s.source_dataset = 'S'").fetchall()
     assert len(row) == 1 and row[0][2] == "ann-a" and isinstance(row[0][0], int) and row[0][3] == 1
     img = con.execute("SELECT file_name FROM images WHERE id = ?", [row[0][1]]).fetchone()
@@ -301,8 +303,8 @@ def test_cocolake_merge_command(sources, tmp_path):
 def _tiny(images: list, licenses: list, category: str) -> dict:
     return {
         "licenses": [{"id": i, "name": n, "url": u} for i, n, u in licenses],
-        "images": [{"id": i, "file_name": f, "height": h, "width": h, "license": lic, **({"coco_url": url} if url else {})}
-                   for i, f, h, lic, url in images],
+        "images": [{"id": i, "file_name": f, "height": h, "width": h, "license": lic,
+                    **({"coco_url": url} if url else {})} for i, f, h, lic, url in images],
         "annotations": [{"id": k + 1, "image_id": img[0], "category_id": 1, "bbox": [0, 0, 2, 2], "area": 4,
                          "iscrowd": 0} for k, img in enumerate(images)],
         "categories": [{"id": 1, "name": category, "supercategory": "animal"}],
