@@ -35,7 +35,7 @@ from typing import Literal
 import duckdb
 import pyarrow as pa
 
-from . import views
+from .query import views
 from .categories import BY_NAME, CategoryMap
 from .errors import CocolakeError
 from .export.select import arrow_batches

@@ -429,3 +429,19 @@ def test_string_category_ids_stay_strings_and_new_names_get_the_next_number(tmp_
     coco = _load(tmp_path / "out" / "annotations" / "instances_val2017.json")
     assert [(c["id"], c["name"]) for c in coco.dataset["categories"]] == [("1", "cat"), ("2", "dog")]
     assert sorted((a["id"], a["category_id"]) for a in coco.dataset["annotations"]) == [("P-a", "1"), ("Q-a", "2")]
+
+
+def test_the_target_comes_from_into_else_the_environment_never_a_default(sources, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    wh, *_ = sources
+    monkeypatch.delenv("COCOLAKE_DATASET", raising=False)
+    monkeypatch.setenv("COCOLAKE_WAREHOUSE", wh)
+    assert main(["merge", "--from", "A", "--from", "B"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "cocolake merge: error: --into NAME: give the dataset to write (or set $COCOLAKE_DATASET)")
+    assert Warehouse(wh, "demo").read_manifest() is None
+    monkeypatch.setenv("COCOLAKE_DATASET", "from-env")
+    assert main(["merge", "--from", "A", "--from", "B", "--ids", "renumber"]) == 0
+    assert capsys.readouterr().out.startswith("from-env: merged from A, B; ids renumber (asked for)")
+    assert Warehouse(wh, "from-env").require_manifest().splits() == ["train2017", "val2017"]
