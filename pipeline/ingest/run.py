@@ -25,9 +25,12 @@ import dataclasses
 import datetime as _dt
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 
 import dask
 
@@ -91,7 +94,14 @@ def _table(head: str, columns, rows: list[tuple[str, list[int]]]) -> list[str]:
 
 @contextlib.contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None):
-    """None for the synchronous scheduler, else a ``distributed.Client``."""
+    """None for the synchronous scheduler, else a ``distributed.Client``.
+
+    A local cluster is ours: it is closed (its worker processes joined) before this exits,
+    also on an error or Ctrl-C, so that no task of it runs afterwards. Unless the log level
+    is DEBUG (``cocolake -v``), it says nothing: its workers and scheduler log nothing, its
+    workers never see the terminal's Ctrl-C (the command stops them), and its HTTP server
+    takes a free port on 127.0.0.1 instead of warning that 8787 is in use.
+    """
     if scheduler:
         from distributed import Client
 
@@ -111,22 +121,90 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
         return
     from distributed import Client, LocalCluster
 
-    _quiet_distributed()
-    with dask.config.set({"distributed.worker.daemon": False, "distributed.logging.distributed": "error",
-                          **_WORKER_MALLOC}):
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
-        client = Client(cluster, set_as_default=False)
+    verbose = log.getEffectiveLevel() <= logging.DEBUG
+    cluster = client = None
+    with contextlib.ExitStack() as quiet:
+        if not verbose:
+            quiet.enter_context(quiet_cluster_logs())
+        quiet.enter_context(dask.config.set({"distributed.worker.daemon": False, **_WORKER_MALLOC}))
+        # multiprocessing starts its resource tracker on first use, from the thread that
+        # needs it, and then unblocks SIGINT in that thread (resource_tracker.py): started
+        # here, before the mask, so that the cluster's threads keep SIGINT blocked
+        resource_tracker.ensure_running()
         try:
+            with sigint_held():  # the processes and threads started here inherit SIGINT blocked
+                cluster = LocalCluster(
+                    n_workers=n,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    # no dashboard, but the scheduler's HTTP server (health, metrics) still
+                    # binds, by default at 8787, with a warning when that is taken
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                    silence_logs=False if verbose else _SILENT,
+                )
+                client = Client(cluster, set_as_default=False)
             yield client
         finally:
-            client.close()
-            cluster.close()
+            with sigint_held():  # a Ctrl-C now would leave the workers running; it is raised after
+                if client is not None:
+                    client.close()
+                if cluster is not None:
+                    cluster.close()
+
+
+_SILENT = logging.CRITICAL + 1  # a level no record has
+
+
+@contextlib.contextmanager
+def quiet_cluster_logs():
+    """Drop the records of distributed (and of the asyncio/tornado loops it runs) in this process.
+
+    The CLI sends them to the root handler, so only logger levels stop them; every logger
+    under ``distributed`` that already has a level is set too (children keep their own).
+    """
+    names = ("distributed", "asyncio", "tornado")
+    loggers = [logging.getLogger(n) for n in names] + [
+        logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+        if n.startswith(tuple(f"{p}." for p in names)) and logging.getLogger(n).level
+    ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(_SILENT)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def sigint_held():
+    """Hold Ctrl-C back for the duration; raise ``KeyboardInterrupt`` at the end if it came.
+
+    SIGINT is blocked in this thread, so the threads and processes started meanwhile (the
+    cluster's event loop, its worker processes) inherit the mask and never receive it: a
+    terminal's Ctrl-C goes to the whole process group, and a worker it interrupts prints
+    its own tracebacks and may die after the run removed its parts. A SIGINT delivered to
+    another thread of this process meanwhile is recorded by a handler instead of raised.
+    Outside the main thread (where signals cannot be handled) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending one is handled here
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught and callable(previous):
+        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+    elif caught and previous != signal.SIG_IGN:
+        raise KeyboardInterrupt
 
 
 # Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers (to hand freed memory back to the
@@ -137,15 +215,6 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
 # (what a single process gets); measured: -15% CPU, +0.15 GB peak on train2017 scale.
 # https://distributed.dask.org/en/stable/worker-memory.html#automatically-trim-memory
 _WORKER_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 << 20}
-
-
-def _quiet_distributed() -> None:
-    """distributed logs every worker start and stop at INFO; keep that for --verbose only."""
-    if log.getEffectiveLevel() <= logging.DEBUG:
-        return
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("distributed"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _test_pause(stage: str) -> None:
@@ -191,8 +260,13 @@ def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
                 _test_pause(f"{phase}:{i}")
         return client.gather(futures)
     except BaseException as err:
-        client.cancel(futures)
-        _wait_for_running(client, {f.key for f in futures})
+        # released, not cancelled: Scheduler.stimulus_cancel cancels a task's dependents
+        # first, then asserts that someone still wants each of them when it meets them in
+        # the list (distributed 2026.7), and logs the AssertionError as two tracebacks
+        for fut in futures:
+            fut.release()
+        if client.cluster is None:  # a shared cluster's workers go on; a local one is closed by dask_client
+            _wait_for_running(client, {f.key for f in futures})
         if type(err).__name__ == "KilledWorker":  # distributed.KilledWorker
             raise CocolakeError(
                 f"{phase}: Dask workers died while running task {err.task!r} "
@@ -260,18 +334,22 @@ def run_ingest(
         )
     if not source_files and not sets:
         raise CocolakeError(f"no COCO JSON documents found in {', '.join(urls or []) or 'no sources'}")
-    with wh.writer_lock(), dask_client(workers, scheduler) as client:
-        run_id = uuid.uuid4().hex[:12]  # task keys only (see graph); part names stay deterministic
-        plans = compute(plan_graph(source_files, opts, run_id), client, progress, "scan")
-        _test_pause("scan")
-        _check_unique_files(plans, sets)
-        manifest = wh.read_manifest()
-        replaced = {(p.split, p.source.name) for p in plans} | {(s.split, s.name) for s in sets}
-        resolved = resolve_id_types(plans, manifest, replaced)
-        bases = {s: wh.next_part_number(s, manifest) for s in {p.split for p in plans} | {s.split for s in sets}}
-        graph = ingest_graph(plans, wh, bases, opts, sets, run_id)
+    with wh.writer_lock():
+        planned: list[str] = []  # every part this run may write, known once its graph is
         try:
-            results = compute(graph.tasks, client, progress, "ingest")
+            with dask_client(workers, scheduler) as client:
+                run_id = uuid.uuid4().hex[:12]  # task keys only (see graph); part names stay deterministic
+                plans = compute(plan_graph(source_files, opts, run_id), client, progress, "scan")
+                _test_pause("scan")
+                _check_unique_files(plans, sets)
+                manifest = wh.read_manifest()
+                replaced = {(p.split, p.source.name) for p in plans} | {(s.split, s.name) for s in sets}
+                resolved = resolve_id_types(plans, manifest, replaced)
+                bases = {s: wh.next_part_number(s, manifest) for s in {p.split for p in plans} | {s.split for s in sets}}
+                graph = ingest_graph(plans, wh, bases, opts, sets, run_id)
+                planned = graph.planned_paths
+                results = compute(graph.tasks, client, progress, "ingest")
+            # the client (and a local cluster) is closed: no task of this run runs any more
             set_types = per_image.check_sets(sets, graph.meta, results, resolved)
             parts, rows, file_rows, rejects = _collect(graph, results, plans, set_types)
             _check_duplicates(graph, results)
@@ -291,7 +369,9 @@ def run_ingest(
             _test_pause("commit")
             committed = wh.commit(parts, replaced, src_meta, collect=False)
         except BaseException:
-            wh.remove_parts(graph.planned_paths)  # never those of a manifest that got written
+            # after the cluster's close, which ends or kills a task still running: no part is
+            # written after this removal (it never removes those of a manifest that got written)
+            wh.remove_parts(planned)
             raise
         try:
             _test_pause("gc")

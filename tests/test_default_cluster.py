@@ -1,0 +1,220 @@
+"""The local Dask cluster as a user meets it: the real ``cocolake`` command, worker processes.
+
+- every case of the bad-record corpus (``tests/cases/bad_records.py``), and a bad results
+  file, fails with cocolake's one line on stderr (besides the progress lines) and exit
+  status 1: no ``Traceback``, nothing from ``distributed``, no part left behind;
+- Ctrl-C (SIGINT to the process group, as a terminal sends it) while the cluster starts,
+  as the chunk tasks start, and while they run: ``interrupted``, exit status 130, the
+  same silence, and once the command has exited no process of it is left and no part;
+- with ``-v`` the Dask output is all there.
+
+The corpus runs on a cluster of two workers (``--workers 2``: the default's cluster, one
+worker per core, on a two-core machine); one case and the Ctrl-C runs use no ``--workers``
+at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tests.cases.bad_records import BAD_FILES, BAD_RECORDS, base, dumps
+
+pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PROGRESS = re.compile(r"(scan|ingest): \d+/\d+ tasks")
+
+
+def _command() -> list[str]:
+    exe = pathlib.Path(sys.executable).with_name("cocolake")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _cocolake(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([*_command(), *args], cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+
+
+def _messages(stderr: str) -> list[str]:
+    """stderr without the progress lines; it must hold nothing from Dask."""
+    assert "Traceback" not in stderr and "distributed." not in stderr, stderr
+    return [line for line in stderr.splitlines() if not PROGRESS.fullmatch(line)]
+
+
+def _parts(root: pathlib.Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet"))
+
+
+def _write(directory: pathlib.Path, name: str, data: bytes) -> pathlib.Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(data)
+    return path
+
+
+# ---------------------------------------------------------------------------- the corpus
+
+
+def _fails_with_one_line(src: pathlib.Path, problem: str, tmp_path, *options: str) -> None:
+    done = _cocolake("ingest", "--source", str(src), "--warehouse", "wh", "--dataset", "d", *options, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    lines = _messages(done.stderr)
+    assert len(lines) == 1, done.stderr
+    assert re.fullmatch(rf"cocolake ingest: error: (?:.*/)?{re.escape(src.name)}: {problem}.*", lines[0]), lines[0]
+    assert _parts(tmp_path / "wh") == [] and not (tmp_path / "wh" / "d" / "_manifest.json").exists()
+
+
+@pytest.mark.parametrize("case", BAD_RECORDS, ids=lambda c: c.name)
+def test_a_bad_record_is_one_line_on_the_cluster(case, tmp_path):
+    src = _write(tmp_path / "src", case.file, dumps(case.doc))
+    _fails_with_one_line(src, rf"{re.escape(case.record)}: {case.problem}", tmp_path, "--workers", "2")
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=lambda c: c.name)
+def test_a_bad_file_is_one_line_on_the_cluster(case, tmp_path):
+    src = _write(tmp_path / "src", case.file, case.data)
+    _fails_with_one_line(src, case.problem, tmp_path, "--workers", "2")
+
+
+def test_the_default_workers_fail_with_one_line_also_when_port_8787_is_taken(tmp_path):
+    """Dask's default dashboard port taken (by another cluster, say): no warning about it."""
+    case = BAD_RECORDS[0]
+    src = _write(tmp_path / "src", case.file, dumps(case.doc))
+    with contextlib.ExitStack() as stack:
+        holder = stack.enter_context(socket.socket())
+        try:
+            holder.bind(("127.0.0.1", 8787))
+            holder.listen()
+        except OSError:  # already taken: in use all the same
+            pass
+        _fails_with_one_line(src, rf"{re.escape(case.record)}: {case.problem}", tmp_path)
+
+
+def test_verbose_shows_what_dask_says(tmp_path):
+    case = BAD_RECORDS[0]
+    src = _write(tmp_path / "src", case.file, dumps(case.doc))
+    done = _cocolake("-v", "ingest", "--source", str(src), "--warehouse", "wh", "--workers", "2", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "distributed.worker - ERROR - Compute Failed" in done.stderr  # from a worker process
+    assert "distributed.scheduler" in done.stderr  # from the scheduler, in the command's process
+    assert done.stderr.strip().splitlines()[-1].startswith("cocolake ingest: error: instances_val2017.json: ")
+
+
+def test_a_bad_detection_is_one_line_on_the_cluster(tmp_path):
+    gt = _write(tmp_path / "src", "instances_val2017.json", dumps(base()))
+    assert _cocolake("ingest", "--source", str(gt), "--warehouse", "wh", "--dataset", "d", "--workers", "1",
+                     cwd=tmp_path).returncode == 0
+    before = _parts(tmp_path / "wh")
+    detections = [{"image_id": 1, "category_id": 1, "score": 0.9, "bbox": [1, 1, 2, 2]}] * 50
+    detections.append({"image_id": 1, "category_id": 1, "score": "high", "bbox": [1, 1, 2, 2]})
+    results = _write(tmp_path / "src", "dets.json", json.dumps(detections).encode())
+    done = _cocolake("ingest-results", str(results), "--run", "r", "--warehouse", "wh", "--dataset", "d",
+                     "--workers", "2", "--chunk-mb", "0.001", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    lines = _messages(done.stderr)
+    assert len(lines) == 1 and lines[0].startswith("cocolake ingest-results: error: dets.json: detection #50: "), lines
+    assert _parts(tmp_path / "wh") == before
+
+
+# ---------------------------------------------------------------------------- Ctrl-C
+
+
+@pytest.fixture(scope="module")
+def large_file(coco_mini, tmp_path_factory) -> pathlib.Path:
+    """coco-mini's instances repeated with new ids: 8,000 images, ~34 MB, a few seconds of ingest."""
+    images, anns, cats = [], [], None
+    for name in ("instances_train2017.json", "instances_val2017.json"):
+        doc = json.loads((coco_mini / "annotations" / name).read_text())
+        cats = cats or doc["categories"]
+        images += doc["images"]
+        anns += doc["annotations"]
+    by_image: dict = {}
+    for a in anns:
+        by_image.setdefault(a["image_id"], []).append(a)
+    out_images, out_anns = [], []
+    copy = 0
+    while len(out_images) < 8000:
+        for im in images[: 8000 - len(out_images)]:
+            new_id = copy * 1_000_000 + im["id"]
+            out_images.append(dict(im, id=new_id, file_name=f"{new_id:012d}.jpg"))
+            out_anns += [dict(a, id=len(out_anns) + 1, image_id=new_id) for a in by_image.get(im["id"], [])]
+        copy += 1
+    path = tmp_path_factory.mktemp("large") / "instances_train2017.json"
+    path.write_text(json.dumps({"images": out_images, "annotations": out_anns, "categories": cats}))
+    return path
+
+
+def _cluster_starting(proc: subprocess.Popen) -> bool:
+    """A worker process of the command's cluster exists (it may still be starting)."""
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return False
+    return any("spawn_main" in " ".join(c.cmdline()) for c in children if c.is_running())
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+MOMENTS = {
+    "cluster-starting": None,  # as soon as a worker process exists
+    "tasks-starting": re.compile(r"scan: 1/1 tasks"),  # the scan is done, the chunk tasks are submitted
+    "tasks-running": re.compile(r"ingest: ([1-9]\d*)/(\d+) tasks"),  # parts written, other tasks running
+}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_ctrl_c_is_one_line_and_leaves_no_part_and_no_process(moment, large_file, tmp_path):
+    proc = subprocess.Popen([*_command(), "ingest", "--source", str(large_file), "--warehouse", "wh"], cwd=tmp_path,
+                            env=_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    try:
+        seen = []
+        if MOMENTS[moment] is None:
+            deadline = time.monotonic() + 120
+            while not _cluster_starting(proc):
+                assert proc.poll() is None and time.monotonic() < deadline, "no worker process started"
+                time.sleep(0.02)
+        else:
+            for line in proc.stderr:  # the command is blocked on a full pipe at most: no deadlock
+                seen.append(line.rstrip("\n"))
+                if at := MOMENTS[moment].fullmatch(seen[-1]):
+                    break
+            else:
+                pytest.fail(f"the command ended before {MOMENTS[moment].pattern!r}: {seen}")
+            assert moment != "tasks-running" or int(at[1]) < int(at[2]), "too few tasks to interrupt one"
+        os.killpg(proc.pid, signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]  # stderr alone is a pipe: read() takes what is buffered too
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stderr = "\n".join(seen + [err])
+    assert proc.returncode == 130, stderr
+    assert _messages(stderr) == ["cocolake ingest: interrupted"], stderr
+    deadline = time.monotonic() + 30
+    while _group_alive(proc.pid):  # its worker processes and multiprocessing's resource tracker
+        assert time.monotonic() < deadline, "processes of the command are still running after it exited"
+        time.sleep(0.1)
+    assert _parts(tmp_path / "wh") == []
+    assert not (tmp_path / "wh" / "demo" / "_manifest.json").exists()
