@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from pipeline.evaluate import metrics as evaluate, detections as results
 from pipeline.cli import main
 from pipeline.errors import BadFileError, BadRecordError, CocolakeError, WarehouseError
-from pipeline.ingest.flatten import FileContext, ImageSizes
+from pipeline.ingest.records import FileContext, ImageSizes
 from pipeline.ingest.scan import iter_blocks
 from pipeline.query.views import connect
 from pipeline.warehouse import Warehouse

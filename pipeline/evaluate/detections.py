@@ -12,7 +12,7 @@ Guarantees:
 - each detection gets what ``loadRes`` would give it: ``id`` = position in the file + 1,
   ``area`` = box w*h when a box is given, else the mask's pixels, else the keypoints'
   extent; a missing ``bbox`` is derived from the mask or the keypoints;
-- masks are encoded exactly as ground-truth masks (``flatten``'s validation and encoder:
+- masks are encoded exactly as ground-truth masks (``encode``'s validation and encoder:
   polygons are drawn on the height and width of the ground-truth image);
 - a detection on an image that is not in the ground-truth split, of an unknown category,
   without a finite score, or with a malformed box, mask or keypoints raises
@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
-import math
 import re
 import time
 import uuid
@@ -39,10 +38,14 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ..ingest import flatten, sources
+from ..ingest import parse, sources
 from .. import masks
 from ..errors import BadFileError, CocolakeError, WarehouseError
-from ..ingest.flatten import FileContext, ImageSizes, _Bad, _check_id, _classify_segmentation, _Collector, _is_num
+from ..ingest.encode import classify_segmentation, encode_masks
+from ..ingest.records import (
+    BadValue, Collector, FileContext, Flat, ImageSizes, arrow_table, check_id, check_keypoints, extra_text, is_bbox,
+    is_num, rejects_table, short,
+)
 from ..id_types import words
 from ..schema import schema_for
 from ..ingest.scan import StructureScanner, iter_blocks
@@ -157,9 +160,9 @@ def scan_results(blocks, *, source: str, chunk_bytes: int = 16 << 20) -> tuple[l
 
 
 def flatten_detections(records: list, ctx: FileContext, sizes: ImageSizes, split: str,
-                       first_index: int = 0) -> flatten.Flat:
+                       first_index: int = 0) -> Flat:
     """Validate and encode detections into a ``predictions`` table (and rejects)."""
-    col = _Collector(ctx, SECTION, first_index)
+    col = Collector(ctx, SECTION, first_index)
     image_ids = [r.get("image_id") if type(r) is dict else None for r in records]
     found, heights, widths = sizes.lookup(image_ids)
     keep: list[int] = []
@@ -171,36 +174,37 @@ def flatten_detections(records: list, ctx: FileContext, sizes: ImageSizes, split
     for i, rec in enumerate(records):
         try:
             if type(rec) is not dict:
-                raise _Bad(f"is a JSON {type(rec).__name__}, expected an object")
-            iid = _check_id(rec.get("image_id"), ctx, "image", "image_id")
+                raise BadValue(f"is a JSON {type(rec).__name__}, expected an object")
+            iid = check_id(rec.get("image_id"), ctx, "image", "image_id")
             if not found[i]:
-                raise _Bad(f"image_id {iid!r} is not an image of split {split}")
-            cid = _check_id(rec.get("category_id"), ctx, "category", "category_id")
+                raise BadValue(f"image_id {iid!r} is not an image of split {split}")
+            cid = check_id(rec.get("category_id"), ctx, "category", "category_id")
             if ctx.category_ids is not None and cid not in ctx.category_ids:
-                raise _Bad(f"category_id {cid!r} is not a category of split {split}")
+                raise BadValue(f"category_id {cid!r} is not a category of split {split}")
             score = rec.get("score")
             if score is None:
-                raise _Bad("score is missing")
-            if not _is_num(score):
-                raise _Bad(f"score {flatten._short(score)} is not a finite number")
+                raise BadValue("score is missing")
+            if not is_num(score):
+                raise BadValue(f"score {short(score)} is not a finite number")
             bbox = rec.get("bbox")
             if bbox is not None and bbox != []:
-                if not flatten._bbox_ok(bbox):
-                    raise _Bad(f"bbox {flatten._short(bbox)} is not 4 finite numbers [x, y, width, height]")
+                if not is_bbox(bbox):
+                    raise BadValue(f"bbox {short(bbox)} is not 4 finite numbers [x, y, width, height]")
                 if bbox[2] < 0 or bbox[3] < 0:
-                    raise _Bad(f"bbox {flatten._short(bbox)} has a negative width or height")
+                    raise BadValue(f"bbox {short(bbox)} has a negative width or height")
                 bbox = [float(x) for x in bbox]
             else:
                 bbox = None
-            kind, value = _classify_segmentation(rec, int(heights[i]), int(widths[i]))
-            kps = _check_keypoints(rec.get("keypoints"), ctx, cid)
+            kind, value = classify_segmentation(rec, int(heights[i]), int(widths[i]))
+            kps = None if rec.get("keypoints") is None else check_keypoints(
+                rec["keypoints"], cid, ctx, detection=True)
             if bbox is None and kind in ("none", "empty") and kps is None:
-                raise _Bad("has no bbox, segmentation or keypoints")
-        except _Bad as err:
+                raise BadValue("has no bbox, segmentation or keypoints")
+        except BadValue as err:
             col.bad(i, rec, str(err))
             continue
         keep.append(i)
-        for k, v in zip(rows, (iid, cid, float(score), bbox, kps, flatten._split_known(rec, KNOWN_KEYS))):
+        for k, v in zip(rows, (iid, cid, float(score), bbox, kps, extra_text(rec, KNOWN_KEYS))):
             rows[k].append(v)
         seg_kind.append(kind)
         seg_value.append(value)
@@ -208,7 +212,7 @@ def flatten_detections(records: list, ctx: FileContext, sizes: ImageSizes, split
         w_keep.append(int(widths[i]))
 
     checked = _check_rles_at_once(seg_kind, seg_value)
-    rle_counts, rle_size, _, fmt, bad, _ = flatten._encode_masks(seg_kind, seg_value, h_keep, w_keep)
+    rle_counts, rle_size, _, fmt, bad, _ = encode_masks(seg_kind, seg_value, h_keep, w_keep)
     for j in checked:
         rle_counts[j], rle_size[j], fmt[j] = seg_value[j][0], list(seg_value[j][1]), "rle"
     if bad:
@@ -257,7 +261,7 @@ def flatten_detections(records: list, ctx: FileContext, sizes: ImageSizes, split
         "split": pa.array([split] * n, pa.string()),
         "extra": rows["extra"],
     }
-    return flatten.Flat({"predictions": flatten._table("predictions", columns, ctx, first_index, keep)}, col.rejects)
+    return Flat({"predictions": arrow_table("predictions", columns, ctx, first_index, keep)}, col.rejects)
 
 
 def _check_rles_at_once(seg_kind: list, seg_value: list) -> list[int]:
@@ -279,21 +283,7 @@ def _check_rles_at_once(seg_kind: list, seg_value: list) -> list[int]:
     return rows
 
 
-def _check_keypoints(kps, ctx: FileContext, cid):
-    if kps is None:
-        return None
-    types = set(map(type, kps)) if type(kps) is list else None
-    if not (kps and types is not None and types <= {int, float} and all(map(math.isfinite, kps))):
-        raise _Bad(f"keypoints {flatten._short(kps)} is not a non-empty list of finite numbers")
-    if len(kps) % 3:
-        raise _Bad(f"keypoints has {len(kps)} numbers; expected 3 per joint (x, y, visibility or score)")
-    expected = ctx.category_keypoints.get(cid)
-    if expected and len(kps) != 3 * expected:
-        raise _Bad(f"keypoints has {len(kps) // 3} joints; category {cid} names {expected}")
-    return [float(x) for x in kps] if int in types else kps
-
-
-@flatten.no_cyclic_gc()
+@parse.no_cyclic_gc()
 def ingest_results_chunk(task: ResultsTask, sizes: ImageSizes) -> dict:
     """Read, parse, validate, encode and write one chunk; return row counts."""
     import fsspec
@@ -301,10 +291,10 @@ def ingest_results_chunk(task: ResultsTask, sizes: ImageSizes) -> dict:
     fs = fsspec.filesystem(task.warehouse_protocol, **dict(task.storage_options))
     ctx = task.context
     buf = sources.read_range(task.source, task.start, task.end)
-    records = flatten.parse_chunk(buf, source=ctx.source_file, section="results", offset=task.start)
+    records = parse.parse_chunk(buf, source=ctx.source_file, section="results", offset=task.start)
     flat = flatten_detections(records, ctx, sizes, task.split, task.first_index)
     rows = write_part(fs, task.predictions_path, [flat.tables["predictions"]], schema_for("predictions", ctx.id_types))
-    rejected = write_part(fs, task.rejects_path, [flatten.rejects_table(flat.rejects)], schema_for("rejects"))
+    rejected = write_part(fs, task.rejects_path, [rejects_table(flat.rejects)], schema_for("rejects"))
     return {"predictions": rows, "rejects": rejected}
 
 
@@ -367,7 +357,7 @@ def _first_image_ids(sf: sources.SourceFile, chunk: tuple[int, int, int] | None)
     buf = sources.read_range(sf, start, min(end, start + (4 << 20)))
     cut = buf.rfind(b"}")
     try:
-        records = flatten.parse_chunk(buf[:cut + 1], source=sf.name, section="results", offset=start)
+        records = parse.parse_chunk(buf[:cut + 1], source=sf.name, section="results", offset=start)
     except BadFileError:
         return []
     return [r.get("image_id") for r in records if isinstance(r, dict)]

@@ -17,15 +17,13 @@ annotation id that two files share is an error.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
 
-import orjson
 import pyarrow as pa
 
-from ..jsontext import dumps
+from ..jsontext import dumps, loads
 from .options import ExportError
 from .select import arrow_batches
 
@@ -42,13 +40,6 @@ KEYPOINT_KEYS = ("segmentation", "num_keypoints", "area", "iscrowd", "keypoints"
 CAPTION_KEYS = ("image_id", "id", "caption")
 CATEGORY_KEYS = ("supercategory", "id", "name", "keypoints", "skeleton")
 LICENSE_KEYS = ("url", "id", "name")
-
-
-def loads(text: str):
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # integers beyond 64 bits, NaN: what the stdlib accepts
-        return json.loads(text)
 
 
 # ---------------------------------------------------------------------------- records

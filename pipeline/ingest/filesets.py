@@ -37,18 +37,18 @@ import json
 import logging
 import os
 import re
+import sys
 import zlib
 
 import fsspec
 import numpy as np
-import orjson
 import pyarrow as pa
 
-from . import flatten, sources
+from . import flatten, parse, sources
 from .. import id_types
 from ..errors import BadFileError, SourceError
-from .flatten import FileContext
-from ..jsontext import dumps_text
+from .records import FileContext, rejects_table
+from ..jsontext import dumps_text, loads
 from ..schema import IdTypes, schema_for
 from .scan import MAX_RECORD_BYTES, RECORD_SECTIONS
 from ..warehouse import write_part
@@ -217,7 +217,7 @@ def _check_names(url: str, files: tuple[SetFile, ...]) -> None:
 # ---------------------------------------------------------------------------- the task
 
 
-@flatten.no_cyclic_gc()
+@parse.no_cyclic_gc()
 def ingest_batch(task: BatchTask) -> BatchResult:
     """Read, parse, validate, flatten and write a batch of documents; return counts and image ids."""
     wfs = fsspec.filesystem(task.warehouse_protocol, **dict(task.storage_options))
@@ -238,7 +238,7 @@ def ingest_batch(task: BatchTask) -> BatchResult:
             records[section] = records.get(section, 0) + n
         image_ids.setdefault(doc.kind, []).append(doc.image_ids)
     if rejects:
-        per_table["rejects"] = [flatten.rejects_table(rejects)]
+        per_table["rejects"] = [rejects_table(rejects)]
     targets = dict(task.targets)
     rows, written = {}, {}
     types = id_types.complete(id_types.Decided(task.set_name, IdTypes(), {}), decided)
@@ -288,15 +288,13 @@ def parse_document(data: bytes, name: str, max_bytes: int = MAX_RECORD_BYTES):
     if not data.strip():
         raise BadFileError(name, "the file is empty; expected a COCO JSON object")
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # what orjson refuses but Python's json writes (NaN, Infinity, big integers)
-        return json.loads(data.decode("utf-8"))
+        return loads(data)
     except UnicodeDecodeError as err:
         raise BadFileError(name, f"bytes at {err.start} are not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise BadFileError(name, f"invalid JSON near byte {err.pos}: {err.msg}") from None
+    except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
+        raise BadFileError(name, f"a number has more digits than Python reads ({sys.get_int_max_str_digits()})") from None
     except RecursionError:
         raise BadFileError(name, "nested too deeply") from None
 

@@ -27,7 +27,7 @@ import dataclasses
 import dask
 from dask.delayed import Delayed
 
-from .flatten import ImageSizes
+from .records import ImageSizes
 from .tasks import SECTION_ORDER, ChunkTask, FilePlan, IngestOptions, ingest_chunk, plan_file, write_info
 from .filesets import BATCH_TABLES, BatchTask, FileSet, ingest_batch
 from ..warehouse import Part, Warehouse

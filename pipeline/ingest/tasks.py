@@ -15,14 +15,13 @@ import logging
 import re
 
 import numpy as np
-import orjson
 import pyarrow as pa
 
-from . import flatten, sources
+from . import flatten, parse, sources
 from .. import id_types
 from ..errors import BadFileError, CocolakeError
-from .flatten import FileContext, ImageSizes
-from ..jsontext import dumps_text
+from .records import FileContext, ImageSizes, rejects_table
+from ..jsontext import dumps_text, loads
 from ..schema import IdTypes, schema_for
 from .scan import RECORD_SECTIONS, StructureScanner, iter_blocks, record_spans, scan_document
 from ..warehouse import write_part
@@ -103,14 +102,9 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
             max_record_bytes=opts.max_record_bytes,
         )
     try:
-        skeleton = orjson.loads(layout.skeleton)
-    except orjson.JSONDecodeError:
-        import json
-
-        try:
-            skeleton = json.loads(layout.skeleton.decode("utf-8", errors="strict"))
-        except (ValueError, UnicodeDecodeError) as err:
-            raise BadFileError(source.name, f"not valid JSON outside the record arrays: {err}") from None
+        skeleton = loads(layout.skeleton)
+    except (ValueError, RecursionError) as err:
+        raise BadFileError(source.name, f"not valid JSON outside the record arrays: {err}") from None
     sections = layout.sections
     for key in RECORD_SECTIONS:
         if key in skeleton and key not in sections and skeleton[key] is not None:
@@ -151,7 +145,7 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
     if "categories" in sections:
         cats = []
         for start, end in sections["categories"].chunks():
-            cats += flatten.parse_chunk(sources.read_range(source, start, end), source=source.name,
+            cats += parse.parse_chunk(sources.read_range(source, start, end), source=source.name,
                                         section="categories", offset=start)
         cat_ids = frozenset(c.get("id") for c in cats if isinstance(c, dict) and isinstance(c.get("id"), (int, str)))
         cat_kp = {c.get("id"): len(c["keypoints"]) for c in cats
@@ -189,8 +183,8 @@ def _first_record(section):
         return None
     a, b = spans[0]
     try:
-        return orjson.loads(section.head[a:b])
-    except orjson.JSONDecodeError:
+        return loads(section.head[a:b])
+    except (ValueError, RecursionError):
         return None
 
 
@@ -232,7 +226,7 @@ _SECTION_SPACE = {"images": "image", "annotations": "annotation", "captions": "a
 # ---------------------------------------------------------------------------- chunks
 
 
-@flatten.no_cyclic_gc()
+@parse.no_cyclic_gc()
 def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResult:
     """Read, parse, validate, flatten and write one chunk; return counts and ids."""
     import fsspec
@@ -246,7 +240,7 @@ def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResul
     ids: list = []
     size_parts: list[ImageSizes] = []
     for buf, offset, first_index in _batches(task):
-        records = flatten.parse_chunk(buf, source=ctx.source_file, section=section, offset=offset)
+        records = parse.parse_chunk(buf, source=ctx.source_file, section=section, offset=offset)
         if section == "images":
             flat = flatten.flatten_images(records, ctx, first_index)
             size_parts.append(flat.image_sizes)
@@ -265,7 +259,7 @@ def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResul
                            else t.column("id").to_pylist())
         rejects += flat.rejects
     if rejects:
-        per_table["rejects"] = [flatten.rejects_table(rejects)]
+        per_table["rejects"] = [rejects_table(rejects)]
     rows, written = {}, {}
     for table, tables in per_table.items():
         path = targets[table]

@@ -1,0 +1,152 @@
+"""encode: a chunk's segmentations → its mask columns, in one batch per chunk.
+
+Input: each annotation's segmentation and its image's height and width. Output:
+``classify_segmentation`` (polygon | rle | uncompressed_rle | none | empty, or a
+``BadValue`` naming the problem) and ``encode_masks`` → ``Masks``: compressed RLE counts,
+size, pixel area, the ``polygons`` column and the rows whose mask failed validation.
+Polygons are drawn and RLEs checked by ``masks``' batch encoders, never one call per mask.
+Imports ``masks`` and ``records``; used by ``flatten`` and ``evaluate.detections``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from .. import masks
+from .records import NUMBER_TYPES, BadValue, is_int, short
+
+
+def classify_segmentation(rec: dict, h: int, w: int):
+    """(kind, value) of an annotation's segmentation; raises BadValue for malformed ones."""
+    if "segmentation" not in rec or rec["segmentation"] is None:
+        return "none", None
+    seg = rec["segmentation"]
+    if type(seg) is list:
+        if not seg:
+            return "empty", None
+        if all(type(p) is list for p in seg):
+            if h <= 0 or w <= 0:
+                raise BadValue("has polygons but its image has no height/width to draw them on")
+            if not {type(x) for p in seg for x in p} <= NUMBER_TYPES:  # before numpy or C sees them
+                raise BadValue("polygon has a coordinate that is not a number")
+            return "polygon", seg
+        if all(type(p) in (int, float) for p in seg):
+            raise BadValue("segmentation is a flat list of numbers; expected a list of polygons [[x1, y1, x2, y2, ...]]")
+        raise BadValue("segmentation list mixes polygons and other values")
+    if type(seg) is dict:
+        counts, size = seg.get("counts"), seg.get("size")
+        if not (type(size) is list and len(size) == 2 and all(is_int(x) and x >= 0 for x in size)):
+            raise BadValue(f"RLE size {short(size)} is not [height, width]")
+        if h > 0 and (size[0], size[1]) != (h, w):
+            if (size[1], size[0]) == (h, w):
+                raise BadValue(f"RLE size {size} is [width, height]; the image is {h}x{w} (height x width)")
+            raise BadValue(f"RLE size {size} differs from the image's [height, width] [{h}, {w}]")
+        if type(counts) is list:
+            return "uncompressed_rle", (counts, size)
+        if type(counts) is str:
+            if counts.startswith(("b'", 'b"')):
+                raise BadValue("RLE counts is a Python bytes repr (b'...'); decode the bytes to str before json.dump")
+            return "rle", (counts, size)
+        raise BadValue(f"RLE counts {short(counts)} is neither a string nor a list of integers")
+    raise BadValue(f"segmentation {short(seg)} is neither polygons nor an RLE object")
+
+
+class Masks(NamedTuple):
+    """The mask columns of a chunk's annotations, and the rows whose mask is bad."""
+
+    counts: list  # compressed string or None per row
+    size: list  # [h, w] or None
+    polygons: pa.Array  # list<list<double>>, null where the source was not polygons
+    fmt: list  # segmentation_format
+    bad: dict  # {row: problem}
+    area: np.ndarray  # int64 foreground pixels (0 where counts is None)
+
+    def take(self, rows: list[int]) -> Masks:
+        sel = np.asarray(rows, dtype=np.int64)
+        return Masks([self.counts[j] for j in rows], [self.size[j] for j in rows],
+                      self.polygons.take(pa.array(sel)) if len(self.polygons) else self.polygons,
+                      [self.fmt[j] for j in rows], {}, self.area[sel])
+
+    def area_column(self) -> pa.Array:
+        return pa.array(self.area, pa.int64(), mask=np.array([c is None for c in self.counts], dtype=bool))
+
+
+def encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> Masks:
+    """Encode every mask of a chunk; polygons in one batch, validated once, with areas.
+
+    ``poly`` = (flat coordinate list, part offsets, annotation part offsets) of the polygon
+    rows, when the caller already gathered them. Polygon coordinates are numbers (ints or
+    floats): ``classify_segmentation`` and the fast path refuse the rows they are not.
+    """
+    n = len(seg_kind)
+    rle_counts: list = [None] * n
+    rle_size: list = [None] * n
+    areas = np.zeros(n, np.int64)
+    fmt = [("none" if k in ("none", "empty") else k) for k in seg_kind]
+    bad: dict[int, str] = {}
+
+    poly_rows = [j for j in range(n) if seg_kind[j] == "polygon"]
+    # polygons: list<list<double>> built from flat offsets, nulls where the source was not polygons
+    if poly is not None:
+        flat, part_offsets, ann_parts = poly
+    else:
+        flat = []
+        part_offsets = [0]
+        ann_parts = [0]
+        for j in poly_rows:
+            for part in seg_value[j]:
+                flat.extend(part)
+                part_offsets.append(len(flat))
+            ann_parts.append(len(part_offsets) - 1)
+    coords = np.array(flat, dtype=np.float64) if len(flat) else np.zeros(0, np.float64)
+    part_offsets_arr = np.asarray(part_offsets, dtype=np.int64)
+    ann_parts_arr = np.asarray(ann_parts, dtype=np.int64)
+    if poly_rows:
+        h_arr = np.asarray([heights[j] for j in poly_rows], dtype=np.int64)
+        w_arr = np.asarray([widths[j] for j in poly_rows], dtype=np.int64)
+        enc = masks.encode_polygon_batch(coords, part_offsets_arr, ann_parts_arr, h_arr, w_arr)
+        ok = np.ones(len(poly_rows), dtype=bool)
+        for k, problem in enc.problems.items():
+            bad[poly_rows[k]] = problem
+            ok[k] = False
+        hw = np.stack([h_arr, w_arr], axis=1).tolist()
+        for k in np.flatnonzero(ok).tolist():
+            j = poly_rows[k]
+            rle_counts[j], rle_size[j] = enc.counts[k], hw[k]
+        areas[poly_rows] = enc.areas
+    rle_rows = [j for j in range(n) if seg_kind[j] in ("uncompressed_rle", "rle")]
+    if rle_rows:
+        enc = masks.encode_rle_batch([seg_value[j][0] for j in rle_rows],
+                                     [(seg_value[j][1][0], seg_value[j][1][1]) for j in rle_rows])
+        for k, j in enumerate(rle_rows):
+            if k in enc.problems:
+                bad[j] = enc.problems[k]
+            else:
+                rle_counts[j], areas[j], rle_size[j] = enc.counts[k], enc.areas[k], list(seg_value[j][1])
+
+    # the polygons column
+    poly_mask = np.ones(n, dtype=bool)  # segmentation: [] -> an empty polygon list, not null
+    poly_mask[[j for j in range(n) if seg_kind[j] in ("polygon", "empty")]] = False
+    outer_offsets = np.zeros(n + 1, dtype=np.int32)
+    counts_per_row = np.zeros(n, dtype=np.int64)
+    counts_per_row[poly_rows] = np.diff(ann_parts_arr)
+    outer_offsets[1:] = np.cumsum(counts_per_row)
+    inner = pa.ListArray.from_arrays(pa.array(part_offsets_arr.astype(np.int32)), pa.array(coords))
+    polygons = pa.ListArray.from_arrays(pa.array(outer_offsets), inner, mask=pa.array(poly_mask))
+    for j in bad:
+        areas[j] = 0
+    return Masks(rle_counts, rle_size, polygons, fmt, bad, areas)
+
+
+
+def bbox_array(flat: list, valid: list) -> pa.Array:
+    n = len(valid)
+    counts = np.where(np.asarray(valid, dtype=bool), 4, 0) if n else np.zeros(0, np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum(counts)
+    values = pa.array(np.asarray(flat, dtype=np.float64))
+    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~np.asarray(valid, dtype=bool)))
+
