@@ -389,6 +389,9 @@ def _rles(counts_list, sizes, what: str | None = "mask") -> _Rles:
     return rles
 
 
+parse_batch = _rles  # the public name: query.functions parses its SQL vectors with it
+
+
 def _parse_rles(counts_list, sizes) -> tuple[_Rles, dict[int, str]]:
     """Parse and check a batch of compressed strings; bad ones are listed, not raised."""
     strings, problems = _gather(counts_list)

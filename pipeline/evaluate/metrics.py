@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from .. import masks
 from ..errors import CocolakeError, QueryError
-from ..query.views import check_single_select, short_error
+from ..query.sandbox import check_single_select, short_error
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ images whose md5(``<seed>:<image id>``) read as a 32-bit fraction is below R, el
 Guarantees: the selector runs on a connection opened read-only, as exactly one SELECT
 statement; a malformed one raises a one-line ``QueryError`` quoting it. Unless
 ``allow_external_access``, that connection opens no file but the parts the manifest lists
-(``views.restrict_to_warehouse``), so ``read_csv('/etc/passwd')`` in a selector fails.
+(``sandbox.restrict_to_warehouse``), so ``read_csv('/etc/passwd')`` in a selector fails.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ import tempfile
 
 import duckdb
 
-from ..query import views
 from ..errors import ConfigError, QueryError
+from ..query import sandbox, views
+from ..query.compat import arrow_reader
 from ..warehouse import Warehouse
 from .options import ExportOptions
 
@@ -80,7 +81,7 @@ def open_readonly(opts: ExportOptions):
             if functions:
                 _register_functions(ro)
             if not opts.allow_external_access:  # the selector reads the warehouse's parts, no other file
-                views.restrict_to_warehouse(ro, wh, wh.require_manifest())
+                sandbox.restrict_to_warehouse(ro, wh, wh.require_manifest())
             yield ro
         finally:
             ro.close()
@@ -136,7 +137,7 @@ def _run(con, sql: str, params: list, what: str):
     try:
         return con.execute(sql, params)
     except duckdb.Error as err:
-        raise QueryError(f"{what}: {views.short_error(err)}") from None
+        raise QueryError(f"{what}: {sandbox.short_error(err)}") from None
 
 
 def _splits(con, opts: ExportOptions) -> list[str]:
@@ -158,7 +159,7 @@ def select(con, opts: ExportOptions, splits: list[str]) -> Selection:
         what = f"--where {opts.where!r}"
         # the predicate is checked on its own first, so that ") UNION SELECT ..." and
         # "; COPY ..." are refused before anything runs
-        views.check_single_select(f"SELECT 1 FROM annotations_enriched WHERE ({opts.where}\n)", what)
+        sandbox.check_single_select(f"SELECT 1 FROM annotations_enriched WHERE ({opts.where}\n)", what)
         column = "image_id" if opts.keep == "all" else "id"
         query = (f"SELECT DISTINCT CAST(split AS VARCHAR) AS split, {column} AS id "
                  f"FROM annotations_enriched WHERE list_contains(?, split) AND ({opts.where}\n)")
@@ -167,11 +168,11 @@ def select(con, opts: ExportOptions, splits: list[str]) -> Selection:
     else:
         what = "--sql " + _shorten(opts.sql)
         text = _TRAILING_SEMICOLON.sub("", opts.sql.strip())
-        views.check_single_select(text, what)
+        sandbox.check_single_select(text, what)
         try:
             cols = [d[0].lower() for d in con.execute(f"DESCRIBE {text}").fetchall()]
         except duckdb.Error as err:
-            raise QueryError(f"{what}: {views.short_error(err)}") from None
+            raise QueryError(f"{what}: {sandbox.short_error(err)}") from None
         if "annotation_id" in cols:
             column, mode = "annotation_id", "annotations"
         elif "image_id" in cols:
@@ -308,8 +309,6 @@ def image_jobs(con) -> list:
 def arrow_batches(con, sql: str, params: list, rows: int):
     """Iterate the result as Arrow record batches of up to ``rows`` rows (no empty batches)."""
     relation = con.sql(sql, params=params or None)
-    # DuckDB >= 1.4 names it to_arrow_reader; older releases fetch_arrow_reader
-    reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
-    for batch in reader(rows):
+    for batch in arrow_reader(relation, rows):
         if batch.num_rows:
             yield batch

@@ -1,6 +1,6 @@
 """checks: the data checks of ``sql/checks`` and the analysis queries of ``sql/queries``.
 
-Input: a connection from ``views.connect`` and the SQL files (read by ``views.load_sql_dir``).
+Input: a connection from ``views.connect`` and the SQL files (read by ``sqlfiles.load_sql_dir``).
 Output: for a check, the rows it returns: every offending record, empty when the data
 passes (sqlmesh audits); for a query, its result. Both as Arrow tables.
 
@@ -19,7 +19,8 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import QueryError
-from .views import SQL_DIR, SqlFile, load_sql_dir, run_sql
+from .sandbox import run_sql
+from .sqlfiles import SQL_DIR, SqlFile, load_sql_dir
 
 log = logging.getLogger(__name__)
 

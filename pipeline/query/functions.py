@@ -40,7 +40,8 @@ import pyarrow.compute as pc
 
 from .. import masks
 from ..errors import QueryError
-from .views import SQL_DIR
+from .compat import sql_type
+from .sqlfiles import SQL_DIR, load_sql_dir
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,8 @@ def rle_bbox(counts, sizes) -> pa.Array:
 
 
 def _runs(name: str, counts, sizes):
-    """Runs + offsets + sizes of a batch of strings. masks has no public batch parser:
-    ``_rles`` is its validated one, shared here rather than written twice."""
-    return _checked(name, lambda: masks._rles(counts, _sizes(sizes)), counts, sizes)
+    """Runs + offsets + sizes of a batch of strings (``masks.parse_batch``: parsed and checked)."""
+    return _checked(name, lambda: masks.parse_batch(counts, _sizes(sizes)), counts, sizes)
 
 
 def pair_iou(a, b, crowd: np.ndarray) -> np.ndarray:
@@ -164,8 +164,8 @@ def rle_iou(a_counts, a_sizes, b_counts, b_sizes, iscrowd) -> pa.Array:
     need = np.flatnonzero(overlap & same_size)
     if need.size:
         take = pa.array(need)
-        a = masks._rles(_combine(a_counts).take(take), a_sz[need])
-        b = masks._rles(_combine(b_counts).take(take), b_sz[need])
+        a = masks.parse_batch(_combine(a_counts).take(take), a_sz[need])
+        b = masks.parse_batch(_combine(b_counts).take(take), b_sz[need])
         out[need] = pair_iou(a, b, crowd[need])
     return pa.array(out, pa.float64())
 
@@ -219,12 +219,6 @@ def rle_from_polygons(polygons, heights, widths) -> pa.Array:
 
 
 # ------------------------------------------------------------------ registration
-def _type(con: duckdb.DuckDBPyConnection, name: str):
-    # duckdb >= 2 names it sqltype; 1.x has type
-    make = getattr(con, "sqltype", None) or con.type
-    return make(name)
-
-
 _UDFS = [
     # (SQL name, Python function, argument types, return type)
     ("rle_area", rle_area, ["VARCHAR", "INTEGER[]"], "BIGINT"),
@@ -250,15 +244,13 @@ def register(con: duckdb.DuckDBPyConnection) -> None:
             con.remove_function(name)
         except (duckdb.Error, ValueError):
             pass
-        con.create_function(name, fn, [_type(con, t) for t in args], _type(con, ret), type="arrow")
+        con.create_function(name, fn, [sql_type(con, t) for t in args], sql_type(con, ret), type="arrow")
     con.execute(_PYTHON_MACROS)
     register_macros(con)
 
 
 def register_macros(con: duckdb.DuckDBPyConnection, directory: pathlib.Path | None = None) -> None:
     """The pure-SQL macros of ``sql/functions`` (stored in the database when it is a file)."""
-    from .views import load_sql_dir
-
     for f in load_sql_dir(directory or FUNCTIONS_DIR).values():
         try:
             con.execute(f.text)

@@ -7,19 +7,15 @@ Output: a DuckDB connection where
   lists, exactly as written: one row per source record, per source file, with ``split``;
 - the views of ``sql/views/*.sql`` (one ``CREATE OR REPLACE VIEW`` per file, file name =
   view name) build on them and never name a path: the location is this module's parameter;
-- the mask functions of ``sqlfuncs`` are registered (when ``functions=True``);
-- with ``restrict=True``, DuckDB opens no file but those parts (``restrict_to_warehouse``),
-  and ``run_sql`` runs user SQL that only reads, errors as one line.
+- the mask functions of ``query.functions`` are registered (when ``functions=True``);
+- with ``restrict=True``, DuckDB opens no file but those parts (``sandbox``).
 
-The SQL loader reads files apart from applying them (``load_sql_dir`` / ``apply``), sorts
-them, rejects duplicate names naming both files, applies views in dependency order, and
-re-raises errors with the file name.
+Views are applied in dependency order, errors re-raised with the file name; the files are
+read by ``sqlfiles``. Imports the shared core and the other ``query`` modules.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.resources
 import pathlib
 import re
 from collections.abc import Callable, Iterable
@@ -31,52 +27,19 @@ import pyarrow as pa
 from ..errors import CocolakeError, QueryError, WarehouseError
 from ..schema import TABLES, partition_key, schema_for
 from ..warehouse import Manifest, Warehouse
+from .compat import fetch_arrow
+from .sandbox import check_single_select, restrict_to_warehouse, run_sql, short_error
+from .sqlfiles import SQL_DIR, SqlFile, find_sql_dir, load_sql_dir
+
+# the names other modules (and the README) import from here
+__all__ = [
+    "SQL_DIR", "SqlFile", "build", "calls_unknown_function", "check_single_select", "connect",
+    "fetch_arrow", "find_sql_dir", "load_sql_dir", "mentioned_names", "raw_relation_sql",
+    "read_current", "register_filesystem", "restrict_to_warehouse", "run_sql", "short_error",
+    "split_counts",
+]
 
 T = TypeVar("T")
-
-
-def find_sql_dir() -> pathlib.Path:
-    """The directory of cocolake's SQL files (``views/``, ``functions/``, ``checks/``, ``queries/``).
-
-    An installed wheel holds the project's top-level ``sql/`` as the package data
-    ``pipeline/sql`` (pyproject.toml maps one onto the other, so there is one copy); a
-    checkout, or an editable install of it, has no such directory and reads ``sql/`` beside
-    the package. Whether the directory holds any SQL is checked where it is read
-    (``load_sql_dir``), so that the error names the directory.
-    """
-    installed = importlib.resources.files("pipeline") / "sql"
-    if installed.is_dir():
-        return pathlib.Path(str(installed))
-    return pathlib.Path(__file__).resolve().parents[2] / "sql"
-
-
-SQL_DIR = find_sql_dir()
-
-
-@dataclasses.dataclass(frozen=True)
-class SqlFile:
-    name: str
-    path: pathlib.Path
-    text: str
-
-
-def load_sql_dir(directory: pathlib.Path) -> dict[str, SqlFile]:
-    """Every ``*.sql`` file of a directory, by name; duplicate names are an error, and so is
-    a directory that is missing or holds no SQL file (an install without its SQL would
-    otherwise have no views, checks or functions, and say nothing)."""
-    if not directory.is_dir():
-        raise QueryError(f"{directory}: SQL directory not found; cocolake's SQL files are missing "
-                         "(reinstall cocolake, or run it from a checkout that has sql/)")
-    found: dict[str, SqlFile] = {}
-    for path in sorted(directory.rglob("*.sql")):
-        name = path.stem
-        if name in found:
-            raise QueryError(f"two SQL files define {name!r}: {found[name].path} and {path}")
-        found[name] = SqlFile(name, path, path.read_text(encoding="utf-8"))
-    if not found:
-        raise QueryError(f"{directory}: SQL directory holds no .sql file; cocolake's SQL files are missing "
-                         "(reinstall cocolake, or run it from a checkout that has sql/)")
-    return found
 
 
 def _duck_type(t: pa.DataType) -> str:
@@ -204,7 +167,7 @@ def connect(
         only = mentioned_names(for_sql) if only is None else set(only) | mentioned_names(for_sql)
         functions = functions and calls_unknown_function(con, for_sql)
     if functions:
-        from . import functions as sqlfuncs
+        from . import functions as sqlfuncs  # at first use: NumPy and the mask kernel load slowly
 
         sqlfuncs.register(con)
     for attempt in range(VERSION_ATTEMPTS):
@@ -295,28 +258,6 @@ def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | Non
     apply_views(con, load_sql_dir((sql_dir or SQL_DIR) / "views"), only)
 
 
-# ------------------------------------------------------------------ user SQL, read only
-# what `cocolake sql` runs unless told --allow-external-access (DESCRIBE, SHOW, SUMMARIZE,
-# FROM ... and WITH ... are SELECT statements too)
-READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
-
-
-def restrict_to_warehouse(con: duckdb.DuckDBPyConnection, wh: Warehouse, manifest: Manifest) -> None:
-    """Let the connection read the manifest's Parquet parts and no other file, for good.
-
-    ``enable_external_access = false`` stops COPY, ATTACH, INSTALL/LOAD and every reader of
-    other files; ``allowed_paths`` re-admits exactly the parts the views read; the locked
-    configuration cannot be changed back by the SQL that runs afterwards.
-    """
-    paths = sorted({wh.url(p.path) for p in manifest.parts})
-    try:
-        con.execute("SET allowed_paths = $1", [paths])
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-    except duckdb.Error as err:
-        raise QueryError(f"cannot restrict the connection to the warehouse: {err}") from None
-
-
 # what a user counts per split, as the views count it: an image once however many files list
 # it (the ``images`` view is one row per split and id), an instance once though the
 # person_keypoints file repeats it (the ``annotations`` view), ...
@@ -349,79 +290,3 @@ def split_counts(warehouse: str, dataset: str, storage_options: dict | None = No
     return dict(sorted(out.items()))
 
 
-def fetch_arrow(rel) -> pa.Table:
-    """A relation's rows as an Arrow table (duckdb 1.x and 2.x spell it differently)."""
-    fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
-    return fetch()
-
-
-def short_error(err: Exception) -> str:
-    """DuckDB's message on one line, without the echoed SQL and caret lines, its hints kept:
-    ``Candidate bindings: "id", ...``, ``Did you mean "images"?``, candidate functions
-    (separated by ``;``); a mask function's error as the function raised it."""
-    return _message_and_line(err)[0]
-
-
-def _message_and_line(err: Exception) -> tuple[str, str | None]:
-    """``short_error``'s message and DuckDB's ``LINE n: ...`` line (None when there is none)."""
-    message, where, listed = "", None, False
-    for line in str(err).strip().splitlines():
-        if line.startswith("LINE "):
-            where = line.strip()
-            break
-        if not line.strip():
-            continue
-        item = line.startswith("\t")  # DuckDB lists candidate functions one per tab-indented line
-        message += ("; " if item and listed else " " if message else "") + line.strip()
-        listed = item and not line.rstrip().endswith(":")
-    message = re.sub(r"^Invalid Input Error: Python exception occurred while executing the UDF: \w+: ", "", message)
-    return message or type(err).__name__, where
-
-
-def check_single_select(sql: str, what: str) -> None:
-    """Refuse ``sql`` (a user's predicate wrapped in a query) unless it is one SELECT statement."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as err:
-        raise QueryError(f"{what}: {short_error(err)}") from None
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-        raise QueryError(f"{what}: must be a single SELECT expression, got {len(statements)} statement(s)")
-
-
-def _one_line(err: Exception) -> str:
-    """``short_error`` and the ``LINE n:`` DuckDB points at, when it does."""
-    message, where = _message_and_line(err)
-    return f"{message} ({where})" if where else message
-
-
-def run_sql(con: duckdb.DuckDBPyConnection, text: str, *, read_only: bool = True) -> pa.Table | None:
-    """Run one or more statements; the last one's rows (None when it returns none).
-
-    ``read_only``: every statement must be a SELECT or EXPLAIN, checked before any runs.
-    Errors are one line: the statement's number when there are several, DuckDB's message.
-    """
-    try:
-        statements = con.extract_statements(text)
-    except duckdb.Error as err:
-        raise QueryError(_one_line(err)) from None
-    if not statements:
-        raise QueryError("no SQL statement given")
-    if read_only:
-        for n, st in enumerate(statements, 1):
-            kind = getattr(st.type, "name", str(st.type)).rsplit(".", 1)[-1]
-            if kind not in READ_ONLY_STATEMENTS:
-                where = f"statement {n} is" if len(statements) > 1 else "got"
-                raise QueryError(
-                    f"only read-only queries run here (SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, "
-                    f"EXPLAIN); {where} {kind}: {st.query.strip()[:60]!r}; "
-                    "pass --allow-external-access to run it anyway"
-                )
-    result = None
-    for n, st in enumerate(statements, 1):
-        try:
-            rel = con.sql(st.query)
-            result = fetch_arrow(rel) if rel is not None else None
-        except duckdb.Error as err:
-            prefix = f"statement {n}: " if len(statements) > 1 else ""
-            raise QueryError(prefix + _one_line(err)) from None
-    return result
