@@ -157,7 +157,7 @@ def test_repeated_names_are_made_unique_as_duckdb_does(tmp_path):
     """DuckDB's own clients are the oracle: the names of ``COPY ... TO`` and ``fetchnumpy``."""
     import duckdb
 
-    from pipeline.cli.sql import unique_names
+    from pipeline.cli.common import unique_names
 
     query = ('SELECT 1 AS id, 2 AS id, 3 AS id_1, 4 AS "ID", 5 AS id, 6 AS x, 7 AS "X", 8 AS x_1, '
              '9 AS "X_1", 10 AS y')
@@ -174,7 +174,7 @@ def test_repeated_names_are_made_unique_as_duckdb_does(tmp_path):
 def test_check_tables_keep_repeated_columns():
     import pyarrow as pa
 
-    from pipeline.cli.sql import render_table
+    from pipeline.cli.common import render_table
 
     table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["id", "id"])
     assert render_table(table).splitlines() == ["id  id_1", "--  ----", " 1     2", "(1 row)"]

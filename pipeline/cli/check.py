@@ -10,7 +10,7 @@ import argparse
 import textwrap
 
 from .location import add_warehouse_options
-from .sql import print_catalogue, read, render_table
+from .common import print_catalogue, read, render_table
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from .location import add_warehouse_options
-from .sql import add_output_options, print_catalogue, read, write_result
+from .common import add_output_options, print_catalogue, read, write_result
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
