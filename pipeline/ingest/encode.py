@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import masks
-from .records import NUMBER_TYPES, BadValue, is_int, short
+from .records import NUMBER_TYPES, BadValue, is_int, is_num, short
 
 
 def classify_segmentation(rec: dict, h: int, w: int):
@@ -101,7 +101,14 @@ def encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> Masks:
                 flat.extend(part)
                 part_offsets.append(len(flat))
             ann_parts.append(len(part_offsets) - 1)
-    coords = np.array(flat, dtype=np.float64) if len(flat) else np.zeros(0, np.float64)
+    try:
+        coords = np.array(flat, dtype=np.float64) if len(flat) else np.zeros(0, np.float64)
+    except OverflowError:  # an integer beyond float64's range: those rows are bad, drawn as zeros
+        at = [i for i, x in enumerate(flat) if not is_num(x)]
+        part = np.searchsorted(np.asarray(part_offsets), at, side="right") - 1
+        for k in set((np.searchsorted(np.asarray(ann_parts), part, side="right") - 1).tolist()):
+            bad[poly_rows[k]] = "polygon has a coordinate beyond the range of a 64-bit float"
+        coords = np.array([x if is_num(x) else 0.0 for x in flat], dtype=np.float64)
     part_offsets_arr = np.asarray(part_offsets, dtype=np.int64)
     ann_parts_arr = np.asarray(ann_parts, dtype=np.int64)
     if poly_rows:
@@ -109,8 +116,10 @@ def encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> Masks:
         w_arr = np.asarray([widths[j] for j in poly_rows], dtype=np.int64)
         enc = masks.encode_polygon_batch(coords, part_offsets_arr, ann_parts_arr, h_arr, w_arr)
         ok = np.ones(len(poly_rows), dtype=bool)
+        ok[[k for k, j in enumerate(poly_rows) if j in bad]] = False
         for k, problem in enc.problems.items():
-            bad[poly_rows[k]] = problem
+            if ok[k]:
+                bad[poly_rows[k]] = problem
             ok[k] = False
         hw = np.stack([h_arr, w_arr], axis=1).tolist()
         for k in np.flatnonzero(ok).tolist():

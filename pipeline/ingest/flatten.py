@@ -325,7 +325,10 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
     if set(map(type, crowd)) != {int} or not set(map(type, areas)) <= NUMBER_TYPES:
         return None
     crowd_np = np.array(crowd, dtype=np.int64)
-    area_np = np.array(areas, dtype=np.float64)
+    try:  # an integer beyond float64's range: the exact path names it
+        area_np = np.array(areas, dtype=np.float64)
+    except OverflowError:
+        return None
     if not (((crowd_np == 0) | (crowd_np == 1)).all() and np.isfinite(area_np).all()):
         return None
     if (np.abs(area_np) > EXACT).any():  # maybe integers a float64 cannot hold: the exact path
@@ -335,7 +338,10 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
     bflat = [x for b in bboxes for x in b]
     if not set(map(type, bflat)) <= NUMBER_TYPES:
         return None
-    bnp = np.array(bflat, dtype=np.float64)
+    try:
+        bnp = np.array(bflat, dtype=np.float64)
+    except OverflowError:
+        return None
     if not np.isfinite(bnp).all() or (bnp.reshape(-1, 4)[:, 2:] < 0).any() or (np.abs(bnp) > EXACT).any():
         return None
     found, heights, widths = sizes.lookup(image_ids)
