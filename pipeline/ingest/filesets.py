@@ -356,27 +356,12 @@ def flatten_document(doc, name: str, on_bad_record: str = "error") -> FlatDocume
     cats = sections.get("categories")
     types, origins = id_types.decide(*(sections[k][0] if sections.get(k) else None
                                        for k in ("images", "annotations", "categories")))
-    ctx = FileContext(
-        source_file=name,
-        kind=kind,
-        id_types=types,
-        id_origins=origins,
-        on_bad_record=on_bad_record,
-        category_keypoints={c.get("id"): len(c["keypoints"]) for c in cats or ()
-                            if type(c) is dict and type(c.get("keypoints")) is list},
-        category_ids=None if cats is None else frozenset(
-            c.get("id") for c in cats if type(c) is dict and isinstance(c.get("id"), (int, str))),
-    )
+    ctx = FileContext.of_file(name, kind, types, origins, on_bad_record, cats)
     tables: dict[str, pa.Table] = {}
     rejects: list[dict] = []
-    images = flatten.flatten_images(sections["images"], ctx)
-    parts = [images]
-    if "licenses" in sections:
-        parts.append(flatten.flatten_licenses(sections["licenses"], ctx))
-    if cats is not None:
-        parts.append(flatten.flatten_categories(cats, ctx))
-    if anns is not None:
-        parts.append(flatten.flatten_annotations(anns, ctx, images.image_sizes))
+    images = flatten.flatten_section("images", sections["images"], ctx)
+    parts = [images] + [flatten.flatten_section(s, sections[s], ctx, images.image_sizes)
+                        for s in ("licenses", "categories", "annotations") if s in sections]
     for flat in parts:
         for table, t in flat.tables.items():
             _check_unique(name, table, t)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..errors import CocolakeError
 from ..jsontext import dumps_text as _dumps
 from .encode import bbox_array, classify_segmentation, encode_masks
 from .records import (
@@ -28,6 +29,20 @@ from .records import (
 )
 
 # ---------------------------------------------------------------------------- images
+
+
+def flatten_section(section: str, records: list, ctx: FileContext, sizes: ImageSizes | None = None,
+                    first_index: int = 0) -> Flat:
+    """The records of one top-level section of a document: images, annotations, categories or licenses."""
+    if section == "images":
+        return flatten_images(records, ctx, first_index)
+    if section == "annotations":
+        return flatten_annotations(records, ctx, sizes, first_index)
+    if section == "categories":
+        return flatten_categories(records, ctx, first_index)
+    if section == "licenses":
+        return flatten_licenses(records, ctx, first_index)
+    raise CocolakeError(f"{ctx.source_file}: unknown section {section!r}")
 
 
 def flatten_images(records: list, ctx: FileContext, first_index: int = 0) -> Flat:

@@ -50,6 +50,19 @@ class FileContext:
     # id space -> what decided its type, for the mixed-id-types message: "the first image's id is 'a'"
     id_origins: dict = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def of_file(cls, source_file: str, kind: str, id_types: IdTypes, id_origins: dict, on_bad_record: str,
+                categories: list | None) -> FileContext:
+        """The context of a file whose category records are ``categories`` (None: it has none)."""
+        cats = [c for c in categories or () if type(c) is dict]
+        return cls(
+            source_file=source_file, kind=kind, id_types=id_types, on_bad_record=on_bad_record,
+            category_keypoints={c.get("id"): len(c["keypoints"]) for c in cats if type(c.get("keypoints")) is list},
+            category_ids=None if categories is None else frozenset(
+                c.get("id") for c in cats if isinstance(c.get("id"), (int, str))),
+            id_origins=id_origins,
+        )
+
 
 @dataclasses.dataclass
 class Flat:

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from . import flatten, parse, sources
 from .. import id_types
-from ..errors import BadFileError, CocolakeError
+from ..errors import BadFileError
 from .records import FileContext, ImageSizes, rejects_table
 from ..jsontext import dumps_text, loads
 from ..schema import IdTypes, schema_for
@@ -139,27 +139,13 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", split):
         raise BadFileError(source.name, f"split name {split!r}: use letters, digits, '.', '_' or '-'")
     # categories are small: read them now to validate annotations against them
-    cat_ids = None
-    cat_kp: dict = {}
     cats: list = []
-    if "categories" in sections:
-        cats = []
-        for start, end in sections["categories"].chunks():
-            cats += parse.parse_chunk(sources.read_range(source, start, end), source=source.name,
-                                        section="categories", offset=start)
-        cat_ids = frozenset(c.get("id") for c in cats if isinstance(c, dict) and isinstance(c.get("id"), (int, str)))
-        cat_kp = {c.get("id"): len(c["keypoints"]) for c in cats
-                  if isinstance(c, dict) and isinstance(c.get("keypoints"), list)}
+    for start, end in sections["categories"].chunks() if "categories" in sections else ():
+        cats += parse.parse_chunk(sources.read_range(source, start, end), source=source.name,
+                                  section="categories", offset=start)
     types, origins = id_types.decide(first_img, first_ann, cats[0] if cats else None)
-    ctx = FileContext(
-        source_file=source.name,
-        kind=kind,
-        id_types=types,
-        on_bad_record=opts.on_bad_record,
-        category_keypoints=cat_kp,
-        category_ids=cat_ids,
-        id_origins=origins,
-    )
+    ctx = FileContext.of_file(source.name, kind, types, origins, opts.on_bad_record,
+                              cats if "categories" in sections else None)
     info = skeleton.get("info")
     return FilePlan(
         source=source,
@@ -241,17 +227,9 @@ def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResul
     size_parts: list[ImageSizes] = []
     for buf, offset, first_index in _batches(task):
         records = parse.parse_chunk(buf, source=ctx.source_file, section=section, offset=offset)
+        flat = flatten.flatten_section(section, records, ctx, sizes, first_index)
         if section == "images":
-            flat = flatten.flatten_images(records, ctx, first_index)
             size_parts.append(flat.image_sizes)
-        elif section == "annotations":
-            flat = flatten.flatten_annotations(records, ctx, sizes, first_index)
-        elif section == "categories":
-            flat = flatten.flatten_categories(records, ctx, first_index)
-        elif section == "licenses":
-            flat = flatten.flatten_licenses(records, ctx, first_index)
-        else:  # pragma: no cover - planning only emits the sections above
-            raise CocolakeError(f"{ctx.source_file}: unknown section {section!r}")
         for table, t in flat.tables.items():
             per_table.setdefault(table, []).append(t)
             if table in _SECTION_SPACE:
