@@ -54,6 +54,19 @@ class QueryError(CocolakeError):
     """A SQL query, predicate or view failed; the message shows the SQL."""
 
 
+class ExportError(CocolakeError):
+    """An export cannot be written: unsafe file name, missing image, clashing ids."""
+
+
+class InvalidMask(CocolakeError, ValueError):
+    """A segmentation or RLE that cannot be encoded; ``index`` is its position in a batch."""
+
+    def __init__(self, problem: str, index: int | None = None, what: str = "annotation"):
+        self.problem = problem
+        self.index = index
+        super().__init__(problem if index is None else f"{what} #{index} in batch: {problem}")
+
+
 def describe_record(section: str, index: int, record_id) -> str:
     """``annotation id=17`` or ``annotation #3`` (index) when the record has no usable id."""
     noun = {

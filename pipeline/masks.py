@@ -74,7 +74,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import rlekernel
-from pipeline.errors import CocolakeError
+from pipeline.errors import InvalidMask
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,6 @@ MAX_OUTLINE_POINTS = 2**24
 _C_STRING_PIXELS = 2**24
 _COORD_MARGIN = 10_000
 _COORD_CAP = 1e8
-
-
-class InvalidMask(CocolakeError, ValueError):
-    """A segmentation or RLE that cannot be encoded; ``index`` is its position in a batch."""
-
-    def __init__(self, problem: str, index: int | None = None, what: str = "annotation"):
-        self.problem = problem
-        self.index = index
-        super().__init__(problem if index is None else f"{what} #{index} in batch: {problem}")
 
 
 def coordinate_bound(height, width):

@@ -26,7 +26,7 @@ import pathlib
 import numpy as np
 
 from . import masks
-from .errors import CocolakeError
+from .errors import CocolakeError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +259,11 @@ def keypoint_section(con, splits: list[str]) -> str:
 
 
 def caption_section(con, splits: list[str]) -> str:
-    rows = _rows(con, "SELECT split, least(len(string_split(trim(caption), ' ')), 30) AS words, count(*) AS n "
-                      "FROM captions WHERE caption IS NOT NULL GROUP BY ALL")
+    from .query.checks import queries
+
+    # the words of a caption as `cocolake query caption_length` counts them, 30 and more in one bar
+    lengths_sql = queries()["caption_length"].text.strip().rstrip(";")
+    rows = _rows(con, f"SELECT split, least(words, 30) AS words, sum(captions) AS n FROM (\n{lengths_sql}\n) GROUP BY ALL")
     if not rows:
         return ""
     lengths = list(range(min(r["words"] for r in rows), max(r["words"] for r in rows) + 1))
@@ -388,7 +391,7 @@ def write_report(warehouse: str, dataset: str, out: str, *, image_root: str | No
 
     target = pathlib.Path(out)
     if target.exists() and not target.is_dir():
-        raise CocolakeError(f"--out {out}: is a file, not a directory; the report is written to DIR/index.html")
+        raise ConfigError(f"--out {out}: is a file, not a directory; the report is written to DIR/index.html")
     manifest = Warehouse(warehouse, dataset).require_manifest()
     con = connect(warehouse, dataset, restrict=True)
     try:
@@ -403,5 +406,5 @@ def write_report(warehouse: str, dataset: str, out: str, *, image_root: str | No
         tmp.write_text(page, encoding="utf-8")
         tmp.replace(path)
     except OSError as err:
-        raise CocolakeError(f"--out {out}: cannot write {path}: {err.strerror or err}") from None
+        raise ConfigError(f"--out {out}: cannot write {path}: {err.strerror or err}") from None
     return path

@@ -163,3 +163,21 @@ def test_renders_in_headless_chromium(report, tmp_path):
         assert plot["width"] > 200 and plot["height"] > 100 and plot["marks"] >= 5, plot
     assert len(shown["images"]) == 6
     assert all(i["complete"] and i["width"] > 100 and i["height"] > 100 for i in shown["images"]), shown["images"]
+
+
+def test_caption_lengths_count_words_as_the_caption_length_query_does():
+    """Runs of spaces are one gap, in the report as in `cocolake query caption_length`."""
+    import duckdb
+
+    from pipeline.query.checks import run_query
+    from pipeline.report import caption_section
+
+    con = duckdb.connect()
+    con.execute("CREATE VIEW captions AS SELECT * FROM (VALUES ('train', 'a  dog'), ('train', 'one two three'), "
+                "('train', repeat('w ', 40)), ('train', NULL)) AS t(split, caption)")
+    html = caption_section(con, ["train"])
+    assert "<title>2, train: 1</title>" in html
+    assert "<title>3, train: 1</title>" in html
+    assert "<title>30+, train: 1</title>" in html
+    query = {(r["split"], r["words"]): r["captions"] for r in run_query(con, "caption_length").to_pylist()}
+    assert query == {("train", 2): 1, ("train", 3): 1, ("train", 40): 1}

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Literal, get_args
 
-from ..errors import CocolakeError, ConfigError
+from ..errors import ConfigError, ExportError  # noqa: F401 - ExportError also importable from here
 
 Format = Literal["coco", "yolo", "parquet", "hf"]
 ImagesMode = Literal["copy", "link", "none"]
@@ -24,10 +24,6 @@ DEFAULT_CLASSES = {"coco": "all", "parquet": "all", "yolo": "used", "hf": "used"
 
 # progress(phase, done, total); phase is e.g. "images"
 Progress = Callable[[str, int, int], None]
-
-
-class ExportError(CocolakeError):
-    """An export cannot be written: unsafe file name, missing image, clashing ids."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,7 +36,7 @@ import dask
 
 from . import filesets as per_image, sources
 from ..query import views
-from ..errors import BadFileError, CocolakeError
+from ..errors import BadFileError, CocolakeError, ConfigError
 from .graph import ingest_graph, plan_graph
 from .tasks import IngestOptions, resolve_id_types
 from ..warehouse import Part, Warehouse
@@ -108,7 +108,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
         try:
             client = Client(scheduler, timeout="20s", set_as_default=False)
         except OSError as err:
-            raise CocolakeError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+            raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
         try:
             yield client
         finally:
@@ -333,7 +333,7 @@ def run_ingest(
             storage_options=storage_options,
         )
     if not source_files and not sets:
-        raise CocolakeError(f"no COCO JSON documents found in {', '.join(urls or []) or 'no sources'}")
+        raise ConfigError(f"no COCO JSON documents found in {', '.join(urls or []) or 'no sources'}")
     with wh.writer_lock():
         planned: list[str] = []  # every part this run may write, known once its graph is
         try:
@@ -406,7 +406,7 @@ def _check_unique_files(plans, sets=()) -> None:
     ]:
         key = (split, name)
         if key in seen:
-            raise CocolakeError(f"two sources give {name} for split {split}: {seen[key]} and {url}")
+            raise ConfigError(f"two sources give {name} for split {split}: {seen[key]} and {url}")
         seen[key] = url
 
 
