@@ -117,6 +117,7 @@ def test_unknown_keys_are_kept():
     ({"image_id": 7, "category_id": 1, "score": 1}, "has no bbox, segmentation or keypoints"),
     (dict(POLYGON, segmentation=[[1, 2, 3, 4, 5]]), "5 coordinates|odd"),
     (dict(KEYPOINTS, keypoints=[1, 2, 1]), "keypoints has 1 joints; category 1 names 2"),
+    (dict(KEYPOINTS, keypoints=[1, 2, 10 ** 400, 3, 4, 1]), "is not a non-empty list of finite numbers"),
     (dict(POLYGON, segmentation={"size": [40, 30], "counts": "abc"}), r"\[width, height\]"),
     ([1, 2], "is a JSON list, expected an object"),
 ])

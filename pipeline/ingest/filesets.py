@@ -1,4 +1,4 @@
-"""per_image: a directory or glob of many small JSON documents, ingested as one source.
+"""filesets: a directory or glob of many small JSON documents, ingested as one source.
 
 Input: a source URL that lists many small COCO-style documents, as SA-1B ships (one
 ``sa_<id>.json`` per image), or a single file when ``batch_files`` asks for it. Output: a ``FileSet`` (the set's name, its split, its files
@@ -10,7 +10,7 @@ When a source is a per-image set (``find_sets``): a directory (one level of
 sub-directories included) or a glob whose documents (``*.json``, ``*.json.gz``) are each
 no larger than one chunk (``chunk_bytes``), and either there are at least two of them and
 no name carries a split (``sa_1.json``, not ``instances_val2017.json``), or
-``batch_files`` was given. Everything else is ingested document by document (``ingest``).
+``batch_files`` was given. Everything else is ingested document by document (``tasks``).
 Hidden files and directories (``.name``) are left out, globs included.
 
 Each document is either a COCO file (``images``, ``annotations``, ``categories``, ...)
@@ -326,7 +326,8 @@ class FlatDocument:
 
 
 def flatten_document(doc, name: str, on_bad_record: str = "error") -> FlatDocument:
-    """One whole document (COCO or per-image format) → its tables, like ``ingest`` does by chunks."""
+    """One whole document (COCO or per-image format) → its tables, through the same
+    ``FileContext.of_file`` and ``flatten.flatten_section`` as a document's chunks."""
     from .tasks import detect_kind
 
     if type(doc) is not dict:
