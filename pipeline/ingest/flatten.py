@@ -28,7 +28,7 @@ from .records import (
     check_keypoints, extra_text, is_bbox, is_exact_num, is_int, is_num, is_str, short, typed,
 )
 
-# ---------------------------------------------------------------------------- images
+# ---------------------------------------------------------------------------- sections
 
 
 def flatten_section(section: str, records: list, ctx: FileContext, sizes: ImageSizes | None = None,
@@ -45,43 +45,44 @@ def flatten_section(section: str, records: list, ctx: FileContext, sizes: ImageS
     raise CocolakeError(f"{ctx.source_file}: unknown section {section!r}")
 
 
-def flatten_images(records: list, ctx: FileContext, first_index: int = 0) -> Flat:
-    col = Collector(ctx, "images", first_index)
-    known = KNOWN_KEYS["images"]
-    rows: dict[str, list] = {k: [] for k in ("id", "file_name", "height", "width", "license", "coco_url",
-                                             "flickr_url", "date_captured", "extra", "raw")}
+def _rows(records: list, col: Collector, columns: tuple[str, ...], row_of) -> tuple[dict[str, list], list[int]]:
+    """Columns of the good records and their positions; ``row_of(i, rec)`` gives a record's
+    values (in ``columns`` order) or raises ``BadValue``, and the record goes to ``col``."""
+    rows: dict[str, list] = {k: [] for k in columns}
     keep: list[int] = []
     for i, rec in enumerate(records):
         try:
             if type(rec) is not dict:
                 raise BadValue(f"is a JSON {type(rec).__name__}, expected an object")
-            rid = check_id(rec.get("id"), ctx, "image", "id")
-            raw: dict[str, Any] = {}
-            height = typed(rec, "height", is_int, raw)
-            width = typed(rec, "width", is_int, raw)
-            if height is not None and height <= 0 or width is not None and width <= 0:
-                raise BadValue(f"height/width {rec.get('height')}x{rec.get('width')} must be positive")
-            fname = typed(rec, "file_name", is_str, raw)
-            if fname is not None and "\x00" in fname:
-                raise BadValue("file_name contains a NUL character")
-            row = (
-                rid,
-                fname,
-                height,
-                width,
-                typed(rec, "license", is_int, raw),
-                typed(rec, "coco_url", is_str, raw),
-                typed(rec, "flickr_url", is_str, raw),
-                typed(rec, "date_captured", is_str, raw),
-                extra_text(rec, known),
-                _dumps(raw) if raw else None,
-            )
+            row = row_of(i, rec)
         except BadValue as err:
             col.bad(i, rec, str(err))
             continue
         for k, v in zip(rows, row):
             rows[k].append(v)
         keep.append(i)
+    return rows, keep
+
+
+def flatten_images(records: list, ctx: FileContext, first_index: int = 0) -> Flat:
+    col = Collector(ctx, "images", first_index)
+
+    def row_of(i, rec):
+        rid = check_id(rec.get("id"), ctx, "image", "id")
+        raw: dict[str, Any] = {}
+        height = typed(rec, "height", is_int, raw)
+        width = typed(rec, "width", is_int, raw)
+        if height is not None and height <= 0 or width is not None and width <= 0:
+            raise BadValue(f"height/width {rec.get('height')}x{rec.get('width')} must be positive")
+        fname = typed(rec, "file_name", is_str, raw)
+        if fname is not None and "\x00" in fname:
+            raise BadValue("file_name contains a NUL character")
+        return (rid, fname, height, width, typed(rec, "license", is_int, raw), typed(rec, "coco_url", is_str, raw),
+                typed(rec, "flickr_url", is_str, raw), typed(rec, "date_captured", is_str, raw),
+                extra_text(rec, KNOWN_KEYS["images"]), _dumps(raw) if raw else None)
+
+    rows, keep = _rows(records, col, ("id", "file_name", "height", "width", "license", "coco_url", "flickr_url",
+                                      "date_captured", "extra", "raw"), row_of)
     table = arrow_table("images", rows, ctx, first_index, keep)
     sizes = ImageSizes(
         rows["id"],
@@ -97,46 +98,29 @@ def flatten_images(records: list, ctx: FileContext, first_index: int = 0) -> Fla
 
 def flatten_categories(records: list, ctx: FileContext, first_index: int = 0) -> Flat:
     col = Collector(ctx, "categories", first_index)
-    rows: dict[str, list] = {k: [] for k in ("id", "name", "supercategory", "keypoints", "skeleton", "extra", "raw")}
-    keep = []
-    for i, rec in enumerate(records):
-        try:
-            if type(rec) is not dict:
-                raise BadValue(f"is a JSON {type(rec).__name__}, expected an object")
-            rid = check_id(rec.get("id"), ctx, "category", "id")
-            raw: dict[str, Any] = {}
-            kp = typed(rec, "keypoints", lambda v: type(v) is list and all(type(x) is str for x in v), raw)
-            sk = typed(rec, "skeleton", lambda v: type(v) is list and all(
-                type(e) is list and all(is_int(x) for x in e) for e in v), raw)
-            row = (rid, typed(rec, "name", is_str, raw), typed(rec, "supercategory", is_str, raw), kp, sk,
-                   extra_text(rec, KNOWN_KEYS["categories"]), _dumps(raw) if raw else None)
-        except BadValue as err:
-            col.bad(i, rec, str(err))
-            continue
-        for k, v in zip(rows, row):
-            rows[k].append(v)
-        keep.append(i)
+
+    def row_of(i, rec):
+        rid = check_id(rec.get("id"), ctx, "category", "id")
+        raw: dict[str, Any] = {}
+        kp = typed(rec, "keypoints", lambda v: type(v) is list and all(type(x) is str for x in v), raw)
+        sk = typed(rec, "skeleton", lambda v: type(v) is list and all(
+            type(e) is list and all(is_int(x) for x in e) for e in v), raw)
+        return (rid, typed(rec, "name", is_str, raw), typed(rec, "supercategory", is_str, raw), kp, sk,
+                extra_text(rec, KNOWN_KEYS["categories"]), _dumps(raw) if raw else None)
+
+    rows, keep = _rows(records, col, ("id", "name", "supercategory", "keypoints", "skeleton", "extra", "raw"), row_of)
     return Flat({"categories": arrow_table("categories", rows, ctx, first_index, keep)}, col.rejects)
 
 
 def flatten_licenses(records: list, ctx: FileContext, first_index: int = 0) -> Flat:
     col = Collector(ctx, "licenses", first_index)
-    rows: dict[str, list] = {k: [] for k in ("id", "name", "url", "extra", "raw")}
-    keep = []
-    for i, rec in enumerate(records):
-        try:
-            if type(rec) is not dict:
-                raise BadValue(f"is a JSON {type(rec).__name__}, expected an object")
-            raw: dict[str, Any] = {}
-            row = (typed(rec, "id", is_int, raw), typed(rec, "name", is_str, raw),
-                   typed(rec, "url", is_str, raw), extra_text(rec, KNOWN_KEYS["licenses"]),
-                   _dumps(raw) if raw else None)
-        except BadValue as err:
-            col.bad(i, rec, str(err))
-            continue
-        for k, v in zip(rows, row):
-            rows[k].append(v)
-        keep.append(i)
+
+    def row_of(i, rec):
+        raw: dict[str, Any] = {}
+        return (typed(rec, "id", is_int, raw), typed(rec, "name", is_str, raw), typed(rec, "url", is_str, raw),
+                extra_text(rec, KNOWN_KEYS["licenses"]), _dumps(raw) if raw else None)
+
+    rows, keep = _rows(records, col, ("id", "name", "url", "extra", "raw"), row_of)
     return Flat({"licenses": arrow_table("licenses", rows, ctx, first_index, keep)}, col.rejects)
 
 
@@ -168,27 +152,18 @@ def _annotation_keypoints(rec: dict, ctx: FileContext, cid) -> tuple:
 
 def _flatten_captions(records, ctx, sizes, first_index) -> Flat:
     col = Collector(ctx, "annotations", first_index)
-    image_ids = [r.get("image_id") if type(r) is dict else None for r in records]
-    found, _, _ = sizes.lookup(image_ids)
-    rows: dict[str, list] = {k: [] for k in ("id", "image_id", "caption", "extra", "raw")}
-    keep = []
-    for i, rec in enumerate(records):
-        try:
-            if type(rec) is not dict:
-                raise BadValue(f"is a JSON {type(rec).__name__}, expected an object")
-            rid = check_id(rec.get("id"), ctx, "annotation", "id")
-            iid = check_id(rec.get("image_id"), ctx, "image", "image_id")
-            if not found[i]:
-                raise BadValue(f"image_id {iid!r} is not in this file's images")
-            raw: dict[str, Any] = {}
-            row = (rid, iid, typed(rec, "caption", is_str, raw), extra_text(rec, KNOWN_KEYS["captions"]),
-                   _dumps(raw) if raw else None)
-        except BadValue as err:
-            col.bad(i, rec, str(err))
-            continue
-        for k, v in zip(rows, row):
-            rows[k].append(v)
-        keep.append(i)
+    found, _, _ = sizes.lookup([r.get("image_id") if type(r) is dict else None for r in records])
+
+    def row_of(i, rec):
+        rid = check_id(rec.get("id"), ctx, "annotation", "id")
+        iid = check_id(rec.get("image_id"), ctx, "image", "image_id")
+        if not found[i]:
+            raise BadValue(f"image_id {iid!r} is not in this file's images")
+        raw: dict[str, Any] = {}
+        return (rid, iid, typed(rec, "caption", is_str, raw), extra_text(rec, KNOWN_KEYS["captions"]),
+                _dumps(raw) if raw else None)
+
+    rows, keep = _rows(records, col, ("id", "image_id", "caption", "extra", "raw"), row_of)
     return Flat({"captions": arrow_table("captions", rows, ctx, first_index, keep)}, col.rejects)
 
 
