@@ -17,6 +17,7 @@ from pipeline.cli import main
 from pipeline.report import nice_ticks, write_report
 
 PLOTS = {"split-summary", "class-histogram", "box-sizes", "cooccurrence", "keypoint-visibility", "caption-lengths"}
+RUN_PLOTS = {"pr-overall", "pr-category", "ap-per-category", "fp-breakdown", "confusions"}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PAGE_CHECKS = """JSON.stringify({
   plots: [...document.querySelectorAll('svg.plot')].map(s => {
     const r = s.getBoundingClientRect();
-    return {name: s.dataset.plot, width: r.width, height: r.height, marks: s.querySelectorAll('rect').length};
+    return {name: s.dataset.plot, width: r.width, height: r.height, marks: s.querySelectorAll('rect').length,
+            curves: [...s.querySelectorAll('polyline')].filter(p => p.points.length > 1).length};
   }),
   images: [...document.images].map(i => ({complete: i.complete, width: i.naturalWidth, height: i.naturalHeight})),
   title: document.title,
@@ -146,17 +148,21 @@ async def _cdp_render(url: str, profile: str, timeout: float = 60.0) -> dict:
             proc.wait()
 
 
-@pytest.mark.slow
-def test_renders_in_headless_chromium(report, tmp_path):
+def _render_in_chromium(page, tmp_path) -> dict:
     if CHROMIUM is None:  # CI installs it (.ci/run): there a missing browser is a failure, not a skip
         message = "chromium is not installed (apt-get install chromium)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}; CI must run the browser test")
         pytest.skip(message)
-    got = asyncio.run(_cdp_render(report.as_uri(), str(tmp_path / "profile")))
+    got = asyncio.run(_cdp_render(page.as_uri(), str(tmp_path / "profile")))
     assert got["problems"] == []
     assert [u for u in got["requests"] if not u.startswith(("data:", "file:"))] == []
-    shown = got["shown"]
+    return got["shown"]
+
+
+@pytest.mark.slow
+def test_renders_in_headless_chromium(report, tmp_path):
+    shown = _render_in_chromium(report, tmp_path)
     assert shown["title"] == "cocolake report: mini"
     assert {p["name"] for p in shown["plots"]} == PLOTS
     for plot in shown["plots"]:

@@ -12,14 +12,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "report",
         help="write a self-contained HTML report with plots and sample images",
         description="Write DIR/index.html: per-split summary, class histogram, box sizes, category "
-        "co-occurrence, keypoints, captions and a grid of sample images with their masks and boxes. "
-        "One file, nothing fetched when it is opened.",
+        "co-occurrence, keypoints, captions and a grid of sample images with their masks and boxes; "
+        "then, per model run, PR curves, AP per category, false positives by cause, top confusions and "
+        "sample images with their matches. One file, nothing fetched when it is opened.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write index.html into")
     p.add_argument("--image-root", metavar="R",
                    help="where the image files are: a directory (<R>/<split>/<file_name> or <R>/<file_name>), "
                    "a .zip or a URL prefix; without it, masks are drawn on grey and nothing is fetched")
-    p.add_argument("--samples", type=int, default=12, metavar="N", help="sample images to draw (default: 12; 0: none)")
+    p.add_argument("--samples", type=int, default=12, metavar="N", help="sample images to draw, and per evaluated run (default: 12; 0: none)")
     add_warehouse_options(p)
     return p
 

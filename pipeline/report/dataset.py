@@ -1,16 +1,10 @@
-"""report: one self-contained HTML page that shows a dataset of the warehouse.
-
-Input: a connection from ``views.connect`` (the views and the mask functions) and,
-optionally, an image root (a directory, a ``.zip`` or a URL prefix, found as ``export``
-finds images). Output: ``<out>/index.html``.
-
-Guarantees: the page needs nothing but itself. Plots are inline SVG drawn here (no
-JavaScript, no fonts, no stylesheets fetched), sample images are JPEG ``data:`` URIs drawn
-with Pillow, and without an image root no image is fetched: masks and boxes are drawn on a
-grey canvas of the image's size. Same warehouse, same page.
+"""report.dataset: the sections about the ground truth, and the SVG and drawing helpers
+that the run sections share.
 
 Sections: per-split summary, class histogram, box size distribution, category
 co-occurrence, keypoint visibility and caption lengths (when there are any), samples.
+Without an image root no image is fetched: masks and boxes are drawn on a grey canvas of
+the image's size.
 """
 
 from __future__ import annotations
@@ -25,8 +19,8 @@ import pathlib
 
 import numpy as np
 
-from . import masks
-from .errors import CocolakeError, ConfigError
+from .. import masks
+from ..errors import CocolakeError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +56,7 @@ def nice_ticks(top: float, count: int = 5) -> list[float]:
     return [i * step for i in range(int(math.ceil(top / step)) + 1)]
 
 
-def _num(v: float) -> str:
+def fmt_num(v: float) -> str:
     return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}"
 
 
@@ -92,7 +86,7 @@ def hbar_chart(name: str, label: str, rows: list[str], series: dict[str, list[fl
     for t in ticks:
         x = left + t * scale
         body.append(f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{height - 10}" stroke="#ddd"/>'
-                    f'<text x="{x:.1f}" y="{top - 9}" text-anchor="middle">{_num(t)}</text>')
+                    f'<text x="{x:.1f}" y="{top - 9}" text-anchor="middle">{fmt_num(t)}</text>')
     for i, row in enumerate(rows):
         y = top + i * row_h
         body.append(f'<text x="{left - 6}" y="{y + row_h - 4}" text-anchor="end">{esc(row)}</text>')
@@ -102,7 +96,7 @@ def hbar_chart(name: str, label: str, rows: list[str], series: dict[str, list[fl
             if w > 0:
                 body.append(f'<rect x="{x:.1f}" y="{y + 1}" width="{w:.1f}" height="{row_h - 2}" '
                             f'fill="{SPLIT_COLORS[k % 8]}"><title>{esc(row)}, {esc(sname)}: '
-                            f'{_num(vals[i])}{unit}</title></rect>')
+                            f'{fmt_num(vals[i])}{unit}</title></rect>')
             x += w
     return svg(name, label, left + bar_w + 40, height, body)
 
@@ -120,14 +114,14 @@ def vbar_chart(name: str, label: str, bins: list[str], series: dict[str, list[fl
     for t in ticks:
         y = top + plot_h - t * scale
         body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#ddd"/>'
-                    f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_num(t)}</text>')
+                    f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt_num(t)}</text>')
     for i, b in enumerate(bins):
         x0 = left + i * group + 2
         for k, (sname, vals) in enumerate(series.items()):
             h = vals[i] * scale
             body.append(f'<rect x="{x0 + k * bar:.1f}" y="{top + plot_h - h:.1f}" width="{max(bar - 1, 1):.1f}" '
                         f'height="{h:.1f}" fill="{SPLIT_COLORS[k % 8]}"><title>{esc(b)}, {esc(sname)}: '
-                        f'{_num(vals[i])}</title></rect>')
+                        f'{fmt_num(vals[i])}</title></rect>')
         if len(bins) <= 24 or i % 2 == 0:
             cx, cy = left + (i + 0.5) * group, top + plot_h + 12
             body.append(f'<text x="{cx:.1f}" y="{cy}" text-anchor="end" '
@@ -155,13 +149,13 @@ def heatmap(name: str, label: str, names: list[str], matrix: list[list[float]], 
             shade = math.sqrt(v / peak)
             r, g, b = (int(255 - shade * (255 - c)) for c in (8, 48, 107))
             body.append(f'<rect x="{left + j * cell}" y="{top + i * cell}" width="{cell - 1}" height="{cell - 1}" '
-                        f'fill="rgb({r},{g},{b})"><title>{esc(row_name)} + {esc(names[j])}: {_num(v)} {esc(note)}'
+                        f'fill="rgb({r},{g},{b})"><title>{esc(row_name)} + {esc(names[j])}: {fmt_num(v)} {esc(note)}'
                         f'</title></rect>')
     return svg(name, label, left + n * cell + 20, top + n * cell + 10, body)
 
 
 # ------------------------------------------------------------------ data
-def _rows(con, sql: str, params: list | None = None) -> list[dict]:
+def fetch_rows(con, sql: str, params: list | None = None) -> list[dict]:
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r)) for r in cur.fetchall()]
@@ -174,12 +168,12 @@ def _split_series(rows: list[dict], key: str, value: str, keys: list, splits: li
 
 # ------------------------------------------------------------------ sections
 def summary_section(con) -> str:
-    rows = _rows(con, "SELECT * FROM split_summary")
+    rows = fetch_rows(con, "SELECT * FROM split_summary")
     cols = ["split", "images", "annotated_images", "annotations", "crowd", "annotations_per_image", "categories",
             "categories_used", "keypoint_annotations", "captions", "rejects"]
     head = "".join(f"<th>{esc(c.replace('_', ' '))}</th>" for c in cols)
     body = "".join("<tr>" + "".join(
-        f"<td>{esc(_num(r[c]) if isinstance(r[c], (int, float)) else r[c])}</td>" for c in cols) + "</tr>"
+        f"<td>{esc(fmt_num(r[c]) if isinstance(r[c], (int, float)) else r[c])}</td>" for c in cols) + "</tr>"
         for r in rows)
     metrics = ["images", "annotations", "crowd", "keypoint_annotations", "captions"]
     series = {r["split"]: [r[m] for m in metrics] for r in rows}
@@ -188,8 +182,8 @@ def summary_section(con) -> str:
 
 
 def class_section(con, splits: list[str]) -> str:
-    rows = _rows(con, "SELECT split, category_id, category_name, annotations FROM category_stats")
-    order = _rows(con, "SELECT category_id, any_value(category_name) AS name, sum(annotations) AS n "
+    rows = fetch_rows(con, "SELECT split, category_id, category_name, annotations FROM category_stats")
+    order = fetch_rows(con, "SELECT category_id, any_value(category_name) AS name, sum(annotations) AS n "
                        "FROM category_stats GROUP BY category_id ORDER BY n DESC, category_id")
     ids = [r["category_id"] for r in order]
     series = _split_series(rows, "category_id", "annotations", ids, splits)
@@ -199,7 +193,7 @@ def class_section(con, splits: list[str]) -> str:
 
 def box_section(con, splits: list[str]) -> str:
     # half-octave bins of sqrt(area): bin k holds 2^(k/2) <= sqrt(area) < 2^((k+1)/2)
-    rows = _rows(con, """
+    rows = fetch_rows(con, """
         SELECT split, CAST(least(greatest(floor(2 * log2(greatest(sqrt(area), 1))), 0), 21) AS INTEGER) AS bin,
                count(*) AS n
         FROM annotations WHERE area IS NOT NULL GROUP BY ALL""")
@@ -209,9 +203,9 @@ def box_section(con, splits: list[str]) -> str:
     chart = vbar_chart("box-sizes", "Object size distribution", labels, series,
                        markers={2 * math.log2(32): "32 (small | medium)", 2 * math.log2(96): "96 (medium | large)"},
                        y_label="annotations")
-    buckets = _rows(con, "SELECT split, area_bucket, count(*) AS n FROM annotations_enriched GROUP BY ALL")
+    buckets = fetch_rows(con, "SELECT split, area_bucket, count(*) AS n FROM annotations_enriched GROUP BY ALL")
     table = {(r["split"], r["area_bucket"]): r["n"] for r in buckets}
-    body = "".join(f"<tr><td>{esc(s)}</td>" + "".join(f"<td>{_num(table.get((s, b), 0))}</td>"
+    body = "".join(f"<tr><td>{esc(s)}</td>" + "".join(f"<td>{fmt_num(table.get((s, b), 0))}</td>"
                                                         for b in ("small", "medium", "large")) + "</tr>" for s in splits)
     return ("<h2>Box sizes</h2><p>Annotations by the square root of their area in pixels (bins of half an "
             "octave), with COCO's area thresholds.</p>" + chart +
@@ -220,7 +214,7 @@ def box_section(con, splits: list[str]) -> str:
 
 
 def cooccurrence_section(con, top: int = 20) -> str:
-    rows = _rows(con, """
+    rows = fetch_rows(con, """
         WITH image_categories AS (
             SELECT DISTINCT a.split, a.image_id, a.category_id FROM annotations AS a),
         leaders AS (
@@ -231,7 +225,7 @@ def cooccurrence_section(con, top: int = 20) -> str:
         JOIN image_categories AS y ON y.split = x.split AND y.image_id = x.image_id
         WHERE x.category_id IN (SELECT category_id FROM leaders) AND y.category_id IN (SELECT category_id FROM leaders)
         GROUP BY ALL""", [top])
-    leaders = _rows(con, """
+    leaders = fetch_rows(con, """
         SELECT category_id, any_value(category_name) AS name, count(DISTINCT (split, image_id)) AS images
         FROM annotations_enriched GROUP BY category_id ORDER BY images DESC, category_id LIMIT $1""", [top])
     if not leaders:
@@ -246,7 +240,7 @@ def cooccurrence_section(con, top: int = 20) -> str:
 
 
 def keypoint_section(con, splits: list[str]) -> str:
-    rows = _rows(con, "SELECT split, joint, any_value(joint_name) AS name, count(*) FILTER (WHERE v = 2) AS visible, "
+    rows = fetch_rows(con, "SELECT split, joint, any_value(joint_name) AS name, count(*) FILTER (WHERE v = 2) AS visible, "
                       "count(*) FILTER (WHERE v = 1) AS hidden FROM keypoint_joints GROUP BY split, joint")
     if not rows:
         return ""
@@ -259,11 +253,11 @@ def keypoint_section(con, splits: list[str]) -> str:
 
 
 def caption_section(con, splits: list[str]) -> str:
-    from .query.checks import queries
+    from ..query.checks import queries
 
     # the words of a caption as `cocolake query caption_length` counts them, 30 and more in one bar
     lengths_sql = queries()["caption_length"].text.strip().rstrip(";")
-    rows = _rows(con, f"SELECT split, least(words, 30) AS words, sum(captions) AS n FROM (\n{lengths_sql}\n) GROUP BY ALL")
+    rows = fetch_rows(con, f"SELECT split, least(words, 30) AS words, sum(captions) AS n FROM (\n{lengths_sql}\n) GROUP BY ALL")
     if not rows:
         return ""
     lengths = list(range(min(r["words"] for r in rows), max(r["words"] for r in rows) + 1))
@@ -277,7 +271,7 @@ def caption_section(con, splits: list[str]) -> str:
 def sample_images(con, count: int) -> list[dict]:
     """The images with the most categories, spread over the splits (deterministic)."""
     splits = max(con.execute("SELECT count(DISTINCT split) FROM image_stats").fetchall()[0][0], 1)
-    return _rows(con, """
+    return fetch_rows(con, """
         SELECT i.split, i.image_id, i.file_name, i.width, i.height, i.annotations, img.coco_url
         FROM image_stats AS i JOIN images AS img ON img.split = i.split AND img.id = i.image_id
         WHERE i.annotations > 0 AND i.width > 0 AND i.height > 0
@@ -293,7 +287,7 @@ def load_image(row: dict, image_root: str | None):
         return None
     from PIL import Image
 
-    from .export.images import ImageJob, read_bytes
+    from ..export.images import ImageJob, read_bytes
 
     job = ImageJob(row["image_id"], row["split"], row["split"], row["file_name"], row.get("coco_url"))
     try:
@@ -318,7 +312,7 @@ def draw_sample(con, row: dict, image_root: str | None, thumb: int = 360) -> tup
     img = load_image(row, image_root)
     found = img is not None
     img = Image.new("RGB", size, (128, 128, 128)) if img is None else img.resize(size, Image.BILINEAR)
-    anns = _rows(con, """
+    anns = fetch_rows(con, """
         SELECT a.category_id, a.category_name, a.iscrowd, a.bbox, a.rle_counts, a.rle_size
         FROM annotations_enriched AS a WHERE a.split = $1 AND a.image_id = $2
         ORDER BY a.area DESC, a.id""", [row["split"], row["image_id"]])
@@ -355,56 +349,3 @@ def samples_section(con, image_root: str | None, count: int) -> str:
                        f'annotations{esc(note)}</figcaption></figure>')
     where = f"images from {esc(image_root)}" if image_root else "no image root given: masks and boxes on grey"
     return f'<h2>Samples</h2><p>Images with the most categories ({where}).</p><div class="grid">{"".join(figures)}</div>'
-
-
-# ------------------------------------------------------------------ the page
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
-h1{font-size:22px}h2{font-size:18px;margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;margin:12px 0;font-size:13px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}svg.plot{display:block;margin:12px 0;max-width:100%;height:auto}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px}
-figure{margin:0}figure img{width:100%;height:auto;display:block;border:1px solid #ccc}
-figcaption{font-size:12px;color:#555;margin-top:4px;overflow-wrap:anywhere}.meta{color:#666;font-size:13px}
-"""
-
-
-def render(con, *, title: str, meta: str, image_root: str | None = None, samples: int = 12) -> str:
-    splits = [r[0] for r in con.execute("SELECT split FROM split_summary ORDER BY split").fetchall()]
-    sections = [summary_section(con), class_section(con, splits), box_section(con, splits),
-                cooccurrence_section(con), keypoint_section(con, splits), caption_section(con, splits)]
-    if samples > 0:
-        sections.append(samples_section(con, image_root, samples))
-    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            "<link rel=\"icon\" href=\"data:,\">"
-            f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{esc(title)}</h1><p class=\"meta\">{esc(meta)}</p>{''.join(s for s in sections if s)}"
-            "</body></html>\n")
-
-
-def write_report(warehouse: str, dataset: str, out: str, *, image_root: str | None = None,
-                 samples: int = 12) -> pathlib.Path:
-    """Render the report of ``<warehouse>/<dataset>`` into ``<out>/index.html``."""
-    from .query.views import connect
-    from .warehouse import Warehouse
-
-    target = pathlib.Path(out)
-    if target.exists() and not target.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a directory; the report is written to DIR/index.html")
-    manifest = Warehouse(warehouse, dataset).require_manifest()
-    con = connect(warehouse, dataset, restrict=True)
-    try:
-        meta = f"{warehouse}/{dataset}, version {manifest.version}, committed {manifest.committed_at}"
-        page = render(con, title=f"cocolake report: {dataset}", meta=meta, image_root=image_root, samples=samples)
-    finally:
-        con.close()
-    path = target / "index.html"
-    tmp = target / ".index.html.tmp"
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as err:
-        raise ConfigError(f"--out {out}: cannot write {path}: {err.strerror or err}") from None
-    return path
