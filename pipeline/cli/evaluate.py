@@ -18,6 +18,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--run", required=True, help="the run to evaluate (see `cocolake ingest-results`)")
     p.add_argument("--iou-type", choices=("bbox", "segm", "keypoints"), default="bbox", help="default: bbox")
+    p.add_argument("--protocol", choices=("coco", "lvis"),
+                   help="coco (COCOeval) or lvis (LVISEval: federated, 300 detections per image, APr/APc/APf); "
+                   "default: lvis when the ground truth has LVIS's fields (category frequency), else coco")
     p.add_argument("--where", metavar="PREDICATE",
                    help="SQL predicate over annotations_enriched, e.g. \"category_name = 'dog' AND area_bucket = 'large'\"")
     p.add_argument("--split", help="ground-truth split (default: the split the run's detections are on)")
@@ -34,19 +37,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from ..evaluate import lvis
     from ..evaluate import metrics as evaluate
     from ..query.views import connect
 
     loc = settings(args)
     con = connect(loc["warehouse"], loc["dataset"], restrict=not args.allow_external_access)
     try:
-        result = evaluate.evaluate(con, args.run, iou_type=args.iou_type, where=args.where, split=args.split)
+        protocol = args.protocol or lvis.default_protocol(con, args.run, args.split, args.iou_type)
+        how = lvis.evaluate if protocol == "lvis" else evaluate.evaluate
+        result = how(con, args.run, iou_type=args.iou_type, where=args.where, split=args.split)
         if args.where is None and not args.no_save_matches:
             evaluate.save_matches(loc["warehouse"], loc["dataset"], result)
     finally:
         con.close()
     if args.format == "json":
-        out = {"run": result.run, "split": result.split, "iou_type": result.iou_type, "where": args.where,
+        out = {"run": result.run, "split": result.split, "iou_type": result.iou_type, "protocol": protocol,
+               "where": args.where,
                "images": result.n_images, "categories": result.n_categories, "stats": result.summary()}
         if args.per_category:
             out["per_category"] = result.per_category()

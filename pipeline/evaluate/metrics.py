@@ -77,6 +77,8 @@ STAT_NAMES = {
     "keypoints": ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"),
 }
 STAT_NAMES["segm"] = STAT_NAMES["bbox"]
+STAT_NAMES["lvis"] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf",
+                      "AR@300", "ARs@300", "ARm@300", "ARl@300")
 
 
 @dataclasses.dataclass
@@ -117,6 +119,7 @@ class Evaluation:
     n_gt: np.ndarray  # [K] ground truths that count (not ignored), area "all"
     n_dt: np.ndarray  # [K] detections evaluated (within maxDets)
     matching: dict = dataclasses.field(default_factory=dict, repr=False)
+    protocol: str = "coco"  # or "lvis" (stats: lvis.LVIS_STAT_NAMES)
 
     @property
     def n_images(self) -> int:
@@ -127,7 +130,8 @@ class Evaluation:
         return len(self.cat_ids)
 
     def summary(self) -> dict[str, float]:
-        return {name: float(v) for name, v in zip(STAT_NAMES[self.iou_type], self.stats)}
+        names = STAT_NAMES["lvis" if self.protocol == "lvis" else self.iou_type]
+        return {name: float(v) for name, v in zip(names, self.stats)}
 
     def per_category(self) -> list[dict]:
         """AP (0.50:0.95), AP50, AP75 and AR at maxDets, area "all", per category."""
@@ -142,7 +146,8 @@ class Evaluation:
         return rows
 
     def lines(self) -> list[str]:
-        out = [f"run {self.run} on {self.split}, {self.iou_type}: {self.n_images} images, "
+        out = [f"run {self.run} on {self.split}, {self.iou_type}" + (" (LVIS)" if self.protocol == "lvis" else "")
+               + f": {self.n_images} images, "
                f"{self.n_categories} categories" + (f", where {self.where}" if self.where else "")]
         out += [f"  {name:<6} {v:7.4f}" for name, v in self.summary().items()]
         return out
@@ -614,9 +619,14 @@ def evaluate(con, run: str, *, iou_type: str = "bbox", where: str | None = None,
 
 
 def compute(run, split, iou_type, where, params: Params, img_ids, cat_ids, names, gt: Objects, dt: Objects,
-            sigmas=None) -> Evaluation:
+            sigmas=None, ignore_unmatched: np.ndarray | None = None, summarize_with=None,
+            protocol: str = "coco") -> Evaluation:
+    """Match, accumulate, summarize (COCOeval's, or ``summarize_with(params, precision, recall)``);
+    ``ignore_unmatched`` (per detection): ignored when it matches no ground truth (LVIS)."""
     K, A = len(cat_ids), len(params.area_rng)
     max_det = params.max_dets[-1]
+    if ignore_unmatched is not None:
+        dt = dataclasses.replace(dt, ignore=np.asarray(ignore_unmatched, bool))
     dt, rank = rank_detections(dt, K, max_det)
     pairs = pair_ious(dt, gt, len(img_ids), iou_type, float(params.iou_thrs.min()), sigmas)
     n_dt = len(dt.ids)
@@ -626,6 +636,8 @@ def compute(run, split, iou_type, where, params: Params, img_ids, cat_ids, names
         gt_ig = gt.ignore | (gt.area < lo) | (gt.area > hi)
         dm, di, gm = match(pairs, rank, gt_ig, gt.crowd, params.iou_thrs, n_dt, max_det)
         out = (dt.area < lo) | (dt.area > hi)
+        if dt.ignore is not None:
+            out = out | dt.ignore
         matched.append(dm >= 0)
         dt_ig.append(np.where(dm >= 0, gt_ig[np.maximum(dm, 0)], out[None, :]) if len(gt_ig)
                      else np.broadcast_to(out, dm.shape))
@@ -634,7 +646,8 @@ def compute(run, split, iou_type, where, params: Params, img_ids, cat_ids, names
             keep = {"dt_match": dm, "dt_iou": di, "gt_matched": gm, "gt_ig": gt_ig}
     precision, recall, scores = accumulate(params, dt, rank, matched, dt_ig, npig, K)
     result = Evaluation(run, split, iou_type, where, params, img_ids, cat_ids, names, precision, recall, scores,
-                        summarize(params, precision, recall), npig[:, 0], np.bincount(dt.cat, minlength=K))
+                        (summarize_with or summarize)(params, precision, recall), npig[:, 0],
+                        np.bincount(dt.cat, minlength=K), protocol=protocol)
     result.matching = dict(keep, gt=gt, dt=dt, rank=rank, pairs=pairs, dt_ig=dt_ig[0])
     return result
 
