@@ -29,13 +29,16 @@ GT = "instances_val2017.json"
 
 @pytest.fixture(scope="module")
 def warehouse(mini_warehouse, coco_mini, tmp_path_factory):
-    """coco-mini with two bbox runs: "box" evaluated (its match table stored), "fresh" not."""
+    """coco-mini with runs: "box" evaluated (its match table stored); "fresh" (boxes) and "kp"
+    (keypoints) not."""
     root, dataset = mini_warehouse
     tmp = tmp_path_factory.mktemp("runs")
     shutil.copytree(f"{root}/{dataset}", tmp / dataset)
     gt = json.loads((coco_mini / "annotations" / GT).read_text())
-    for run, seed in (("box", 11), ("fresh", 12)):
-        (tmp / f"{run}.json").write_text(json.dumps(make_results(gt, "bbox", seed, False)))
+    kp_gt = json.loads((coco_mini / "annotations" / "person_keypoints_val2017.json").read_text())
+    for run, seed, iou_type, truth in (("box", 11, "bbox", gt), ("fresh", 12, "bbox", gt),
+                                       ("kp", 13, "keypoints", kp_gt)):
+        (tmp / f"{run}.json").write_text(json.dumps(make_results(truth, iou_type, seed, False)))
         run_ingest_results(str(tmp / f"{run}.json"), run=run, warehouse=str(tmp), dataset=dataset)
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["evaluate", "--run", "box", "--warehouse", str(tmp), "--dataset", dataset]) == 0
@@ -152,6 +155,21 @@ def test_run_without_match_table_names_the_command(page):
     assert "fp-breakdown" not in section and "match-sample" not in section
 
 
+def test_keypoint_run_is_scored_by_oks(page, warehouse, coco_mini):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(coco_mini / "annotations" / "person_keypoints_val2017.json"))
+        e = COCOeval(gt, gt.loadRes(json.loads(open(f"{warehouse[0]}/kp.json").read())), "keypoints")
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    section = _run_html(page, "kp")
+    assert f"keypoints: AP {e.stats[0]:.3f}, AP50 {e.stats[1]:.3f}" in section
+    assert "<code>cocolake evaluate --run kp --iou-type keypoints</code>" in section
+
+
 def test_without_image_root_matches_on_grey(warehouse, tmp_path):
     from pipeline.report import write_report
 
@@ -165,10 +183,13 @@ def test_run_report_renders_in_headless_chromium(page, tmp_path):
     shown = _render_in_chromium(page, tmp_path)
     assert {p["name"] for p in shown["plots"]} == PLOTS | RUN_PLOTS
     for plot in shown["plots"]:
-        assert plot["width"] > 200 and plot["height"] > 100, plot
         if plot["name"].startswith("pr-"):
-            assert plot["curves"] >= 1, plot
+            assert plot["width"] > 200 and plot["height"] > 100 and plot["curves"] >= 1, plot
+        elif plot["name"] in RUN_PLOTS:  # bar charts: one bar per row (the keypoint run has one category)
+            assert plot["width"] > 200 and plot["height"] > 30 and plot["marks"] >= 1, plot
         else:
-            assert plot["marks"] >= 4, plot
+            assert plot["width"] > 200 and plot["height"] > 100 and plot["marks"] >= 5, plot
+    assert sum(p["name"] == "fp-breakdown" and p["marks"] == 4 for p in shown["plots"]) == 1
+    assert sum(p["name"] == "pr-overall" for p in shown["plots"]) == 3
     assert len(shown["images"]) == 12 + 12
     assert all(i["complete"] and i["width"] > 100 and i["height"] > 100 for i in shown["images"]), shown["images"]

@@ -15,7 +15,6 @@ import html
 import io
 import logging
 import math
-import pathlib
 
 import numpy as np
 

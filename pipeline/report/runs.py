@@ -117,7 +117,7 @@ def run_section(con, run: dict, iou_type: str, image_root: str | None, samples: 
     except CocolakeError as err:  # e.g. keypoints without a sigma per joint: the rest of the page still renders
         log.warning("report: run %s on %s: %s", name, split, err)
         return f"{head}<p>Not scored: {esc(err)}</p></section>"
-    stats = ", ".join(f"{k} {v:.3f}" for k, v in c["stats"].items() if k in ("AP", "AP50", "AP75", "AR100"))
+    stats = ", ".join(f"{k} {v:.3f}" for k, v in c["stats"].items() if k in ("AP", "AP50", "AP75", "AR", "AR100"))
     parts = [f'{head}<p>{fmt_num(run["detections"])} detections on {esc(c["split"])} ({c["images"]} images), '
              f'{esc(iou_type)}: {esc(stats)}.</p>',
              "<h3>Precision and recall</h3><p>Precision at COCO's 101 recall thresholds (area all, 100 detections "
