@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pycocotools import mask as cmask
 from pycocotools.coco import COCO
 
-from pipeline import masks, rlekernel
+from pipeline import masks, rle, rlekernel
 
 FILES = [
     "instances_train2017.json",
@@ -114,7 +114,7 @@ def test_ingest_batches_go_through_the_kernel(cocos, monkeypatch):
     anns = coco.dataset["annotations"]
     polys = [a for a in anns if isinstance(a["segmentation"], list)]
     crowd = [a for a in anns if isinstance(a["segmentation"], dict)]
-    monkeypatch.setattr(masks, "_C", Tripwire())
+    monkeypatch.setattr(rle, "C", Tripwire())
     h, w = sizes_of(coco, polys)
     enc = masks.encode_polygon_batch(*flat([a["segmentation"] for a in polys]), h, w)
     assert not enc.problems

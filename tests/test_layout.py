@@ -14,10 +14,11 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "pipeline"
 
 # the shared core: imports nothing of cocolake but each other
 CORE = {"pipeline.errors", "pipeline.config", "pipeline.schema", "pipeline.jsontext",
-        "pipeline.warehouse", "pipeline.masks", "pipeline.id_types", "pipeline.rlekernel"}
+        "pipeline.warehouse", "pipeline.masks", "pipeline.rle", "pipeline.id_types", "pipeline.rlekernel"}
 
-# packages whose modules are held to MAX_LINES (the others are still being split)
-SIZED = ("pipeline.query", "pipeline.cli")
+# modules still over MAX_LINES, to be split; every other module is held to it
+NOT_YET_SPLIT = {"pipeline.evaluate.metrics", "pipeline.ingest.sources", "pipeline.ingest.filesets",
+                 "pipeline.ingest.run", "pipeline.merge"}
 MAX_LINES = 450
 
 
@@ -120,7 +121,7 @@ def test_core_imports_no_package_module():
 
 
 def test_modules_of_the_restructured_packages_are_small():
-    long = {name: n for name, path in modules().items() if name.startswith(SIZED)
+    long = {name: n for name, path in modules().items() if name not in NOT_YET_SPLIT
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
 

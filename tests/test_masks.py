@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import array_shapes, arrays
 from pycocotools import mask as cmask
 from pycocotools.coco import COCO
 
-from pipeline import masks, rlekernel
+from pipeline import masks, rle, rlekernel
 from pipeline.errors import CocolakeError
 from pipeline.masks import InvalidMask
 
@@ -164,7 +164,7 @@ def test_python_api_fallback_gives_the_same_results(cocos, monkeypatch):
     want_mask = masks.decode(strings[0], sizes[0])
     want_area = masks.area(strings, sizes)
     want_runs = [masks.counts_to_list(s) for s in strings]
-    monkeypatch.setattr(masks, "_C", None)
+    monkeypatch.setattr(rle, "C", None)
     monkeypatch.setattr(rlekernel, "AVAILABLE", False)
     for ann in anns:
         want = coco.annToRLE(ann)["counts"].decode()
@@ -201,7 +201,7 @@ def test_polygons_on_a_large_image_equal_pycocotools(parts):
     # 4200 x 4100 is over 2**24 pixels: strings are built in numpy there, not by rleToString
     h, w = 4200, 4100
     scaled = [[v * 40 for v in p] for p in parts]
-    assert h * w >= masks._C_STRING_PIXELS
+    assert h * w >= rle.C_STRING_PIXELS
     assert encode([scaled], [h], [w]) == [oracle_polygons(scaled, h, w)]
 
 
@@ -270,7 +270,7 @@ def test_invalid_mask_is_a_cocolake_error_and_a_value_error():
      r"image size \[100000, 100000\] has 10000000000 pixels, more than 536870911"),
 ])
 def test_bad_polygons_are_rejected_before_reaching_c(monkeypatch, parts, size, message):
-    monkeypatch.setattr(masks, "_C", Tripwire())
+    monkeypatch.setattr(rle, "C", Tripwire())
     monkeypatch.setattr(rlekernel, "_ext", Tripwire())
     with pytest.raises(InvalidMask, match=message) as err:
         masks.encode_segmentation(parts, *size)
@@ -405,7 +405,7 @@ def test_a_non_ascii_byte_is_named_by_its_value():
 @pytest.mark.parametrize("counts", ["632000o", "63~0004", "0" + "o" * 6 + "0", "6\x0020004", "6é"])
 def test_malformed_strings_never_reach_c(monkeypatch, counts):
     # rleFrString reads past the end of a string cut in the middle of a number
-    monkeypatch.setattr(masks, "_C", Tripwire())
+    monkeypatch.setattr(rle, "C", Tripwire())
     for call in (lambda: masks.decode(counts, [5, 5]), lambda: masks.counts_to_list(counts),
                  lambda: masks.area([counts, counts], [[5, 5]] * 2)):
         with pytest.raises(InvalidMask):
