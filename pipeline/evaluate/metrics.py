@@ -149,7 +149,8 @@ class Evaluation:
         out = [f"run {self.run} on {self.split}, {self.iou_type}" + (" (LVIS)" if self.protocol == "lvis" else "")
                + f": {self.n_images} images, "
                f"{self.n_categories} categories" + (f", where {self.where}" if self.where else "")]
-        out += [f"  {name:<6} {v:7.4f}" for name, v in self.summary().items()]
+        width = max(6, *(len(name) for name in self.summary()))
+        out += [f"  {name:<{width}} {v:7.4f}" for name, v in self.summary().items()]
         return out
 
     def per_category_lines(self) -> list[str]:
