@@ -231,3 +231,12 @@ def test_lvis_needs_bbox_or_segm_and_frequencies(con, mini_warehouse):
             lv.evaluate(c, "any", split="val2017")
     finally:
         c.close()
+
+
+def test_report_curves_of_an_lvis_run_are_lvis_eval_ones(lvis_warehouse, con):
+    from pipeline.report.runs import run_curves
+
+    got = run_curves(con, "lvis-mask", "segm")
+    e = oracle(lvis_warehouse, "lvis-mask", "segm")
+    assert list(got["stats"]) == list(e.results)
+    np.testing.assert_allclose(list(got["stats"].values()), list(e.results.values()), atol=1e-4)

@@ -16,7 +16,7 @@ import logging
 import numpy as np
 
 from ..errors import CocolakeError
-from ..evaluate import evaluate
+from ..evaluate import evaluate, lvis
 from .dataset import SPLIT_COLORS, esc, fetch_rows, fmt_num, load_image, svg
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ def mean_curve(precision: np.ndarray) -> list[float]:
 
 def run_curves(con, run: str, iou_type: str, split: str | None = None) -> dict:
     """The PR curves and AP per category of ``run`` (area "all", most detections), best AP first."""
-    r = evaluate(con, run, iou_type=iou_type, split=split)
+    lvis_run = lvis.default_protocol(con, run, split, iou_type) == "lvis"  # as `cocolake evaluate` chooses
+    r = (lvis.evaluate if lvis_run else evaluate)(con, run, iou_type=iou_type, split=split)
     t50 = int(np.flatnonzero(np.isclose(r.params.iou_thrs, 0.5))[0])
     p = r.precision[:, :, :, 0, -1]  # [T, R, K]
     cats = [dict(row, curves={"IoU 0.50": mean_curve(p[t50, :, k:k + 1]), "IoU 0.50:0.95": mean_curve(p[:, :, k:k + 1])})
@@ -117,7 +118,8 @@ def run_section(con, run: dict, iou_type: str, image_root: str | None, samples: 
     except CocolakeError as err:  # e.g. keypoints without a sigma per joint: the rest of the page still renders
         log.warning("report: run %s on %s: %s", name, split, err)
         return f"{head}<p>Not scored: {esc(err)}</p></section>"
-    stats = ", ".join(f"{k} {v:.3f}" for k, v in c["stats"].items() if k in ("AP", "AP50", "AP75", "AR", "AR100"))
+    stats = ", ".join(f"{k} {v:.3f}" for k, v in c["stats"].items()
+                      if k in ("AP", "AP50", "AP75", "AR", "AR100", "AR@300"))
     parts = [f'{head}<p>{fmt_num(run["detections"])} detections on {esc(c["split"])} ({c["images"]} images), '
              f'{esc(iou_type)}: {esc(stats)}.</p>',
              "<h3>Precision and recall</h3><p>Precision at COCO's 101 recall thresholds (area all, 100 detections "
