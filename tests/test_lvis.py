@@ -240,3 +240,21 @@ def test_report_curves_of_an_lvis_run_are_lvis_eval_ones(lvis_warehouse, con):
     e = oracle(lvis_warehouse, "lvis-mask", "segm")
     assert list(got["stats"]) == list(e.results)
     np.testing.assert_allclose(list(got["stats"].values()), list(e.results.values()), atol=1e-4)
+
+
+def test_malformed_federated_lists_are_one_line_errors(coco_mini, tmp_path):
+    gt = lvis_ground_truth(json.loads((coco_mini / "annotations" / "instances_val2017.json").read_text()),
+                           np.random.default_rng(3))
+    gt["images"][5]["not_exhaustive_category_ids"] = "dog"
+    (tmp_path / "instances_val2017.json").write_text(json.dumps(gt))
+    run_ingest([str(tmp_path / "instances_val2017.json")], warehouse=str(tmp_path / "wh"), dataset="bad", workers=1)
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps(make_results(gt, "bbox", 1, False)))
+    run_ingest_results(str(dets), run="r", warehouse=str(tmp_path / "wh"), dataset="bad")
+    out = subprocess.run([sys.executable, "-m", "pipeline", "evaluate", "--run", "r", "--warehouse",
+                          str(tmp_path / "wh"), "--dataset", "bad"], capture_output=True, text=True, cwd=tmp_path)
+    image_id = gt["images"][5]["id"]
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"cocolake evaluate: error: val2017: image {image_id}: not_exhaustive_category_ids must be a list of "
+        'category ids, not "dog"']

@@ -59,10 +59,15 @@ def default_protocol(con, run: str, split: str | None, iou_type: str) -> str:
 
 def _verified(con, split: str, gt_kind: str, field: str, img_ids, cat_ids) -> np.ndarray:
     """image position * K + category position of the (image, category) pairs the images' ``field`` lists."""
-    t = metrics._fetch(
-        con, f"SELECT id, unnest(CAST(json_extract(extra, '$.{field}') AS BIGINT[])) AS cat "
-        f"FROM raw_images WHERE split = ? AND kind = ? AND json_extract(extra, '$.{field}') IS NOT NULL",
-        [split, gt_kind])
+    listed = f"FROM raw_images WHERE split = ? AND kind = ? AND json_extract(extra, '$.{field}') IS NOT NULL"
+    bad = con.execute(f"SELECT id, json_extract(extra, '$.{field}')::VARCHAR {listed} "
+                      f"AND TRY_CAST(json_extract(extra, '$.{field}') AS BIGINT[]) IS NULL LIMIT 1",
+                      [split, gt_kind]).fetchall()
+    if bad:
+        raise CocolakeError(f"{split}: image {bad[0][0]}: {field} must be a list of category ids, "
+                            f"not {bad[0][1][:60]}")
+    t = metrics._fetch(con, f"SELECT id, unnest(CAST(json_extract(extra, '$.{field}') AS BIGINT[])) AS cat "
+                       f"{listed}", [split, gt_kind])
     img, ok_i = metrics._position(metrics._ids(t.column("id")), img_ids)
     cat, ok_c = metrics._position(metrics._ids(t.column("cat")), cat_ids)
     ok = ok_i & ok_c
