@@ -66,20 +66,20 @@ def _verified(con, split: str, gt_kind: str, field: str, img_ids, cat_ids) -> np
     if bad:
         raise CocolakeError(f"{split}: image {bad[0][0]}: {field} must be a list of category ids, "
                             f"not {bad[0][1][:60]}")
-    t = metrics._fetch(con, f"SELECT id, unnest(CAST(json_extract(extra, '$.{field}') AS BIGINT[])) AS cat "
-                       f"{listed}", [split, gt_kind])
-    img, ok_i = metrics._position(metrics._ids(t.column("id")), img_ids)
-    cat, ok_c = metrics._position(metrics._ids(t.column("cat")), cat_ids)
+    rows = con.execute(f"SELECT id, unnest(CAST(json_extract(extra, '$.{field}') AS BIGINT[])) AS cat "
+                       f"{listed}", [split, gt_kind]).fetchall()
+    img, ok_i = _position([r[0] for r in rows], img_ids)
+    cat, ok_c = _position([r[1] for r in rows], cat_ids)
     ok = ok_i & ok_c
     return img[ok] * len(cat_ids) + cat[ok]
 
 
 def _frequencies(con, split: str, gt_kind: str, cat_ids) -> np.ndarray:
-    t = metrics._fetch(con, "SELECT id, any_value(json_extract_string(extra, '$.frequency')) AS f "
-                       "FROM raw_categories WHERE split = ? AND kind = ? GROUP BY id", [split, gt_kind])
-    pos, ok = metrics._position(metrics._ids(t.column("id")), cat_ids)
+    rows = con.execute("SELECT id, any_value(json_extract_string(extra, '$.frequency')) AS f "
+                       "FROM raw_categories WHERE split = ? AND kind = ? GROUP BY id", [split, gt_kind]).fetchall()
+    pos, ok = _position([r[0] for r in rows], cat_ids)
     freq = np.full(len(cat_ids), "", object)
-    freq[pos[ok]] = np.asarray(t.column("f").to_pylist(), object)[ok]
+    freq[pos[ok]] = np.asarray([r[1] for r in rows], object)[ok]
     bad = [int(c) for c, f in zip(cat_ids.tolist(), freq) if f not in FREQUENCIES]
     if bad:
         raise CocolakeError(f"LVIS evaluation of {split}: categories {bad[:5]} have no frequency r, c or f")
@@ -88,10 +88,19 @@ def _frequencies(con, split: str, gt_kind: str, cat_ids) -> np.ndarray:
 
 def _top_per_image(con, run: str, split: str) -> np.ndarray:
     """Ids of each image's ``MAX_DETS`` best detections (LVISResults.limit_dets_per_image)."""
-    t = metrics._fetch(con, "SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY image_id "
+    rows = con.execute("SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY image_id "
                        "ORDER BY score DESC, id) AS r FROM raw_predictions WHERE run = ? AND split = ?) "
-                       "WHERE r <= ?", [run, split, MAX_DETS])
-    return np.sort(metrics._ids(t.column("id")))
+                       "WHERE r <= ? ORDER BY id", [run, split, MAX_DETS]).fetchall()
+    return np.asarray([r[0] for r in rows], np.int64)
+
+
+def _position(values: list, universe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each value in the sorted ``universe`` and whether it is there."""
+    values = np.asarray(values, dtype=universe.dtype if len(values) else np.int64)
+    if not len(universe):
+        return np.zeros(len(values), np.int64), np.zeros(len(values), bool)
+    pos = np.minimum(np.searchsorted(universe, values), len(universe) - 1)
+    return pos, universe[pos] == values
 
 
 def evaluate(con, run: str, *, iou_type: str = "bbox", where: str | None = None, split: str | None = None,
@@ -129,7 +138,8 @@ def summarize(params: metrics.Params, precision: np.ndarray, recall: np.ndarray,
             s = s[np.where(iou_thr == params.iou_thrs)[0]]
         if group is not None:
             s = s[:, :, freq == group]
-        return metrics._mean(s)
+        s = s[s > -1]
+        return float(np.mean(s)) if s.size else -1.0
 
     return np.array([one(1), one(1, .5), one(1, .75), one(1, area="small"), one(1, area="medium"),
                      one(1, area="large"), one(1, group="r"), one(1, group="c"), one(1, group="f"),
