@@ -138,7 +138,7 @@ def find_sets(entries: list, *, chunk_bytes: int, batch_files: int | None, split
         if listed and all(size <= chunk_bytes for _, _, size in listed) and (
             batch_files or (len(listed) >= 2 and not any(sources.split_from_name(n) for _, n, _ in listed))
         ):
-            name = sources._basename(url.rstrip("/")) or url
+            name = sources.basename(url.rstrip("/")) or url
             files = tuple(SetFile(u, n, size) for u, n, size in listed)
             _check_names(url, files)
             named = {sources.split_from_name(n) for _, n, _ in listed}
@@ -187,7 +187,7 @@ def _listing(url: str, so: dict, single: bool = False) -> list[tuple[str, str, i
         if lower.endswith(_SUFFIXES):
             if size is None:
                 return None
-            out.append((p if local else fs.unstrip_protocol(p), sources._doc_name(sources._basename(p)), int(size)))
+            out.append((p if local else fs.unstrip_protocol(p), sources.doc_name(sources.basename(p)), int(size)))
     return out
 
 

@@ -93,11 +93,13 @@ def split_from_name(name: str) -> str | None:
     return m.group("split") if m else None
 
 
-def _basename(url: str) -> str:
+def basename(url: str) -> str:
+    """The last path segment of a URL or path, percent-decoded."""
     return PurePosixPath(unquote(urlsplit(url).path) if "://" in url else url).name
 
 
-def _doc_name(name: str) -> str:
+def doc_name(name: str) -> str:
+    """A file's document name: its name without a trailing .gz."""
     return name[:-3] if name.lower().endswith(".gz") else name
 
 
@@ -150,7 +152,7 @@ def _resolve_one(url: str, cache_dir: str, sums: dict, wanted, so: dict) -> list
             raise SourceError(url, "expected zip://<member>::<archive URL>")
         archive, so = _localise(archive, cache_dir, sums, so)
         return _zip_members(archive, [member], so)
-    name = _basename(url)
+    name = basename(url)
     url, so = _localise(url, cache_dir, sums, so)
     if _is_http(url):
         if not name:
@@ -162,12 +164,12 @@ def _resolve_one(url: str, cache_dir: str, sums: dict, wanted, so: dict) -> list
                  if p.lower().endswith(_SUFFIXES) and not any(s.startswith(".") for s in p[len(path):].split("/"))]
         if not found:
             log.warning("%s: no *.json, *.json.gz or *.zip files in this directory", url)
-        return [sf for p in sorted(found) for sf in _resolve_file(_url_of(fs, p), _basename(p), wanted, so)]
+        return [sf for p in sorted(found) for sf in _resolve_file(_url_of(fs, p), basename(p), wanted, so)]
     if not fs.exists(path):
         if any(c in url for c in "*?["):
             hits = sorted(fs.glob(path))
             if hits:
-                return [sf for p in hits for sf in _resolve_file(_url_of(fs, p), _basename(p), wanted, so)]
+                return [sf for p in hits for sf in _resolve_file(_url_of(fs, p), basename(p), wanted, so)]
         raise SourceError(url, "no such file")
     return _resolve_file(url, name, wanted, so)
 
@@ -204,10 +206,10 @@ def _resolve_file(url: str, name: str, wanted, so: dict) -> list[SourceFile]:
     if wanted:
         raise SourceError(url, f"members {wanted} were given, but this is not a zip archive")
     if head.startswith(_GZIP_MAGIC):
-        sf = SourceFile(url, _doc_name(name), None, "gzip", False, so)
+        sf = SourceFile(url, doc_name(name), None, "gzip", False, so)
         return [replace(sf, bom=_stream_bom(sf))]
     bom = len(BOM) if head.startswith(BOM) else 0
-    return [SourceFile(url, _doc_name(name), None if size is None else size - bom, None, seekable, so, bom=bom)]
+    return [SourceFile(url, doc_name(name), None if size is None else size - bom, None, seekable, so, bom=bom)]
 
 
 def _probe(url: str, so: dict, retries: int = 2) -> tuple[bytes, int | None, bool]:
@@ -266,7 +268,7 @@ def _zip_members(archive: str, wanted, so: dict) -> list[SourceFile]:
                 if head.startswith(_ZIP_MAGICS):
                     raise SourceError(url, "a zip inside a zip is not supported; extract the inner archive")
                 if head.startswith(_GZIP_MAGIC):
-                    sf = SourceFile(url, _doc_name(_basename(m)), None, "gzip", False, so)
+                    sf = SourceFile(url, doc_name(basename(m)), None, "gzip", False, so)
                     out.append(replace(sf, bom=_stream_bom(sf)))
                     continue
                 bom = len(BOM) if head.startswith(BOM) else 0
@@ -278,7 +280,7 @@ def _zip_members(archive: str, wanted, so: dict) -> list[SourceFile]:
                         raise BadFileError(url, "corrupt zip: no local header where the directory says")
                     name_len, extra_len = struct.unpack("<HH", header[26:30])
                     offset = info.header_offset + 30 + name_len + extra_len
-                out.append(SourceFile(url, _doc_name(_basename(m)), info.file_size - bom, None, offset is not None,
+                out.append(SourceFile(url, doc_name(basename(m)), info.file_size - bom, None, offset is not None,
                                       so, bom=bom, data_offset=offset))
             return out
     except FileNotFoundError as err:
@@ -446,7 +448,7 @@ def download(url: str, *, cache_dir: str, md5: str | None = None, sha256: str | 
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256("\n".join([url, md5 or "", sha256 or ""]).encode()).hexdigest()[:16]
-    final = cache / f"{key}-{_basename(url) or 'download'}"
+    final = cache / f"{key}-{basename(url) or 'download'}"
     if final.is_file():
         log.debug("%s: using cached %s", url, final)
         return str(final)
