@@ -36,6 +36,10 @@ KINDS = ("instances", "stuff", "person_keypoints", "captions", "image_info")
 
 SEGMENTATION_FORMATS = ("polygon", "rle", "uncompressed_rle", "none")
 
+# A document section's record noun, as messages name one record ("2 duplicate image id(s)").
+SECTION_NOUNS = {"images": "image", "annotations": "annotation", "captions": "caption",
+                 "categories": "category", "licenses": "license"}
+
 _PROVENANCE = [
     pa.field("source_file", pa.string(), nullable=False),
     pa.field("kind", pa.string(), nullable=False),

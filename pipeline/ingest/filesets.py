@@ -49,7 +49,7 @@ from .. import id_types
 from ..errors import BadFileError, SourceError
 from .records import FileContext, rejects_table
 from ..jsontext import dumps_text, loads
-from ..schema import IdTypes, schema_for
+from ..schema import SECTION_NOUNS, IdTypes, schema_for
 from .scan import MAX_RECORD_BYTES, RECORD_SECTIONS
 from ..warehouse import write_part
 
@@ -399,9 +399,6 @@ def _per_image_records(name: str, image: dict, annotations) -> tuple[list, list]
     return [image], anns
 
 
-_NOUNS = {"images": "image", "annotations": "annotation", "captions": "caption", "categories": "category"}
-
-
 def duplicate_ids(parts: list) -> tuple[int, list]:
     """(how many, a few examples) of the values that repeat across ``parts`` (arrays or lists)."""
     if parts and isinstance(parts[0], np.ndarray):
@@ -414,10 +411,10 @@ def duplicate_ids(parts: list) -> tuple[int, list]:
 
 
 def _check_unique(name: str, table: str, t: pa.Table) -> None:
-    if table in _NOUNS and t.num_rows > 1:
+    if table in ("images", "annotations", "captions", "categories") and t.num_rows > 1:
         count, examples = duplicate_ids([t.column("id").to_pylist()])
         if count:
-            raise BadFileError(name, f"{count} duplicate {_NOUNS[table]} id(s) ({', '.join(map(repr, examples))}); "
+            raise BadFileError(name, f"{count} duplicate {SECTION_NOUNS[table]} id(s) ({', '.join(map(repr, examples))}); "
                                "ids must be unique within a file")
 
 

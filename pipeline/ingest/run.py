@@ -40,6 +40,7 @@ from ..errors import BadFileError, CocolakeError, ConfigError
 from .graph import ingest_graph, plan_graph
 from .tasks import IngestOptions, resolve_id_types
 from ..warehouse import Part, Warehouse
+from ..schema import SECTION_NOUNS
 
 log = logging.getLogger(__name__)
 
@@ -446,7 +447,7 @@ def _check_duplicates(graph, results) -> None:
 
 
 def _raise_dup(source_file, section, examples, count) -> None:
-    noun = {"images": "image", "annotations": "annotation", "categories": "category"}[section]
+    noun = SECTION_NOUNS[section]
     shown = ", ".join(map(repr, examples))
     raise BadFileError(
         source_file, f"{count} duplicate {noun} id(s) ({shown}); ids must be unique within a file"
