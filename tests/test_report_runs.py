@@ -21,7 +21,7 @@ from pipeline.cli import main
 from pipeline.evaluate.detections import run_ingest_results
 from pipeline.query.views import connect
 from pipeline.report import runs
-from tests.test_evaluate import make_results
+from tests.evaluate.test_metrics import make_results
 from tests.test_report import PLOTS, RUN_PLOTS, _render_in_chromium
 
 GT = "instances_val2017.json"

@@ -12,7 +12,7 @@ read the manifest's parts only) and the next commit's garbage collection removes
 
 Test hook: ``COCOLAKE_TEST_PAUSE_AT=<stage>`` makes the run write the file named by
 ``COCOLAKE_TEST_PAUSE_FILE`` and wait at that stage until the file is deleted, so that a
-test can kill it or read the warehouse at a known point (tests/test_crash.py). Stages:
+test can kill it or read the warehouse at a known point (tests/system/test_crash.py). Stages:
 ``scan`` (sources planned), ``ingest:<n>`` (n ingest tasks done, their parts written),
 ``commit`` (every part written, manifest not yet), ``gc`` (manifest written, garbage not
 yet collected).

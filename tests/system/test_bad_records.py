@@ -216,7 +216,7 @@ def test_cli_skip_prints_the_totals(tmp_path, capsys):
 def _cocolake(*args, cwd) -> subprocess.CompletedProcess:
     exe = pathlib.Path(sys.executable).with_name("cocolake")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline"]
-    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2])}
     return subprocess.run([*cmd, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -26,7 +26,7 @@ from pipeline.evaluate import metrics as ev
 from pipeline.evaluate.detections import run_ingest_results
 from pipeline.ingest.run import run_ingest
 from pipeline.query.views import connect
-from tests.test_evaluate import make_results
+from tests.evaluate.test_metrics import make_results
 
 RUNS = [("lvis-box", "bbox", 11, False), ("lvis-box-ties", "bbox", 12, True), ("lvis-mask", "segm", 13, False)]
 

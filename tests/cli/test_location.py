@@ -16,7 +16,7 @@ import pytest
 from pipeline.cli import build_parser, main
 from pipeline.cli.location import settings
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 TINY = {
     "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}],

@@ -25,7 +25,7 @@ from pipeline.ingest.run import run_ingest
 from pipeline.schema import TABLES, partition_key, schema_for
 from pipeline.query.views import connect, read_current
 from pipeline.warehouse import LOCK, MANIFEST, Warehouse
-from tests.test_crash import CHUNK_MB, DATASET, _kill_group, _start_ingest, _wait_for
+from tests.system.test_crash import CHUNK_MB, DATASET, _kill_group, _start_ingest, _wait_for
 
 CHUNK = int(CHUNK_MB * (1 << 20))
 

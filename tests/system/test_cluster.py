@@ -21,7 +21,7 @@ from pipeline.errors import CocolakeError
 from pipeline.ingest.run import run_ingest
 from pipeline.warehouse import MANIFEST, Warehouse
 from tests.services import DaskCluster
-from tests.test_per_image import _sa1b_doc
+from tests.ingest.test_filesets import _sa1b_doc
 
 pytestmark = pytest.mark.slow
 

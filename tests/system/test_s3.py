@@ -17,7 +17,7 @@ from pipeline.query import views
 from pipeline.ingest.run import run_ingest
 from pipeline.warehouse import Warehouse
 from tests.services import BUCKET
-from tests.test_per_image import _sa1b_doc
+from tests.ingest.test_filesets import _sa1b_doc
 
 pytestmark = pytest.mark.slow
 
@@ -114,8 +114,8 @@ def test_a_per_image_set_on_s3(s3_storage, dask_cluster):
 def test_table_folders_on_s3_read_by_other_tools_equal_the_views(s3_storage, coco_mini, tmp_path):
     """Re-ingests, a failed ingest, a killed run's leftover part and vacuum, on s3://."""
     from pipeline.errors import BadFileError
-    from tests.test_readers import assert_plain_readers_see_the_views, assert_table_folders_hold_the_manifest
-    from tests.test_readers import _first_images
+    from tests.system.test_readers import assert_plain_readers_see_the_views, assert_table_folders_hold_the_manifest
+    from tests.system.test_readers import _first_images
 
     dataset = "readers"
     val = coco_mini / "annotations" / "instances_val2017.json"

@@ -33,7 +33,7 @@ from tests.cases.bad_records import BAD_FILES, BAD_RECORDS, base, dumps
 
 pytestmark = pytest.mark.slow
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROGRESS = re.compile(r"(scan|ingest): \d+/\d+ tasks")
 
 

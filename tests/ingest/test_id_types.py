@@ -28,7 +28,7 @@ from pipeline.ingest.run import run_ingest
 from pipeline.schema import IdTypes
 from pipeline.query.views import connect
 from pipeline.warehouse import Warehouse
-from tests.test_evaluate import make_results
+from tests.evaluate.test_metrics import make_results
 
 VAL = "instances_val2017.json"
 # (name, annotation id as written) of the two conversions
@@ -68,7 +68,7 @@ def converted(request, original, tmp_path_factory):
 def _cocolake(*args, cwd) -> subprocess.CompletedProcess:
     exe = pathlib.Path(sys.executable).with_name("cocolake")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline"]
-    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2])}
     return subprocess.run([*cmd, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
