@@ -23,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 
+DEFAULT_DATASET = "demo"
+DEFAULT_CHUNK_BYTES = 16 << 20
+DEFAULT_CACHE_DIR = ".cache/cocolake"
+
 _HEX = "0123456789abcdef"
 
 
@@ -89,7 +93,7 @@ class Config(_Frozen):
     """Everything ``cocolake ingest`` / ``export`` need; built by ``load_config``."""
 
     dataset: str = Field(
-        default="demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        default=DEFAULT_DATASET, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="dataset name: the warehouse keeps it under <warehouse>/<dataset>/",
     )
     warehouse: str = Field(default="warehouse", min_length=1, description="warehouse directory or fsspec URL")
@@ -103,11 +107,11 @@ class Config(_Frozen):
         default=None, pattern=r"^[a-z][a-z0-9+]*://\S+$",
         description="address of an existing Dask scheduler, e.g. tcp://host:8786",
     )
-    chunk_mb: float = Field(default=16, gt=0, description="MB of JSON per task")
+    chunk_mb: float = Field(default=DEFAULT_CHUNK_BYTES >> 20, gt=0, description="MB of JSON per task")
     on_bad_record: Literal["error", "skip"] = Field(
         default="error", description="stop at the first invalid record, or skip it into the rejects table"
     )
-    cache_dir: str = Field(default=".cache/cocolake", min_length=1, description="where downloads are cached")
+    cache_dir: str = Field(default=DEFAULT_CACHE_DIR, min_length=1, description="where downloads are cached")
     image_root: str | None = Field(
         default=None, description="where export finds image files: a directory, a zip, or a URL prefix"
     )

@@ -36,6 +36,7 @@ import dask
 
 from . import filesets as per_image, sources
 from ..query import views
+from ..config import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES
 from ..errors import BadFileError, CocolakeError, ConfigError
 from .graph import ingest_graph, plan_graph
 from .tasks import IngestOptions, resolve_id_types
@@ -308,9 +309,9 @@ def run_ingest(
     split: str | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
-    chunk_bytes: int = 16 << 20,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     on_bad_record: str = "error",
-    cache_dir: str = ".cache/cocolake",
+    cache_dir: str = DEFAULT_CACHE_DIR,
     checksums: dict | None = None,
     members: dict | None = None,
     storage_options: dict | None = None,

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from . import flatten, parse, sources
 from .. import id_types
+from ..config import DEFAULT_CHUNK_BYTES
 from ..errors import BadFileError
 from .records import FileContext, ImageSizes, rejects_table
 from ..jsontext import dumps_text, loads
@@ -41,7 +42,7 @@ _NAME_KINDS = (
 
 @dataclasses.dataclass(frozen=True)
 class IngestOptions:
-    chunk_bytes: int = 16 << 20
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
     on_bad_record: str = "error"
     split: str | None = None  # force every source into this split
     max_record_bytes: int = 256 << 20
@@ -74,7 +75,7 @@ class ChunkTask:
     targets: tuple[tuple[str, str], ...]
     storage_options: tuple = ()
     warehouse_protocol: str = "file"
-    sub_batch_bytes: int = 16 << 20
+    sub_batch_bytes: int = DEFAULT_CHUNK_BYTES
 
 
 @dataclasses.dataclass
