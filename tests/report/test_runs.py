@@ -22,7 +22,7 @@ from pipeline.evaluate.detections import run_ingest_results
 from pipeline.query.views import connect
 from pipeline.report import runs
 from tests.evaluate.test_metrics import make_results
-from tests.test_report import PLOTS, RUN_PLOTS, _render_in_chromium
+from tests.report.test_dataset import PLOTS, RUN_PLOTS, _render_in_chromium
 
 GT = "instances_val2017.json"
 
