@@ -129,13 +129,15 @@ class Config(_Frozen):
             raise ConfigError(_describe(err, "command line")) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config; every problem is a ConfigError naming file and key."""
+def read_yaml_mapping(path: str | Path, *, expected: str, missing: str | None = None) -> dict:
+    """The mapping a YAML file holds; a missing, unreadable or malformed file, or one that is
+    not a mapping, is a ConfigError naming the file (``missing`` replaces the no-such-file
+    message, ``expected`` says what the mapping should be)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        raise ConfigError(missing or f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read: {err}") from None
     try:
@@ -145,7 +147,13 @@ def load_config(path: str | Path) -> Config:
         at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
         raise ConfigError(f"{path}: {at}not valid YAML: {getattr(err, 'problem', None) or err}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings (key: value), got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected {expected}, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config; every problem is a ConfigError naming file and key."""
+    data = read_yaml_mapping(path, expected="a mapping of settings (key: value)")
     try:
         return Config.model_validate(data)
     except ValidationError as err:

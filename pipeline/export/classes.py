@@ -29,9 +29,9 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
+from ..config import read_yaml_mapping
 from ..errors import ConfigError
 
 CHOICES = ("all", "used")
@@ -111,20 +111,9 @@ def parse_classes(value: str | None) -> ClassSpec | None:
 def load_class_file(path: str | Path) -> ClassFile:
     """Read and validate a class-map YAML file; problems are ConfigErrors naming file and key."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"--classes {path}: no such file (give all, used, or a class-map YAML file)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read: {err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{path}: {at}not valid YAML: {getattr(err, 'problem', None) or err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with a 'classes' key, got {type(data).__name__}")
+    data = read_yaml_mapping(
+        path, expected="a mapping with a 'classes' key",
+        missing=f"--classes {path}: no such file (give all, used, or a class-map YAML file)")
     try:
         return ClassFile.model_validate(data)
     except ValidationError as err:
