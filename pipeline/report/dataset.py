@@ -297,6 +297,20 @@ def load_image(row: dict, image_root: str | None):
         return None
 
 
+def thumbnail(row: dict, image_root: str | None, thumb: int):
+    """(RGB image at most ``thumb`` pixels on its long side, its scale, whether the real
+    image was found): the image of ``row`` from ``image_root``, or a grey canvas of its size."""
+    from PIL import Image
+
+    w, h = int(row["width"]), int(row["height"])
+    scale = min(1.0, thumb / max(w, h))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    img = load_image(row, image_root)
+    found = img is not None
+    img = Image.new("RGB", size, (128, 128, 128)) if img is None else img.resize(size, Image.BILINEAR)
+    return img, scale, found
+
+
 def draw_sample(con, row: dict, image_root: str | None, thumb: int = 360) -> tuple[str, bool]:
     """A JPEG data: URI of the image (or a grey canvas) with masks and boxes; found or not.
 
@@ -305,12 +319,8 @@ def draw_sample(con, row: dict, image_root: str | None, thumb: int = 360) -> tup
     """
     from PIL import Image, ImageDraw
 
-    w, h = int(row["width"]), int(row["height"])
-    scale = min(1.0, thumb / max(w, h))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    img = load_image(row, image_root)
-    found = img is not None
-    img = Image.new("RGB", size, (128, 128, 128)) if img is None else img.resize(size, Image.BILINEAR)
+    img, scale, found = thumbnail(row, image_root, thumb)
+    w, h, size = int(row["width"]), int(row["height"]), img.size
     anns = fetch_rows(con, """
         SELECT a.category_id, a.category_name, a.iscrowd, a.bbox, a.rle_counts, a.rle_size
         FROM annotations_enriched AS a WHERE a.split = $1 AND a.image_id = $2

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import CocolakeError
 from ..evaluate import evaluate, lvis
-from .dataset import SPLIT_COLORS, esc, fetch_rows, fmt_num, load_image, svg
+from .dataset import SPLIT_COLORS, esc, fetch_rows, fmt_num, svg, thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -198,14 +198,9 @@ def match_samples(con, run: str, split: str, iou_type: str, image_root: str | No
 
 def draw_matches(con, run: str, iou_type: str, row: dict, image_root: str | None, thumb: int = 360):
     """A JPEG data: URI of the image (or a grey canvas) with the run's matches drawn; found or not."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
-    w, h = int(row["width"]), int(row["height"])
-    scale = min(1.0, thumb / max(w, h))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    img = load_image(row, image_root)
-    found = img is not None
-    img = Image.new("RGB", size, (128, 128, 128)) if img is None else img.resize(size, Image.BILINEAR)
+    img, scale, found = thumbnail(row, image_root, thumb)
     boxes = fetch_rows(con, """
         SELECT m.outcome, coalesce(p.bbox, a.bbox) AS bbox, m.category_name, m.score
         FROM prediction_matches AS m
