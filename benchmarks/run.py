@@ -58,6 +58,7 @@ def ensure_input(images: int) -> pathlib.Path:
     sources = sorted(SAMPLES.glob("instances_*.json"))
     if not MAKE_SCALED.is_file() or not sources:
         sys.exit(f"cannot build {rel(path)}: needs {rel(MAKE_SCALED)} and {rel(SAMPLES)}/instances_*.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     argv = [sys.executable, rel(MAKE_SCALED), rel(tmp), str(images), *map(rel, sources)]
     print(f"building the input once: python {' '.join(argv[1:])}", flush=True)
