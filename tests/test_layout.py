@@ -17,8 +17,7 @@ CORE = {"pipeline.errors", "pipeline.config", "pipeline.schema", "pipeline.jsont
         "pipeline.warehouse", "pipeline.masks", "pipeline.rle", "pipeline.id_types", "pipeline.rlekernel"}
 
 # modules still over MAX_LINES, to be split; every other module is held to it
-NOT_YET_SPLIT = {"pipeline.evaluate.metrics", "pipeline.ingest.sources", "pipeline.ingest.filesets",
-                 "pipeline.ingest.run", "pipeline.merge"}
+NOT_YET_SPLIT = {"pipeline.evaluate.metrics", "pipeline.ingest.filesets", "pipeline.ingest.run", "pipeline.merge"}
 MAX_LINES = 450
 
 

@@ -28,10 +28,10 @@ import logging
 import os
 import re
 import shutil
-import time
 
 import fsspec
 
+from ..ingest.download import Transient, with_retries
 from .options import ExportError, Progress
 
 log = logging.getLogger(__name__)
@@ -140,15 +140,18 @@ def _is_local(fs) -> bool:
 
 
 def _with_retries(fn, what: str):
-    for attempt in range(RETRIES):
+    """``fn()``, tried up to RETRIES times: a missing file or an export error fails at once."""
+
+    def attempt(_n):
         try:
             return fn()
         except (FileNotFoundError, ExportError):
             raise
         except Exception as err:  # network errors come as aiohttp / OSError / fsspec types
-            if attempt == RETRIES - 1:
-                raise ExportError(f"{what}: {type(err).__name__}: {err}") from None
-            time.sleep(0.2 * (attempt + 1))
+            raise Transient(f"{type(err).__name__}: {err}") from None
+
+    return with_retries(attempt, retries=RETRIES - 1, delay=lambda n: 0.2 * (n + 1),
+                        give_up=lambda err, _n: ExportError(f"{what}: {err}"))
 
 
 def read_bytes(job: ImageJob, image_root: str | None) -> bytes:

@@ -1,10 +1,11 @@
 """ingest: sources → plan → tasks → validate → commit, as Dask graphs.
 
-Modules, in the order a record meets them: ``sources`` (resolve and open any fsspec URL),
-``filesets`` (directories of per-image documents), ``scan`` (JSON structure → record
-spans), ``tasks`` (plan a file, run a chunk: read, parse, flatten, write its parts), ``parse``
-(a chunk's bytes → records), ``flatten`` (records → Arrow columns, by ``records``' checks
-and ``encode``'s mask columns), ``graph`` (the Dask graphs), ``run`` (scheduler, compute,
+Modules, in the order a record meets them: ``sources`` (resolve and open any fsspec URL,
+read ranges), ``download`` (the verified cache and the one retry loop), ``filesets``
+(directories of per-image documents), ``scan`` (JSON structure → record spans), ``tasks``
+(plan a file, run a chunk: read, parse, flatten, write its parts), ``parse`` (a chunk's
+bytes → records), ``flatten`` (records → Arrow columns, by ``records``' checks and
+``encode``'s mask columns), ``graph`` (the Dask graphs), ``run`` (scheduler, compute,
 validate, commit). Imports the shared core only (errors, config, schema, jsontext,
 warehouse, masks).
 """

@@ -17,42 +17,33 @@ Guarantees:
 - Zip members are read in place, never extracted. A member stored uncompressed is
   ``seekable`` (its bytes are read straight out of the archive); a deflated one is streamed.
   Member names that are absolute or contain ``..`` are refused.
-- http(s) with a configured checksum: downloaded once into the cache, verified, then read
-  locally. Without one: read remotely, with range requests when the server supports them.
-- ``download`` never leaves a partial or unverified file in the cache, retries connection
-  errors and 5xx responses with backoff (resuming with a range request when it can), and
-  fails at once on other HTTP errors. A resumed file that fails verification is fetched
-  again whole once (the file may have changed between the attempts). Temporary files that
-  a killed process left behind are removed once they are an hour old.
+- http(s) with a configured checksum: downloaded once into the cache (``download``),
+  verified, then read locally. Without one: read remotely, with range requests when the
+  server supports them; probes and byte ranges are retried through ``download.with_retries``.
 - Every failure is a ``SourceError`` (``BadFileError`` for corrupt data) naming the URL.
+
+Imports the shared core (errors) and ``download``.
 """
 
 from __future__ import annotations
 
-import glob
 import gzip
-import hashlib
-import http.client
 import io
 import logging
 import os
 import re
 import struct
-import time
-import urllib.error
-import urllib.request
-import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import BinaryIO
-from urllib.parse import unquote, urlsplit
 
 import fsspec
 from fsspec.core import url_to_fs
 
 from ..errors import BadFileError, SourceError
+from .download import Transient, basename, download, is_http, retry_source, verify, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +52,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # an archive with members / an empty one
 _SUFFIXES = (".json", ".json.gz", ".zip")
 _BLOCK = 1 << 20
-_TIMEOUT = 60  # seconds without data before a download attempt counts as failed
-_STALE_PART = 3600  # seconds without a write after which a download's temporary file is abandoned
 _CORRUPT = (EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile)
 
 
@@ -93,18 +82,9 @@ def split_from_name(name: str) -> str | None:
     return m.group("split") if m else None
 
 
-def basename(url: str) -> str:
-    """The last path segment of a URL or path, percent-decoded."""
-    return PurePosixPath(unquote(urlsplit(url).path) if "://" in url else url).name
-
-
 def doc_name(name: str) -> str:
     """A file's document name: its name without a trailing .gz."""
     return name[:-3] if name.lower().endswith(".gz") else name
-
-
-def _is_http(url: str) -> bool:
-    return url.lower().startswith(("http://", "https://"))
 
 
 def _unsafe(member: str) -> bool:
@@ -154,7 +134,7 @@ def _resolve_one(url: str, cache_dir: str, sums: dict, wanted, so: dict) -> list
         return _zip_members(archive, [member], so)
     name = basename(url)
     url, so = _localise(url, cache_dir, sums, so)
-    if _is_http(url):
+    if is_http(url):
         if not name:
             raise SourceError(url, "directories cannot be listed over HTTP; give the URL of each file")
         return _resolve_file(url, name, wanted, so)
@@ -182,7 +162,7 @@ def _localise(url: str, cache_dir: str, sums: dict, so: dict) -> tuple[str, dict
         if sums and os.path.isdir(url):
             raise SourceError(url, "md5/sha256 apply to a file, but this is a directory")
         if sums and os.path.isfile(url):
-            _verify(url, url, sums, keep=True)
+            verify(url, url, sums, keep=True)
         return url, so
     if sums:
         return download(url, cache_dir=cache_dir, storage_options=so, **sums), {}
@@ -214,13 +194,13 @@ def _resolve_file(url: str, name: str, wanted, so: dict) -> list[SourceFile]:
 
 def _probe(url: str, so: dict, retries: int = 2) -> tuple[bytes, int | None, bool]:
     """First bytes, size, and whether byte ranges can be read directly (5xx answers retried)."""
-    return _with_retries(url, retries, 0.5, lambda attempt: _probe_once(url, so))
+    return retry_source(url, retries, 0.5, lambda attempt: _probe_once(url, so))
 
 
 def _probe_once(url: str, so: dict) -> tuple[bytes, int | None, bool]:
     fs, path = _fs(url, so)
     try:
-        if not _is_http(url):
+        if not is_http(url):
             return fs.cat_file(path, start=0, end=4), fs.size(path), True
         with fs.open(path, "rb", cache_type="none") as f:
             head = f.read(4)
@@ -237,7 +217,7 @@ def _probe_once(url: str, so: dict) -> tuple[bytes, int | None, bool]:
     except FileNotFoundError as err:
         problem = _http_problem(url, err)
         if (getattr(err.__cause__ or err.__context__, "status", None) or 0) >= 500:  # the server failed: again
-            raise _Transient(problem.problem) from None
+            raise Transient(problem.problem) from None
         raise problem from None
     except OSError as err:
         raise SourceError(url, f"cannot read: {err}") from None
@@ -248,7 +228,7 @@ def _http_problem(url: str, err: BaseException) -> SourceError:
     status = getattr(cause, "status", None)
     if status and status != 404:
         return SourceError(url, f"HTTP {status} {getattr(cause, 'message', '')}".rstrip())
-    return SourceError(url, "no such file" + (" (HTTP 404)" if _is_http(url) else ""))
+    return SourceError(url, "no such file" + (" (HTTP 404)" if is_http(url) else ""))
 
 
 def _zip_members(archive: str, wanted, so: dict) -> list[SourceFile]:
@@ -363,7 +343,7 @@ def _open_raw(sf: SourceFile) -> BinaryIO:
             f = zf.open(member)
         else:
             fs, path = _fs(sf.url, sf.storage_options)
-            f = fs.open(path, "rb", **({"block_size": 0} if _is_http(sf.url) else {}))
+            f = fs.open(path, "rb", **({"block_size": 0} if is_http(sf.url) else {}))
         if sf.compression == "gzip":
             owners.append(f)
             f = gzip.GzipFile(fileobj=f, mode="rb")
@@ -413,166 +393,21 @@ def read_range(sf: SourceFile, start: int, end: int) -> bytes:
         return f.read(end - start)
 
 
-def _cat(url: str, start: int, end: int, so: dict, attempts: int = 3) -> bytes:
+def _cat(url: str, start: int, end: int, so: dict, retries: int = 2) -> bytes:
     fs, path = _fs(url, so)
-    for attempt in range(1, attempts + 1):
+
+    def attempt(n: int) -> bytes:
         try:
             return fs.cat_file(path, start=start, end=end)
         except FileNotFoundError as err:
             raise _http_problem(url, err) from None
+        except (ValueError, TypeError) as err:
+            raise SourceError(url, f"reading bytes {start}-{end} failed: {err}") from None
         except Exception as err:  # noqa: BLE001 - fsspec backends raise their own transport errors
-            if attempt == attempts or isinstance(err, (ValueError, TypeError)):
-                raise SourceError(url, f"reading bytes {start}-{end} failed: {err}") from None
-            log.warning("%s: reading bytes %d-%d failed (%s); retrying", url, start, end, err)
-            time.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
+            raise Transient(str(err)) from None
 
+    def warn(err, _wait, _n):
+        log.warning("%s: reading bytes %d-%d failed (%s); retrying", url, start, end, err)
 
-# ------------------------------------------------------------------------------ download
-
-
-class _Transient(Exception):
-    pass
-
-
-def download(url: str, *, cache_dir: str, md5: str | None = None, sha256: str | None = None, retries: int = 3,
-             backoff: float = 1.0, storage_options: dict | None = None) -> str:
-    """Local path of ``url`` in the cache, downloaded and verified if it is not there yet.
-
-    The cache name depends on the URL and the expected checksums, and a file only gets it
-    after it is complete and verified (written under a temporary name, then renamed).
-    ``retries`` more attempts follow a connection error, a cut transfer or a 5xx response,
-    ``backoff`` seconds apart, doubling.
-    """
-    sums = {k: v.lower() for k, v in (("md5", md5), ("sha256", sha256)) if v}
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256("\n".join([url, md5 or "", sha256 or ""]).encode()).hexdigest()[:16]
-    final = cache / f"{key}-{basename(url) or 'download'}"
-    if final.is_file():
-        log.debug("%s: using cached %s", url, final)
-        return str(final)
-    _remove_stale_parts(cache, final.name)
-    tmp = cache / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
-    try:
-        log.info("downloading %s", url)
-        resumed = _fetch(url, tmp, retries, backoff, storage_options or {})
-        try:
-            _verify(url, str(tmp), sums, keep=False)
-        except SourceError as err:
-            if not resumed:
-                raise
-            log.warning("%s: %s after resuming; downloading it again whole", url, err.problem.split(";")[0])
-            tmp.unlink()
-            _fetch(url, tmp, retries, backoff, storage_options or {})
-            _verify(url, str(tmp), sums, keep=False)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    log.info("%s: %d bytes in %s", url, final.stat().st_size, final)
-    return str(final)
-
-
-def _fetch(url: str, tmp: Path, retries: int, backoff: float, so: dict) -> bool:
-    """Write ``url`` to ``tmp``, retrying transient failures; True if a transfer was resumed."""
-
-    def attempt(n: int) -> bool:
-        if _is_http(url):
-            return _http_get(url, tmp, resume=n > 0)
-        _fsspec_get(url, tmp, so)
-        return False
-
-    return _with_retries(url, retries, backoff, attempt)
-
-
-def _with_retries(url: str, retries: int, backoff: float, attempt):
-    """``attempt(n)`` for n = 0, 1, ... until it does not raise ``_Transient``, waiting
-    backoff * 2**n in between; after ``retries`` retries, a ``SourceError`` saying so."""
-    for n in range(retries + 1):
-        try:
-            return attempt(n)
-        except _Transient as err:
-            if n == retries:
-                raise SourceError(url, f"{err}; gave up after {n + 1} attempts") from None
-            delay = backoff * 2**n
-            log.warning("%s: %s; retrying in %.1f s (%d/%d)", url, err, delay, n + 1, retries)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def _remove_stale_parts(cache: Path, name: str) -> None:
-    """Temporary files of this download that no process has written to for an hour.
-
-    A download writes its temporary file at least once a minute (``_TIMEOUT``) while it
-    runs, and removes it when it fails; one that is this old was left by a killed process.
-    """
-    cutoff = time.time() - _STALE_PART
-    for part in cache.glob(f".{glob.escape(name)}.*.part"):
-        try:
-            if part.stat().st_mtime < cutoff:
-                part.unlink()
-                log.info("%s: removed a partial download left behind", part)
-        except FileNotFoundError:  # removed by another process meanwhile
-            pass
-
-
-def _http_get(url: str, tmp: Path, resume: bool) -> bool:
-    """One attempt; True when it appended to what an earlier attempt had written."""
-    have = tmp.stat().st_size if resume and tmp.exists() else 0
-    headers = {"User-Agent": "cocolake", "Accept-Encoding": "identity"}
-    if have:
-        headers["Range"] = f"bytes={have}-"
-    try:
-        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT)
-    except urllib.error.HTTPError as err:
-        if err.code in (408, 425, 429) or err.code >= 500:
-            raise _Transient(f"HTTP {err.code} {err.reason}") from None
-        hint = "; check the URL" if err.code in (403, 404, 410) else ""
-        raise SourceError(url, f"HTTP {err.code} {err.reason}{hint}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        raise _Transient(f"cannot connect: {getattr(err, 'reason', err)}") from None
-    with resp:
-        if resp.status != 206:
-            have = 0  # the server sent the whole file
-        length = resp.headers.get("Content-Length")
-        got = 0
-        try:
-            with open(tmp, "ab" if have else "wb") as f:
-                while chunk := resp.read(_BLOCK):
-                    f.write(chunk)
-                    got += len(chunk)
-        except (OSError, http.client.HTTPException) as err:
-            raise _Transient(f"connection lost after {have + got} bytes: {err}") from None
-    if length is not None and got != int(length):
-        raise _Transient(f"connection closed after {have + got} of {have + int(length)} bytes")
-    return bool(have)
-
-
-def _fsspec_get(url: str, tmp: Path, so: dict) -> None:
-    fs, path = _fs(url, so)
-    try:
-        with fs.open(path, "rb") as src, open(tmp, "wb") as dst:
-            while chunk := src.read(_BLOCK):
-                dst.write(chunk)
-    except FileNotFoundError:
-        raise SourceError(url, "no such file") from None
-    except Exception as err:  # noqa: BLE001 - object-store clients raise their own transport errors
-        raise _Transient(f"transfer failed: {err}") from None
-
-
-def _verify(url: str, path: str, sums: dict, keep: bool) -> None:
-    if not sums:
-        return
-    hashes = {k: hashlib.new(k) for k in sums}
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_BLOCK):
-            size += len(chunk)
-            for h in hashes.values():
-                h.update(chunk)
-    for kind, expected in sums.items():
-        got = hashes[kind].hexdigest()
-        if got != expected.lower():
-            what = "check the file or the checksum in the config" if keep else \
-                "the download was discarded; check the checksum in the config"
-            raise SourceError(url, f"{kind} mismatch: expected {expected}, got {got} ({size} bytes); {what}")
+    return with_retries(attempt, retries=retries, delay=lambda n: 0.5 * (n + 1), warn=warn,
+                        give_up=lambda err, _n: SourceError(url, f"reading bytes {start}-{end} failed: {err}"))
