@@ -58,6 +58,10 @@ class ExportError(CocolakeError):
     """An export cannot be written: unsafe file name, missing image, clashing ids."""
 
 
+class MergeError(CocolakeError):
+    """A merge cannot be made: a missing source, colliding ids under ``keep``, a bad target."""
+
+
 class InvalidMask(CocolakeError, ValueError):
     """A segmentation or RLE that cannot be encoded; ``index`` is its position in a batch."""
 

@@ -367,7 +367,7 @@ def test_keypoints_and_captions_are_carried_as_they_are(sources, coco_mini, tmp_
 
 def test_a_merge_failing_while_writing_leaves_the_target_and_no_stray_parts(sources, monkeypatch):
     wh, *_ = sources
-    import pipeline.merge as merge_module
+    import pipeline.merge.rows as merge_module
 
     merge(wh, ["A", "B"], "W")
     target = Warehouse(wh, "W")
