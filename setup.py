@@ -4,6 +4,9 @@ pipeline._rlekernel encodes polygon and run-list batches to COCO compressed RLE 
 pipeline/_rlekernel.c). It must be compiled without floating-point contraction and without
 fast-math: a fused multiply-add changes pycocotools' ``ys + s*t + .5`` in its last bit, and
 with it the pixels of some polygons.
+
+pipeline._jsonscan is the structural JSON scan of pipeline.ingest.scan (quotes, escapes,
+bracket depth) over one block at a time; it is built with the same flags.
 """
 
 import sys
@@ -15,4 +18,7 @@ if sys.platform == "win32":
 else:
     STRICT_FP = ["-O2", "-ffp-contract=off", "-fno-fast-math"]
 
-setup(ext_modules=[Extension("pipeline._rlekernel", ["pipeline/_rlekernel.c"], extra_compile_args=STRICT_FP)])
+setup(ext_modules=[
+    Extension("pipeline._rlekernel", ["pipeline/_rlekernel.c"], extra_compile_args=STRICT_FP),
+    Extension("pipeline._jsonscan", ["pipeline/_jsonscan.c"], extra_compile_args=STRICT_FP),
+])

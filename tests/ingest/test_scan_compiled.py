@@ -1,0 +1,121 @@
+"""The C structural scan (pipeline._jsonscan) against the NumPy one: the same arrays, the same
+state after every block, the same layouts and the same errors, on coco-mini and on fuzzed
+bytes cut into blocks anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import BadFileError
+from pipeline.ingest import scan
+from pipeline.ingest.scan import StructureScanner, scan_document
+
+needs_scan = pytest.mark.skipif(not scan.COMPILED, reason="pipeline._jsonscan is not built")
+EXAMPLES = int(os.environ.get("COCOLAKE_FUZZ_EXAMPLES", "200"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_extension_is_built_in_ci():
+    if os.environ.get("CI") != "true":
+        pytest.skip("only CI guarantees an installed build")
+    assert scan.COMPILED, "pipeline._jsonscan did not build; the scan fell back to NumPy"
+
+
+def _state(s: StructureScanner):
+    return (s.offset, s.depth, s.in_string, s.backslash_run, s.last_quotes, s.quotes_before_block)
+
+
+def assert_same_feed(raw: bytes, cuts: list[int], depth: int = 0):
+    """Feed ``raw`` cut at ``cuts`` to both scanners; every output and state must agree."""
+    c, n = StructureScanner(depth=depth, compiled=True), StructureScanner(depth=depth, compiled=False)
+    bounds = [0, *sorted(set(x for x in cuts if 0 < x < len(raw))), len(raw)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        out_c, out_n = c.feed(raw[a:b]), n.feed(raw[a:b])
+        for x, y in zip(out_c, out_n):
+            assert x.dtype == np.int64 and y.dtype == np.int64
+            np.testing.assert_array_equal(x, y)
+        assert _state(c) == _state(n), (a, b)
+
+
+def _scan_both(raw: bytes, block: int, **kw):
+    out = []
+    for compiled in (True, False):
+        blocks = (raw[i: i + block] for i in range(0, len(raw), block))
+        try:
+            out.append(scan_document(blocks, source="f.json", compiled=compiled, **kw))
+        except BadFileError as err:
+            out.append(str(err))
+    return out
+
+
+@needs_scan
+@pytest.mark.parametrize("block", [1 << 12, 1 << 16, 1 << 24])
+def test_every_coco_mini_file_scans_the_same(coco_mini, block):
+    files = sorted((coco_mini / "annotations").glob("*.json"))
+    assert files
+    for path in files:
+        raw = path.read_bytes()
+        assert_same_feed(raw, list(range(block, len(raw), block)))
+        compiled, numpy = _scan_both(raw, block, chunk_bytes=1 << 14)
+        assert compiled == numpy, path.name
+
+
+# JSON text whose strings are full of what the scan must get right
+tricky_text = st.text(alphabet=st.sampled_from('\\"[]{}ab ,:\u00e9\u2603'), max_size=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | tricky_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(tricky_text, inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@needs_scan
+@FUZZ
+@given(value=json_values, cuts=st.lists(st.integers(0, 2000), max_size=12), ascii=st.booleans())
+def test_fuzzed_json_cut_anywhere_scans_the_same(value, cuts, ascii):
+    raw = json.dumps(value, ensure_ascii=ascii).encode()
+    assert_same_feed(raw, cuts)
+
+
+@needs_scan
+@FUZZ
+@given(raw=st.binary(max_size=400) | st.lists(st.sampled_from(list(b'\\\\\\"[]{}x')), max_size=400).map(bytes),
+       cuts=st.lists(st.integers(0, 400), max_size=20), depth=st.integers(-2, 3))
+def test_any_bytes_cut_anywhere_scan_the_same(raw, cuts, depth):
+    # runs of backslashes across block boundaries, quotes outside strings, unbalanced brackets
+    assert_same_feed(raw, cuts, depth)
+
+
+@needs_scan
+@FUZZ
+@given(records=st.lists(json_values, max_size=12), block=st.integers(1, 300), chunk=st.integers(1, 400),
+       indent=st.sampled_from([None, 1]), info=json_values)
+def test_fuzzed_documents_give_the_same_layout(records, block, chunk, indent, info):
+    doc = {"info": info, "images": records, "annotations": records[::-1], "extra": info}
+    raw = json.dumps(doc, indent=indent).encode()
+    compiled, numpy = _scan_both(raw, block, chunk_bytes=chunk)
+    assert compiled == numpy
+    assert not isinstance(compiled, str)
+
+
+@needs_scan
+@FUZZ
+@given(raw=st.lists(st.sampled_from([b'{', b'}', b'[', b']', b'"', b'\\', b'"a"', b':', b',', b'1', b' ',
+                                     b'"images"', b'"annotations"', b'\xef\xbb\xbf']), max_size=60).map(b"".join),
+       block=st.integers(1, 40), max_depth=st.integers(1, 6))
+def test_broken_documents_fail_with_the_same_message(raw, block, max_depth):
+    compiled, numpy = _scan_both(raw, block, chunk_bytes=8, max_record_bytes=64, max_depth=max_depth)
+    assert compiled == numpy
+
+
+def test_a_scanner_cannot_be_forced_onto_a_missing_extension():
+    if scan.COMPILED:
+        pytest.skip("the extension is built")
+    with pytest.raises(RuntimeError, match="not built"):
+        StructureScanner(compiled=True)
