@@ -141,8 +141,8 @@ def connect(
     """A connection with the raw relations, the views and (optionally) the mask functions.
 
     ``for_sql``: the SQL the connection is opened for. Only the views it names (and those
-    they read) are created, and the mask functions only when it calls a function DuckDB
-    does not have: a one-query command then starts in about half the time.
+    they read), the raw relations these name, and the mask functions only when it calls a
+    function DuckDB does not have: a one-query command then starts in about half the time.
 
     ``durable=False``: ``database`` is a scratch file, written without waiting for the disk
     (fsync), which on a busy disk costs more than creating the views.
@@ -163,8 +163,10 @@ def connect(
     con = _open(database, durable, storage_version)
     con.execute("SET enable_progress_bar = false")  # standard output carries query results
     register_filesystem(con, wh)
+    raw_for = None
     if for_sql is not None:
-        only = mentioned_names(for_sql) if only is None else set(only) | mentioned_names(for_sql)
+        raw_for = mentioned_names(for_sql)
+        only = raw_for if only is None else set(only) | raw_for
         functions = functions and calls_unknown_function(con, for_sql)
     if functions:
         from . import functions as sqlfuncs  # at first use: NumPy and the mask kernel load slowly
@@ -172,7 +174,7 @@ def connect(
         sqlfuncs.register(con)
     for attempt in range(VERSION_ATTEMPTS):
         try:
-            build(con, wh, manifest, sql_dir=sql_dir, only=only)
+            build(con, wh, manifest, sql_dir=sql_dir, only=only, raw_for=raw_for)
             break
         except (WarehouseError, QueryError):
             # a commit moved the parts of the version just read out of the table folders
@@ -249,13 +251,25 @@ def _open(database: str, durable: bool, storage_version: str | None = None) -> d
 
 
 def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | None = None,
-          only: Iterable[str] | None = None) -> None:
-    for table in TABLES:
+          only: Iterable[str] | None = None, raw_for: Iterable[str] | None = None) -> None:
+    """The raw relations, then the views (``only``: see ``connect``).
+
+    ``raw_for``: names (those of one query); then only the raw relations that they or the
+    views they read mention are created, None: all of them.
+    """
+    files = load_sql_dir((sql_dir or SQL_DIR) / "views")
+    tables = TABLES
+    if raw_for is not None:
+        names = set(raw_for)
+        for name in _view_order(files, only):
+            names |= mentioned_names(files[name].text)
+        tables = tuple(t for t in TABLES if f"raw_{t}" in names)
+    for table in tables:
         try:
             con.execute(f"CREATE OR REPLACE VIEW raw_{table} AS {raw_relation_sql(wh, manifest, table)}")
         except duckdb.Error as err:
             raise WarehouseError(f"{wh.url('')}: cannot read table {table}: {err}") from None
-    apply_views(con, load_sql_dir((sql_dir or SQL_DIR) / "views"), only)
+    apply_views(con, files, only)
 
 
 # what a user counts per split, as the views count it: an image once however many files list

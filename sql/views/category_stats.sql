@@ -2,6 +2,8 @@
 -- getAnnIds(catIds=...) counts them), the images they are on, the crowd annotations,
 -- mean and median `area`, and COCO's area buckets (small < 32², medium < 96², large).
 -- Categories without annotations appear with zero counts and NULL areas.
+-- It reads `annotations`, not `annotations_enriched`: every column it needs is there, and
+-- the enriched view's joins (one row per annotation either way) cost a third of its time.
 CREATE OR REPLACE VIEW category_stats AS
 WITH per_category AS (
     SELECT
@@ -13,11 +15,11 @@ WITH per_category AS (
         avg(area) AS mean_area,
         median(area) AS median_area,
         -- area_bucket's thresholds (annotations_enriched) on the number itself: the same
-        -- counts without building the bucket string of every row (half this view's time)
+        -- counts without building the bucket string of every row
         count(*) FILTER (WHERE area < 32 * 32) AS small,
         count(*) FILTER (WHERE area >= 32 * 32 AND area < 96 * 96) AS medium,
         count(*) FILTER (WHERE area >= 96 * 96) AS large
-    FROM annotations_enriched
+    FROM annotations
     GROUP BY split, category_id
 )
 SELECT
