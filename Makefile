@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: venv ingest test test-fast smoke bench clean
 
 # setup.py and the C source: pip install -e rebuilds the extension when they change
-$(BIN)/cocolake: pyproject.toml setup.py pipeline/_rlekernel.c pipeline/_jsonscan.c
+$(BIN)/cocolake: pyproject.toml setup.py pipeline/_rlekernel.c pipeline/_jsonscan.c pipeline/_jsonpoly.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

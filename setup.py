@@ -7,6 +7,10 @@ with it the pixels of some polygons.
 
 pipeline._jsonscan is the structural JSON scan of pipeline.ingest.scan (quotes, escapes,
 bracket depth) over one block at a time; it is built with the same flags.
+
+pipeline._jsonpoly reads polygon segmentations from a chunk's JSON text into flat float64
+arrays (see pipeline/_jsonpoly.c); built with the same flags, its one-operation fast path
+relies on IEEE double arithmetic without extended precision or fast-math.
 """
 
 import sys
@@ -21,4 +25,5 @@ else:
 setup(ext_modules=[
     Extension("pipeline._rlekernel", ["pipeline/_rlekernel.c"], extra_compile_args=STRICT_FP),
     Extension("pipeline._jsonscan", ["pipeline/_jsonscan.c"], extra_compile_args=STRICT_FP),
+    Extension("pipeline._jsonpoly", ["pipeline/_jsonpoly.c"], extra_compile_args=STRICT_FP),
 ])

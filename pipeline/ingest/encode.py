@@ -77,8 +77,8 @@ class Masks(NamedTuple):
 def encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> Masks:
     """Encode every mask of a chunk; polygons in one batch, validated once, with areas.
 
-    ``poly`` = (flat coordinate list, part offsets, annotation part offsets) of the polygon
-    rows, when the caller already gathered them. Polygon coordinates are numbers (ints or
+    ``poly`` = (flat coordinates: a list or a float64 array, part offsets, annotation part
+    offsets) of the polygon rows, when the caller already gathered them. Polygon coordinates are numbers (ints or
     floats): ``classify_segmentation`` and the fast path refuse the rows they are not.
     """
     n = len(seg_kind)
@@ -102,7 +102,7 @@ def encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> Masks:
                 part_offsets.append(len(flat))
             ann_parts.append(len(part_offsets) - 1)
     try:
-        coords = np.array(flat, dtype=np.float64) if len(flat) else np.zeros(0, np.float64)
+        coords = np.asarray(flat, dtype=np.float64) if len(flat) else np.zeros(0, np.float64)
     except OverflowError:  # an integer beyond float64's range: those rows are bad, drawn as zeros
         at = [i for i, x in enumerate(flat) if not is_num(x)]
         part = np.searchsorted(np.asarray(part_offsets), at, side="right") - 1
@@ -149,6 +149,45 @@ def encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> Masks:
         areas[j] = 0
     return Masks(rle_counts, rle_size, polygons, fmt, bad, areas)
 
+
+def gather_polygons(polygons, listed: list[int], seg_value: list):
+    """``encode_masks``' ``poly`` for the polygon rows in row order: the rows of ``polygons``
+    (a ``parse.Polygons`` or None) and the ``listed`` rows, whose polygons are the lists in
+    ``seg_value``; None when a listed coordinate is not a number or beyond float64."""
+    flat: list = []
+    part_offsets, ann_parts = [0], [0]
+    for i in listed:
+        for p in seg_value[i]:
+            flat.extend(p)
+            part_offsets.append(len(flat))
+        ann_parts.append(len(part_offsets) - 1)
+    if flat and not set(map(type, flat)) <= NUMBER_TYPES:
+        return None
+    try:
+        listed_coords = np.array(flat, dtype=np.float64)
+    except OverflowError:
+        return None
+    if polygons is None:
+        return listed_coords, np.array(part_offsets, np.int64), np.array(ann_parts, np.int64)
+    if not listed:
+        return polygons.coords, polygons.part_offsets, polygons.ann_parts
+    # both kinds in one chunk (rare): gather the rows' parts in row order
+    sources = [(int(i), k, polygons) for k, i in enumerate(polygons.rows.tolist())]
+    sources += [(i, k, None) for k, i in enumerate(listed)]
+    listed_po, listed_ap = np.array(part_offsets, np.int64), np.array(ann_parts, np.int64)
+    pieces, lengths, nparts = [], [], []
+    for _, k, src in sorted(sources, key=lambda t: t[0]):
+        coords, po, ap = (polygons.coords, polygons.part_offsets, polygons.ann_parts) if src is not None else (
+            listed_coords, listed_po, listed_ap)
+        bounds = po[ap[k]:ap[k + 1] + 1]
+        pieces.append(coords[bounds[0]:bounds[-1]])
+        lengths.append(np.diff(bounds))
+        nparts.append(len(bounds) - 1)
+    offsets = np.zeros(sum(map(len, lengths)) + 1, np.int64)
+    np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    ann = np.zeros(len(nparts) + 1, np.int64)
+    np.cumsum(nparts, out=ann[1:])
+    return np.concatenate(pieces), offsets, ann
 
 
 def bbox_array(flat: list, valid: list) -> pa.Array:

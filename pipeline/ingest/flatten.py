@@ -10,7 +10,8 @@ cannot hold exactly goes to ``raw`` and every unknown key to ``extra`` (JSON tex
 export writes the source back; a bad record raises ``BadRecordError`` naming file, record
 and problem, or becomes a ``rejects`` row when the policy is ``skip``. Instances take a
 fast path (whole-chunk checks) that hands any unusual chunk to the exact path; both give
-the same rows. Masks are encoded by ``encode``. Imports ``records`` and ``encode``.
+the same rows. Masks are encoded by ``encode``; polygons read from the bytes by
+``parse.parse_with_polygons`` come in as flat arrays. Imports ``records``, ``encode``, ``parse``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import pyarrow as pa
 
 from ..errors import CocolakeError
 from ..jsontext import dumps_text as _dumps
-from .encode import bbox_array, classify_segmentation, encode_masks
+from .encode import bbox_array, classify_segmentation, encode_masks, gather_polygons
+from .parse import Polygons
 from .records import (
     EXACT, KNOWN_KEYS, NUMBER_TYPES, BadValue, Collector, FileContext, Flat, ImageSizes, arrow_table, check_id,
     check_keypoints, extra_text, is_bbox, is_exact_num, is_int, is_num, is_str, short, typed,
@@ -32,12 +34,13 @@ from .records import (
 
 
 def flatten_section(section: str, records: list, ctx: FileContext, sizes: ImageSizes | None = None,
-                    first_index: int = 0) -> Flat:
-    """The records of one top-level section of a document: images, annotations, categories or licenses."""
+                    first_index: int = 0, polygons: Polygons | None = None) -> Flat:
+    """The records of one top-level section of a document: images, annotations, categories or
+    licenses; ``polygons``: the annotations' polygons read by ``parse.parse_with_polygons``."""
     if section == "images":
         return flatten_images(records, ctx, first_index)
     if section == "annotations":
-        return flatten_annotations(records, ctx, sizes, first_index)
+        return flatten_annotations(records, ctx, sizes, first_index, polygons)
     if section == "categories":
         return flatten_categories(records, ctx, first_index)
     if section == "licenses":
@@ -127,11 +130,16 @@ def flatten_licenses(records: list, ctx: FileContext, first_index: int = 0) -> F
 # ---------------------------------------------------------------------------- annotations
 
 
-def flatten_annotations(records: list, ctx: FileContext, sizes: ImageSizes, first_index: int = 0) -> Flat:
+def flatten_annotations(records: list, ctx: FileContext, sizes: ImageSizes, first_index: int = 0,
+                        polygons: Polygons | None = None) -> Flat:
+    """Annotation rows; records whose polygons are in ``polygons`` hold [] as segmentation,
+    and any path but the fast one reads the records as written (``polygons.original``)."""
     if ctx.kind == "captions":
-        return _flatten_captions(records, ctx, sizes, first_index)
-    fast = flatten_instances_fast(records, ctx, sizes, first_index)
-    return fast if fast is not None else flatten_instances_exact(records, ctx, sizes, first_index)
+        return _flatten_captions(records if polygons is None else polygons.original(), ctx, sizes, first_index)
+    fast = flatten_instances_fast(records, ctx, sizes, first_index, polygons)
+    if fast is not None:
+        return fast
+    return flatten_instances_exact(records if polygons is None else polygons.original(), ctx, sizes, first_index)
 
 
 def _check_refs(rec: dict, ctx: FileContext, found: bool) -> None:
@@ -285,10 +293,12 @@ def flatten_instances_exact(records: list, ctx: FileContext, sizes: ImageSizes, 
 
 
 
-def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, first_index: int = 0) -> Flat | None:
+def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, first_index: int = 0,
+                           polygons: Polygons | None = None) -> Flat | None:
     """The common case with list comprehensions and Arrow conversions instead of a check
     per field per record; None as soon as anything is unusual, and the exact path then
     finds, names and rejects the culprit. Both paths give the same rows for good input.
+    The rows in ``polygons`` take their polygons from its arrays.
     """
     n = len(records)
     if n == 0 or not all(type(r) is dict for r in records):
@@ -338,30 +348,32 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
     if not found.all():
         return None
 
-    seg_kind: list[str] = []
-    seg_value: list = []
-    flat: list = []
-    part_offsets = [0]
-    ann_parts = [0]
-    for r, h, w in zip(records, heights.tolist(), widths.tolist()):
-        seg = r.get("segmentation")
+    hl, wl = heights.tolist(), widths.tolist()
+    seg_kind: list = ["polygon"] * n
+    seg_value: list = [None] * n
+    others = range(n)
+    if polygons is not None:
+        rows = polygons.rows
+        if len(rows) and ((heights[rows] <= 0) | (widths[rows] <= 0)).any():
+            return None
+        rest = np.ones(n, dtype=bool)
+        rest[rows] = False
+        others = np.flatnonzero(rest).tolist()
+    listed = []  # rows whose polygons are Python lists
+    for i in others:
+        seg = records[i].get("segmentation")
         if type(seg) is list and seg and all(type(p) is list for p in seg):
-            if h <= 0 or w <= 0:
+            if hl[i] <= 0 or wl[i] <= 0:
                 return None
-            for p in seg:
-                flat.extend(p)
-                part_offsets.append(len(flat))
-            ann_parts.append(len(part_offsets) - 1)
-            seg_kind.append("polygon")
-            seg_value.append(None)
+            listed.append(i)
+            seg_value[i] = seg
         else:
             try:
-                kind, value = classify_segmentation(r, h, w)
+                seg_kind[i], seg_value[i] = classify_segmentation(records[i], hl[i], wl[i])
             except BadValue:
                 return None
-            seg_kind.append(kind)
-            seg_value.append(value)
-    if flat and not set(map(type, flat)) <= NUMBER_TYPES:
+    poly = gather_polygons(polygons, listed, seg_value)
+    if poly is None:
         return None
 
     kp_rows: dict[str, list] = {"annotation_id": [], "image_id": [], "num_keypoints": [], "keypoints": []}
@@ -379,7 +391,7 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
                 kp_rows["keypoints"].append(kps)
                 kp_keep.append(i)
 
-    m = encode_masks(seg_kind, seg_value, heights.tolist(), widths.tolist(), poly=(flat, part_offsets, ann_parts))
+    m = encode_masks(seg_kind, seg_value, hl, wl, poly=poly)
     if m.bad:
         return None
     offsets = np.arange(0, 4 * n + 1, 4, dtype=np.int32)

@@ -3,8 +3,11 @@
 Input: bytes between records of one top-level array (from ``scan``), the file's name, the
 section and the chunk's byte offset (for messages). Output: a list of dicts/lists/values,
 read by ``jsontext.loads`` (orjson, Python's parser for NaN and big integers); bad JSON is a
-``BadFileError`` naming file, section and byte. ``no_cyclic_gc`` wraps the task functions
-that parse and flatten. Imports only the shared core (errors, jsontext).
+``BadFileError`` naming file, section and byte. ``parse_with_polygons`` also reads the
+polygon segmentations of annotation records straight from the bytes into flat float64
+arrays (``Polygons``, by the C extension ``pipeline._jsonpoly``), so that no Python float
+is made per coordinate. ``no_cyclic_gc`` wraps the task functions that parse and flatten.
+Imports only the shared core (errors, jsontext).
 """
 
 from __future__ import annotations
@@ -13,9 +16,19 @@ import contextlib
 import gc
 import json
 import sys
+from typing import Callable, NamedTuple
+
+import numpy as np
 
 from ..errors import BadFileError
 from ..jsontext import loads
+
+try:
+    from .. import _jsonpoly
+except ImportError:  # not built (a source tree used without installing): records only
+    _jsonpoly = None
+
+AVAILABLE = _jsonpoly is not None
 
 
 @contextlib.contextmanager
@@ -37,12 +50,59 @@ def no_cyclic_gc():
             gc.enable()
 
 
-def parse_chunk(buf: bytes, *, source: str, section: str, offset: int) -> list:
-    """The records of a chunk (bytes between records of one array) as Python objects."""
+class Polygons(NamedTuple):
+    """The polygon segmentations of some records of a chunk, as flat arrays.
+
+    Record ``rows[k]`` (its position in the chunk) owns parts ann_parts[k]:ann_parts[k + 1];
+    part j is x0, y0, x1, y1, ... in coords[part_offsets[j]:part_offsets[j + 1]]. Each value
+    is ``float()`` of its literal, but an integer zero is +0.0 (what the int a JSON parser
+    gives for ``-0`` becomes in float64). In the records, these rows' segmentation is [].
+    """
+
+    rows: np.ndarray  # int64, ascending
+    coords: np.ndarray  # float64
+    part_offsets: np.ndarray  # int64, from 0
+    ann_parts: np.ndarray  # int64, len(rows) + 1, from 0
+    original: Callable[[], list]  # the chunk's records as written, segmentations included
+
+
+def _body(buf: bytes) -> bytes | None:
     body = buf.strip(b" \t\r\n")
     if body.startswith(b","):
         body = body[1:]
-    if not body.strip(b" \t\r\n"):
+    return body if body.strip(b" \t\r\n") else None
+
+
+def parse_with_polygons(buf: bytes, *, source: str, section: str, offset: int) -> tuple[list, Polygons | None]:
+    """``parse_chunk``'s records, and the polygon segmentations of the records whose
+    ``segmentation`` has the plain form [[x, y, ...], ...] as ``Polygons`` (None when no
+    record has one, or without the extension). The other records are parsed as written;
+    bad JSON raises what ``parse_chunk`` raises."""
+    body = _body(buf) if AVAILABLE else None
+    if body is None:
+        return parse_chunk(buf, source=source, section=section, offset=offset), None
+    text = bytearray(len(body) + 2)
+    text[0], text[1:-1], text[-1] = 0x5B, body, 0x5D  # [ body ]
+    del body
+    found = _jsonpoly.extract(text)
+    if found is None:
+        return parse_chunk(buf, source=source, section=section, offset=offset), None
+    try:
+        records = loads(text)
+    except (ValueError, RecursionError):  # the messages of the text as written
+        return parse_chunk(buf, source=source, section=section, offset=offset), None
+    rows, coords, part_offsets, ann_parts = (np.frombuffer(b, t) for b, t in zip(found, ("i8", "f8", "i8", "i8")))
+
+    def original() -> list:
+        return parse_chunk(buf, source=source, section=section, offset=offset)
+
+    return records, Polygons(rows, coords, part_offsets, ann_parts, original)
+
+
+def parse_chunk(buf: bytes, *, source: str, section: str, offset: int) -> list:
+    """The records of a chunk (bytes between records of one array) as Python objects."""
+    body = _body(buf)
+    if body is None:
         return []
     data = b"[" + body + b"]"
     try:

@@ -227,8 +227,11 @@ def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResul
     ids: list = []
     size_parts: list[ImageSizes] = []
     for buf, offset, first_index in _batches(task):
-        records = parse.parse_chunk(buf, source=ctx.source_file, section=section, offset=offset)
-        flat = flatten.flatten_section(section, records, ctx, sizes, first_index)
+        if section == "annotations" and ctx.kind != "captions":
+            records, polygons = parse.parse_with_polygons(buf, source=ctx.source_file, section=section, offset=offset)
+        else:
+            records, polygons = parse.parse_chunk(buf, source=ctx.source_file, section=section, offset=offset), None
+        flat = flatten.flatten_section(section, records, ctx, sizes, first_index, polygons)
         if section == "images":
             size_parts.append(flat.image_sizes)
         for table, t in flat.tables.items():

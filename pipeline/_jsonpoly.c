@@ -1,0 +1,406 @@
+/* Polygon segmentations read straight from JSON text into flat float64 arrays.
+ *
+ * Input: the text of one JSON array of records (a writable buffer: a bytearray). For every
+ * element that is an object with exactly one key "segmentation" (written without escapes,
+ * and no other key of the object written with escapes) whose value has the strict form
+ * [[number, ...], ...] (lists not empty, plain JSON numbers, each finite as a float64),
+ * the coordinates go to a float64 array with part offsets and annotation part offsets,
+ * the element's position goes to a row list, and the value is overwritten in the buffer by
+ * "[]" and spaces (same length: every other byte keeps its offset), so that a JSON parser
+ * run on the buffer afterwards builds no number object for it. Anything else is left as it
+ * is, for the caller's own parser. When the text is not well formed (as far as this walk
+ * sees), nothing is extracted and the buffer is unchanged.
+ *
+ * Exactness. Every value equals Python's float() of the literal (the correctly rounded
+ * double), except that an integer literal of value zero ("-0") gives +0.0, as the int a
+ * JSON parser returns for it does once converted to float64. A literal with at most 19
+ * significant digits, a significand m <= 2^53 and a decimal exponent |e| <= 22 is computed
+ * as one multiplication or division m * 10^e, both operands exact in double, which IEEE
+ * arithmetic rounds correctly (Clinger's fast path). Every other literal goes to
+ * PyOS_string_to_double, Python's own correctly rounded reader. Built without fast-math
+ * (see setup.py); where the compiler evaluates doubles in extended precision
+ * (FLT_EVAL_METHOD != 0) the fast path is off.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+#define FAST_PATH 1
+#else
+#define FAST_PATH 0
+#endif
+
+typedef const unsigned char *ptr;
+
+typedef struct {
+    char *data;
+    size_t len, cap; /* in bytes */
+} Vec;
+
+static int vec_push(Vec *v, const void *item, size_t size) {
+    if (v->len + size > v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 4096;
+        while (cap < v->len + size) cap *= 2;
+        char *d = realloc(v->data, cap);
+        if (!d) return -1;
+        v->data = d;
+        v->cap = cap;
+    }
+    memcpy(v->data + v->len, item, size);
+    v->len += size;
+    return 0;
+}
+
+static int push_i64(Vec *v, int64_t x) { return vec_push(v, &x, sizeof x); }
+static int push_f64(Vec *v, double x) { return vec_push(v, &x, sizeof x); }
+
+static inline ptr ws(ptr p, ptr end) {
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    return p;
+}
+
+/* p at the opening quote: the byte after the closing quote, or NULL; *escaped set when the
+ * string holds a backslash. */
+static ptr skip_string(ptr p, ptr end, int *escaped) {
+    p++;
+    while (p < end) {
+        unsigned char c = *p;
+        if (c == '"') return p + 1;
+        if (c == '\\') {
+            *escaped = 1;
+            p += 2;
+        } else {
+            p++;
+        }
+    }
+    return NULL;
+}
+
+/* p at the first byte of a value: the byte after it, or NULL. Brackets are counted, not
+ * matched by kind: the caller's parser rejects what is not JSON. */
+static ptr skip_value(ptr p, ptr end) {
+    int escaped = 0;
+    if (p >= end) return NULL;
+    if (*p == '"') return skip_string(p, end, &escaped);
+    if (*p == '[' || *p == '{') {
+        size_t depth = 0;
+        while (p < end) {
+            unsigned char c = *p;
+            if (c == '"') {
+                p = skip_string(p, end, &escaped);
+                if (!p) return NULL;
+                continue;
+            }
+            if (c == '[' || c == '{') {
+                depth++;
+            } else if (c == ']' || c == '}') {
+                if (--depth == 0) return p + 1;
+            }
+            p++;
+        }
+        return NULL;
+    }
+    /* a scalar: up to the next delimiter */
+    ptr start = p;
+    while (p < end && *p != ',' && *p != ']' && *p != '}' && *p != ' ' && *p != '\n' && *p != '\r' && *p != '\t')
+        p++;
+    return p > start ? p : NULL;
+}
+
+static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+#define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
+
+/* A JSON number at p: 1 and *out, *next set; 0 when p holds no strict JSON number or its
+ * value is not finite; -1 on a Python error (memory). */
+static int parse_number(ptr p, ptr end, double *out, ptr *next) {
+    ptr start = p;
+    int neg = 0, is_int = 1, truncated = 0, nsig = 0;
+    uint64_t m = 0;
+    long dexp = 0, e = 0;
+    if (p < end && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= end) return 0;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && IS_DIGIT(*p)) {
+            unsigned d = *p - '0';
+            if (nsig < 19) {
+                m = m * 10 + d;
+                nsig++;
+            } else {
+                dexp++;
+                truncated |= d != 0;
+            }
+            p++;
+        }
+    } else {
+        return 0;
+    }
+    if (p < end && *p == '.') {
+        is_int = 0;
+        p++;
+        if (p >= end || !IS_DIGIT(*p)) return 0;
+        while (p < end && IS_DIGIT(*p)) {
+            unsigned d = *p - '0';
+            if (m == 0 && d == 0) {
+                dexp--;
+            } else if (nsig < 19) {
+                m = m * 10 + d;
+                nsig++;
+                dexp--;
+            } else {
+                truncated |= d != 0;
+            }
+            p++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        int eneg = 0;
+        is_int = 0;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) {
+            eneg = *p == '-';
+            p++;
+        }
+        if (p >= end || !IS_DIGIT(*p)) return 0;
+        while (p < end && IS_DIGIT(*p)) {
+            if (e < 100000) e = e * 10 + (*p - '0');
+            p++;
+        }
+        if (eneg) e = -e;
+    }
+    *next = p;
+    double v;
+    long total = dexp + e;
+    if (FAST_PATH && !truncated && m <= ((uint64_t)1 << 53) && total >= -22 && total <= 22) {
+        v = (double)m;
+        if (total >= 0) v = v * POW10[total];
+        else v = v / POW10[-total];
+        if (neg) v = -v;
+    } else {
+        size_t n = (size_t)(p - start);
+        char small[64];
+        char *text = n < sizeof small ? small : PyMem_Malloc(n + 1);
+        if (!text) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(text, start, n);
+        text[n] = '\0';
+        char *stop = NULL;
+        v = PyOS_string_to_double(text, &stop, NULL);
+        int ok = stop == text + n;
+        if (text != small) PyMem_Free(text);
+        if (v == -1.0 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_ValueError)) return -1;
+            PyErr_Clear();
+            return 0;
+        }
+        if (!ok) return 0;
+    }
+    if (!isfinite(v)) return 0;
+    if (is_int && v == 0.0) v = 0.0; /* "-0" is the int 0 */
+    *out = v;
+    return 1;
+}
+
+typedef struct {
+    Vec rows, coords, parts, anns, spans; /* int64, float64, int64, int64, (int64 start, end) */
+} Out;
+
+/* p at '[' of a segmentation value: 1 with the coordinates appended and *next after the
+ * value when it has the strict form, 0 when not (appended items are the caller's to drop),
+ * -1 on a Python error. */
+static int strict_polygons(ptr p, ptr end, Out *o, ptr *next) {
+    if (p >= end || *p != '[') return 0;
+    p = ws(p + 1, end);
+    if (p >= end || *p != '[') return 0;
+    for (;;) {
+        p = ws(p + 1, end); /* past the part's '[' */
+        for (;;) {
+            double v;
+            ptr after;
+            int r = parse_number(p, end, &v, &after);
+            if (r <= 0) return r;
+            if (push_f64(&o->coords, v) < 0) goto nomem;
+            p = ws(after, end);
+            if (p < end && *p == ',') {
+                p = ws(p + 1, end);
+                continue;
+            }
+            if (p < end && *p == ']') break;
+            return 0;
+        }
+        if (push_i64(&o->parts, (int64_t)(o->coords.len / sizeof(double))) < 0) goto nomem;
+        p = ws(p + 1, end);
+        if (p < end && *p == ',') {
+            p = ws(p + 1, end);
+            if (p >= end || *p != '[') return 0;
+            continue;
+        }
+        if (p < end && *p == ']') {
+            *next = p + 1;
+            return 1;
+        }
+        return 0;
+    }
+nomem:
+    PyErr_NoMemory();
+    return -1;
+}
+
+/* p at '{' of a record: 1 and *next after it, 0 when the text is not well formed, -1 on a
+ * Python error. Extracts the record's polygons when it qualifies. */
+static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next) {
+    size_t ncoords = o->coords.len, nparts = o->parts.len;
+    int seen = 0, escaped_key = 0, strict = 0;
+    ptr seg_start = NULL, seg_end = NULL;
+    p = ws(p + 1, end);
+    if (p < end && *p == '}') {
+        *next = p + 1;
+        return 1;
+    }
+    for (;;) {
+        if (p >= end || *p != '"') return 0;
+        int escaped = 0;
+        ptr key = p + 1;
+        ptr after = skip_string(p, end, &escaped);
+        if (!after) return 0;
+        escaped_key |= escaped;
+        int is_seg = !escaped && after - 1 - key == 12 && memcmp(key, "segmentation", 12) == 0;
+        p = ws(after, end);
+        if (p >= end || *p != ':') return 0;
+        p = ws(p + 1, end);
+        if (is_seg && ++seen == 1) {
+            ptr value_end;
+            int r = strict_polygons(p, end, o, &value_end);
+            if (r < 0) return -1;
+            if (r == 1) {
+                strict = 1;
+                seg_start = p;
+                seg_end = value_end;
+                p = value_end;
+            } else {
+                p = skip_value(p, end);
+            }
+        } else {
+            p = skip_value(p, end);
+        }
+        if (!p) return 0;
+        p = ws(p, end);
+        if (p < end && *p == ',') {
+            p = ws(p + 1, end);
+            continue;
+        }
+        if (p < end && *p == '}') break;
+        return 0;
+    }
+    *next = p + 1;
+    if (strict && seen == 1 && !escaped_key) {
+        if (push_i64(&o->rows, row) < 0 || push_i64(&o->anns, (int64_t)(o->parts.len / sizeof(int64_t) - 1)) < 0 ||
+            push_i64(&o->spans, (int64_t)(seg_start - base)) < 0 || push_i64(&o->spans, (int64_t)(seg_end - base)) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    } else {
+        o->coords.len = ncoords;
+        o->parts.len = nparts;
+    }
+    return 1;
+}
+
+/* 1 when the whole text is one well formed array (as far as this walk checks), 0 if not,
+ * -1 on a Python error. */
+static int walk(ptr base, ptr end, Out *o) {
+    ptr p = ws(base, end);
+    int64_t row = 0;
+    if (p >= end || *p != '[') return 0;
+    p = ws(p + 1, end);
+    if (p < end && *p == ']') return ws(p + 1, end) == end;
+    for (;;) {
+        if (p < end && *p == '{') {
+            ptr after;
+            int r = walk_record(base, p, end, row, o, &after);
+            if (r <= 0) return r;
+            p = after;
+        } else {
+            p = skip_value(p, end);
+            if (!p) return 0;
+        }
+        row++;
+        p = ws(p, end);
+        if (p < end && *p == ',') {
+            p = ws(p + 1, end);
+            continue;
+        }
+        if (p < end && *p == ']') return ws(p + 1, end) == end;
+        return 0;
+    }
+}
+
+static PyObject *as_bytes(Vec *v) { return PyBytes_FromStringAndSize(v->data ? v->data : "", (Py_ssize_t)v->len); }
+
+PyDoc_STRVAR(extract_doc,
+             "extract(buffer) -> (rows, coords, part_offsets, ann_parts) or None\n\n"
+             "Polygon segmentations of the records of a JSON array text, as bytes of int64 row\n"
+             "positions, float64 coordinates, int64 part offsets (from 0) and int64 annotation part\n"
+             "offsets (from 0); their values in the writable buffer are overwritten by [] and spaces.\n"
+             "None (buffer unchanged) when no record qualifies or the text is not well formed.");
+
+static PyObject *extract(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0) return NULL;
+    Out o;
+    memset(&o, 0, sizeof o);
+    PyObject *res = NULL;
+    unsigned char *base = view.buf;
+    int r = push_i64(&o.parts, 0) < 0 || push_i64(&o.anns, 0) < 0 ? -2 : walk(base, base + view.len, &o);
+    if (r == -2) {
+        PyErr_NoMemory();
+    } else if (r == 0 || (r == 1 && o.rows.len == 0)) {
+        Py_INCREF(Py_None);
+        res = Py_None;
+    } else if (r == 1) {
+        const int64_t *spans = (const int64_t *)o.spans.data;
+        size_t nspans = o.spans.len / sizeof(int64_t) / 2;
+        for (size_t i = 0; i < nspans; i++) {
+            unsigned char *a = base + spans[2 * i], *b = base + spans[2 * i + 1];
+            a[0] = '[';
+            a[1] = ']';
+            memset(a + 2, ' ', (size_t)(b - a - 2));
+        }
+        PyObject *rows = as_bytes(&o.rows), *coords = as_bytes(&o.coords), *parts = as_bytes(&o.parts),
+                 *anns = as_bytes(&o.anns);
+        if (rows && coords && parts && anns) res = PyTuple_Pack(4, rows, coords, parts, anns);
+        Py_XDECREF(rows);
+        Py_XDECREF(coords);
+        Py_XDECREF(parts);
+        Py_XDECREF(anns);
+    }
+    free(o.rows.data);
+    free(o.coords.data);
+    free(o.parts.data);
+    free(o.anns.data);
+    free(o.spans.data);
+    PyBuffer_Release(&view);
+    return res;
+}
+
+static PyMethodDef methods[] = {
+    {"extract", extract, METH_O, extract_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_jsonpoly", "Polygon segmentations from JSON text.", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__jsonpoly(void) { return PyModule_Create(&module); }
