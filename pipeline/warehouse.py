@@ -28,13 +28,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import importlib
 import json
 import logging
 import os
 import re
 import uuid
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -146,9 +146,18 @@ class Warehouse:
         self.warehouse = warehouse
         self.dataset = dataset
         self.storage_options = storage_options or {}
-        self.fs, base = fsspec.core.url_to_fs(warehouse, **self.storage_options)
+        # a local path needs no fsspec until a file operation (its import outweighs a short query)
+        base, self._fs, self.protocol = _local_path(warehouse), None, "file"
+        if base is None:
+            self._fs, base = importlib.import_module("fsspec").core.url_to_fs(warehouse, **self.storage_options)
+            self.protocol = self._fs.protocol if isinstance(self._fs.protocol, str) else self._fs.protocol[0]
         self.root = f"{base.rstrip('/')}/{dataset}"
-        self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            self._fs = importlib.import_module("fsspec").filesystem("file", **self.storage_options)
+        return self._fs
 
     # -------------------------------------------------------------- paths
 
@@ -193,7 +202,7 @@ class Warehouse:
     def read_manifest(self) -> Manifest | None:
         path = f"{self.root}/{MANIFEST}"
         try:
-            with self.fs.open(path, "rb") as f:
+            with (open(path, "rb") if self._fs is None else self.fs.open(path, "rb")) as f:
                 data = json.load(f)
         except FileNotFoundError:
             return None
@@ -383,9 +392,16 @@ class Warehouse:
         return pa.concat_tables(tables, promote_options="default")
 
 
+def _local_path(url: str) -> str | None:
+    """A plain local path as ``fsspec.core.url_to_fs`` makes it (absolute), None for any URL."""
+    path = os.path.expanduser(url)
+    local = os.sep == "/" and not ("://" in url or "::" in url or url.startswith("data:"))
+    return (path if path.startswith("/") else os.path.abspath(path)) if local else None
+
+
 def list_datasets(warehouse: str, storage_options: dict | None = None) -> list[str]:
     """The datasets of a warehouse: its folders that hold a manifest."""
-    fs, base = fsspec.core.url_to_fs(warehouse, **(storage_options or {}))
+    fs, base = importlib.import_module("fsspec").core.url_to_fs(warehouse, **(storage_options or {}))
     base = base.rstrip("/")
     try:
         entries = fs.ls(base, detail=True)
