@@ -18,15 +18,15 @@ manifest's ``previous_parts``; they are deleted by the commit after. Files no ma
 Re-ingesting a source file replaces the rows that came from that file in that split;
 other files and splits stay.
 
-One writer at a time: an ingest holds ``writer_lock`` from numbering its parts to the
-garbage collection after its commit: two writers would pick the same part numbers, and the
-garbage collection of one would delete the parts of the other before they are committed.
+One writer at a time: every writer (ingest, ingest-results, evaluate's match table, a
+parquet export) writes through ``Warehouse.transaction``, which holds ``writer_lock`` from
+numbering its parts to the garbage collection after its commit: two writers would pick the
+same part numbers, and the garbage collection of one would delete the other's parts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as _dt
 import importlib
 import json
@@ -44,97 +44,15 @@ except ImportError:  # Windows: no advisory locks, one writer per dataset is up 
     fcntl = None
 
 from .errors import WarehouseError
-from .schema import ID_COLUMNS, ID_SPACES, PARTITION_KEYS, RUN_TABLES, TABLES, IdTypes, partition_key
+from .manifest import Manifest, Part
+from .schema import PARTITION_KEYS, TABLES, partition_key
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
 LOCK = "_writer.lock"
 TRASH = "_trash"  # the replaced version's parts, out of the table folders, until the next commit
-FORMAT = "cocolake-manifest/1"
 _PART_RE = re.compile(r"part-(\d+)\.parquet$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Part:
-    """One Parquet file of one table, split and source file."""
-
-    table: str
-    split: str
-    source_file: str
-    path: str  # relative to the dataset root
-    rows: int
-    id_type: str = "int64"  # IdTypes text: the types of the source file's id spaces
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass
-class Manifest:
-    dataset: str
-    version: int = 0
-    committed_at: str | None = None
-    parts: list[Part] = dataclasses.field(default_factory=list)
-    sources: list[dict] = dataclasses.field(default_factory=list)
-    # parts of the version this one replaced, under _trash/ (older manifests: in the table
-    # folders); deleted by the next commit
-    previous_parts: list[str] = dataclasses.field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {
-            "format": FORMAT,
-            "dataset": self.dataset,
-            "version": self.version,
-            "committed_at": self.committed_at,
-            "parts": [p.to_json() for p in self.parts],
-            "sources": self.sources,
-            "previous_parts": self.previous_parts,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict, where: str) -> Manifest:
-        if data.get("format") != FORMAT:
-            raise WarehouseError(f"{where}: not a cocolake manifest (format {data.get('format')!r})")
-        return cls(
-            dataset=data["dataset"],
-            version=int(data["version"]),
-            committed_at=data.get("committed_at"),
-            parts=[Part(**p) for p in data["parts"]],
-            sources=list(data.get("sources", [])),
-            previous_parts=list(data.get("previous_parts", [])),
-        )
-
-    def splits(self) -> list[str]:
-        """The ground-truth splits (model runs, whose parts also use ``split``, left out)."""
-        runs = set(self.runs())
-        return sorted({p.split for p in self.parts if p.split not in runs})
-
-    def runs(self) -> list[str]:
-        """The model runs: names under which results were ingested (``ingest-results``)."""
-        return sorted({p.split for p in self.parts if p.table in RUN_TABLES})
-
-    def files(self, table: str, split: str | None = None) -> list[str]:
-        return [p.path for p in self.parts if p.table == table and (split is None or p.split == split)]
-
-    def id_type_sources(self, space: str, skip: set[tuple[str, str]] = frozenset()) -> dict[str, str]:
-        """type -> the first source file (by part order) whose parts hold ids of ``space``,
-        leaving out the (split, source file) pairs in ``skip``."""
-        found: dict[str, str] = {}
-        for p in self.parts:
-            if space in ID_COLUMNS.get(p.table, {}).values() and (p.split, p.source_file) not in skip:
-                found.setdefault(getattr(IdTypes.parse(p.id_type), space), p.source_file)
-        return found
-
-    def id_types(self) -> IdTypes:
-        """Each id space's type over the dataset. An ingest keeps each space to one type;
-        were a space found with both (a warehouse written before that check), its ids read
-        as strings, which every id converts to."""
-        types = {}
-        for space in ID_SPACES:
-            found = self.id_type_sources(space)
-            types[space] = "string" if "string" in found else "int64"
-        return IdTypes(**types)
 
 
 class Warehouse:
@@ -372,6 +290,30 @@ class Warehouse:
         except OSError as err:
             log.warning("%s: removing unlisted parts failed: %s", self.url(""), err)
 
+    @contextlib.contextmanager
+    def transaction(self):
+        """One writer's new version: hold ``writer_lock``, yield a ``Transaction`` to write parts
+        through and commit, then collect the garbage.
+
+        Not committed when the block ends (an error, Ctrl-C, or no ``commit``): the parts it
+        recorded are removed (never one a written manifest lists). Committed: the garbage
+        collection runs, also on an error after the commit, and its failure is a warning (the
+        version is committed all the same; the next commit collects again).
+        """
+        with self.writer_lock():
+            txn = Transaction(self)
+            try:
+                yield txn
+            finally:
+                if txn.committed is None:
+                    self.remove_parts(txn.written)
+                else:
+                    try:
+                        self.collect_garbage(txn.committed)
+                    except OSError as err:
+                        log.warning("%s: version %d committed, but removing old parts failed: %s",
+                                    self.url(""), txn.committed.version, err)
+
     # -------------------------------------------------------------- reading
 
     def read_table(self, table: str, split: str | None = None, manifest: Manifest | None = None) -> pa.Table:
@@ -390,6 +332,30 @@ class Warehouse:
             split_name = rel.split(f"/{key}=", 1)[1].split("/", 1)[0]
             tables.append(t.append_column(key, pa.array([split_name] * t.num_rows, pa.string())))
         return pa.concat_tables(tables, promote_options="default")
+
+
+class Transaction:
+    """The parts a writer writes and the version it commits (``Warehouse.transaction``)."""
+
+    def __init__(self, warehouse: Warehouse):
+        self.warehouse = warehouse
+        self.written: list[str] = []  # parts it may have written (relative paths): removed on failure
+        self.committed: Manifest | None = None
+
+    def part(self, table: str, split: str, number: int) -> str:
+        """A new part's path relative to the dataset root, recorded as written."""
+        rel = Warehouse.part_rel(table, split, number)
+        self.written.append(rel)
+        return rel
+
+    def will_write(self, rels) -> None:
+        """Record parts that tasks will write (relative paths), before they run."""
+        self.written.extend(rels)
+
+    def commit(self, parts: list[Part], replaced: set[tuple[str, str]], sources: list[dict]) -> Manifest:
+        """``Warehouse.commit`` without the garbage collection, which the transaction's end runs."""
+        self.committed = self.warehouse.commit(parts, replaced, sources, collect=False)
+        return self.committed
 
 
 def _local_path(url: str) -> str | None:

@@ -123,3 +123,74 @@ def test_object_store_layout_in_memory_filesystem():
 def test_dataset_names_are_checked(tmp_path, name):
     with pytest.raises(WarehouseError, match="dataset name"):
         Warehouse(str(tmp_path), name)
+
+
+def block_the_trash(dataset_root) -> None:
+    """A file where ``_trash/`` goes: the next commit that replaces parts cannot move them
+    there, so its garbage collection fails (a real filesystem error, after the manifest)."""
+    import shutil
+
+    trash = dataset_root / "_trash"
+    if trash.is_dir():
+        shutil.rmtree(trash)
+    trash.write_text("in the way")
+
+
+def test_a_transaction_commits_and_collects_and_holds_the_lock(tmp_path):
+    wh = Warehouse(str(tmp_path), "d")
+    with wh.transaction() as txn:
+        rel = txn.part("licenses", "val", wh.next_part_number("val", None))
+        assert rel == Warehouse.part_rel("licenses", "val", 0) and txn.written == [rel]
+        write_part(wh.fs, f"{wh.root}/{rel}", [_licenses(2, "a.json")], schema_for("licenses"))
+        with pytest.raises(WarehouseError, match="another run is writing this dataset"):
+            with wh.transaction():
+                pass
+        m = txn.commit([Part("licenses", "val", "a.json", rel, 2)], {("val", "a.json")}, [])
+    assert m.version == 1 and wh.read_manifest().files("licenses") == [rel]
+    with wh.transaction() as txn:  # the lock is released at the end
+        a2 = _write(wh, "val", "a.json", wh.next_part_number("val", m), 3)
+        txn.commit([a2], {("val", "a.json")}, [])
+    assert _table_files(tmp_path / "d") == {a2.path}  # collected at the end: the replaced part is in the trash
+
+
+def test_a_failed_transaction_removes_its_parts_and_commits_nothing(tmp_path):
+    wh = Warehouse(str(tmp_path), "d")
+    a = _write(wh, "val", "a.json", 0, 2)
+    wh.commit([a], {("val", "a.json")}, [])
+    with pytest.raises(ValueError, match="boom"):
+        with wh.transaction() as txn:
+            rel = txn.part("licenses", "val", 1)
+            write_part(wh.fs, f"{wh.root}/{rel}", [_licenses(3, "a.json")], schema_for("licenses"))
+            txn.will_write([Warehouse.part_rel("licenses", "val", 2)])  # planned, never written
+            raise ValueError("boom")
+    assert wh.read_manifest().version == 1 and _table_files(tmp_path / "d") == {a.path}
+    with wh.transaction() as txn:  # ended without a commit: the same
+        rel = txn.part("licenses", "val", 1)
+        write_part(wh.fs, f"{wh.root}/{rel}", [_licenses(3, "a.json")], schema_for("licenses"))
+    assert wh.read_manifest().version == 1 and _table_files(tmp_path / "d") == {a.path}
+
+
+def test_a_failed_garbage_collection_after_the_commit_is_a_warning(tmp_path, caplog):
+    wh = Warehouse(str(tmp_path), "d")
+    a = _write(wh, "val", "a.json", 0, 2)
+    wh.commit([a], {("val", "a.json")}, [])
+    block_the_trash(tmp_path / "d")
+    with caplog.at_level("WARNING", logger="pipeline.warehouse"):
+        with wh.transaction() as txn:
+            a2 = _write(wh, "val", "a.json", 1, 3)
+            txn.commit([a2], {("val", "a.json")}, [])
+    assert "version 2 committed, but removing old parts failed" in caplog.text
+    assert wh.read_table("licenses").num_rows == 3  # committed; the old part is still in its folder
+    assert _table_files(tmp_path / "d") == {a.path, a2.path}
+    with caplog.at_level("WARNING", logger="pipeline.warehouse"):  # also after an error past the commit
+        with pytest.raises(ValueError, match="after"):
+            with wh.transaction() as txn:
+                a3 = _write(wh, "val", "a.json", 2, 4)
+                txn.commit([a3], {("val", "a.json")}, [])
+                raise ValueError("after the commit")
+    assert "version 3 committed, but removing old parts failed" in caplog.text
+    assert wh.read_table("licenses").num_rows == 4
+    (tmp_path / "d" / "_trash").unlink()
+    with wh.transaction() as txn:  # the next commit collects
+        txn.commit([], set(), [])
+    assert _table_files(tmp_path / "d") == {a3.path}

@@ -50,7 +50,7 @@ from ..id_types import words
 from ..schema import schema_for
 from ..ingest.scan import StructureScanner, iter_blocks
 from ..query.views import raw_relation_sql, register_filesystem
-from ..warehouse import Part, Warehouse, write_part
+from ..warehouse import Part, Transaction, Warehouse, write_part
 
 log = logging.getLogger(__name__)
 
@@ -382,17 +382,18 @@ def run_ingest_results(
     if not _NAME.fullmatch(run or ""):
         raise CocolakeError(f"run name {run!r}: use letters, digits, '.', '_' or '-'")
     wh = Warehouse(warehouse, dataset, storage_options)
-    with wh.writer_lock():  # from numbering the parts to the commit, as an ingest
-        return _ingest_results(wh, url, run=run, split=split, workers=workers, scheduler=scheduler,
+    with wh.transaction() as txn:  # from numbering the parts to the commit, as an ingest
+        return _ingest_results(txn, url, run=run, split=split, workers=workers, scheduler=scheduler,
                                chunk_bytes=chunk_bytes, on_bad_record=on_bad_record, cache_dir=cache_dir,
                                progress=progress)
 
 
-def _ingest_results(wh: Warehouse, url: str, *, run, split, workers, scheduler, chunk_bytes, on_bad_record,
+def _ingest_results(txn: Transaction, url: str, *, run, split, workers, scheduler, chunk_bytes, on_bad_record,
                     cache_dir, progress) -> ResultsReport:
     from ..ingest.run import compute, dask_client
 
     t0 = time.perf_counter()
+    wh = txn.warehouse
     manifest = wh.read_manifest()
     if manifest is None or not manifest.splits():
         raise WarehouseError(f"{wh.url('')}: no ground truth here; run `cocolake ingest` first")
@@ -421,28 +422,24 @@ def _ingest_results(wh: Warehouse, url: str, *, run, split, workers, scheduler, 
         rej_rel = Warehouse.part_rel("rejects", run, base + k)
         tasks_meta.append((ResultsTask(sf, start, end, first, gt.split, ctx, f"{wh.root}/{pred_rel}",
                                        f"{wh.root}/{rej_rel}", wh.protocol, storage), pred_rel, rej_rel))
-    planned = [rel for _, a, b in tasks_meta for rel in (a, b)]
+    txn.will_write(rel for _, a, b in tasks_meta for rel in (a, b))
     key = uuid.uuid4().hex[:12]  # task keys unique per call: one Dask cluster may serve several runs
     sizes = dask.delayed(gt.sizes, name=f"sizes-{run}-{key}")
     graph = [dask.delayed(ingest_results_chunk, pure=True)(t, sizes, dask_key_name=f"results-{run}-{k}-{key}")
              for k, (t, _, _) in enumerate(tasks_meta)]
-    try:
-        with dask_client(workers, scheduler) as client:
-            counts = compute(graph, client, progress, "ingest") if graph else []
-        parts = []
-        for (_, pred_rel, rej_rel), c in zip(tasks_meta, counts):
-            if c["predictions"]:
-                parts.append(Part("predictions", run, sf.name, pred_rel, c["predictions"], id_type))
-            if c["rejects"]:
-                parts.append(Part("rejects", run, sf.name, rej_rel, c["rejects"], id_type))
-        replaced = {(run, p.source_file) for p in manifest.parts if p.split == run} | {(run, sf.name)}
-        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        meta = {"split": run, "source_file": sf.name, "url": sf.url, "kind": KIND, "id_type": id_type,
-                "records": {"detections": n_records}, "gt_split": gt.split, "ingested_at": now}
-        committed = wh.commit(parts, replaced, [meta])
-    except BaseException:
-        wh.remove_parts(planned)
-        raise
+    with dask_client(workers, scheduler) as client:  # closed before the transaction removes parts
+        counts = compute(graph, client, progress, "ingest") if graph else []
+    parts = []
+    for (_, pred_rel, rej_rel), c in zip(tasks_meta, counts):
+        if c["predictions"]:
+            parts.append(Part("predictions", run, sf.name, pred_rel, c["predictions"], id_type))
+        if c["rejects"]:
+            parts.append(Part("rejects", run, sf.name, rej_rel, c["rejects"], id_type))
+    replaced = {(run, p.source_file) for p in manifest.parts if p.split == run} | {(run, sf.name)}
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    meta = {"split": run, "source_file": sf.name, "url": sf.url, "kind": KIND, "id_type": id_type,
+            "records": {"detections": n_records}, "gt_split": gt.split, "ingested_at": now}
+    committed = txn.commit(parts, replaced, [meta])
     return ResultsReport(
         run=run, split=gt.split, source_file=sf.name,
         detections=sum(c["predictions"] for c in counts), rejects=sum(c["rejects"] for c in counts),

@@ -724,19 +724,15 @@ def save_matches(warehouse: str, dataset: str, result: Evaluation, storage_optio
     from ..warehouse import Part, Warehouse, write_part
 
     wh = Warehouse(warehouse, dataset, storage_options)
-    with wh.writer_lock():
+    with wh.transaction() as txn:
         manifest = wh.require_manifest()
         id_type = manifest.id_types().text()
-        rel = Warehouse.part_rel("prediction_matches", result.run, wh.next_part_number(result.run, manifest))
+        rel = txn.part("prediction_matches", result.run, wh.next_part_number(result.run, manifest))
         source = f"evaluate-{result.iou_type}"
-        try:
-            rows = write_part(wh.fs, f"{wh.root}/{rel}", match_tables(result, id_type),
-                              schema_for("prediction_matches", id_type))
-            parts = [Part("prediction_matches", result.run, source, rel, rows, id_type)] if rows else []
-            wh.commit(parts, {(result.run, source)}, [])
-        except BaseException:
-            wh.remove_parts([rel])
-            raise
+        rows = write_part(wh.fs, f"{wh.root}/{rel}", match_tables(result, id_type),
+                          schema_for("prediction_matches", id_type))
+        parts = [Part("prediction_matches", result.run, source, rel, rows, id_type)] if rows else []
+        txn.commit(parts, {(result.run, source)}, [])
     return rows
 
 

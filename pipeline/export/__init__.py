@@ -27,6 +27,7 @@ connection), one writer per format (``coco``, ``yolo``, ``parquet``, ``hf``) and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -49,8 +50,13 @@ def run_export(opts: ExportOptions, progress: Progress | None = None) -> ExportR
     start = time.perf_counter()
     report = ExportReport(out=opts.out, format=opts.format)
     spec = classes.parse_classes(opts.class_choice)  # a bad class-map file fails before anything is written
-    with output.staged(opts) as build:
-        _write(dataclasses.replace(opts, out=build), spec, report, progress)
+    with contextlib.ExitStack() as hold:
+        if opts.format == "parquet":
+            from . import parquet
+
+            hold.enter_context(parquet.target_lock(opts))
+        with output.staged(opts) as build:
+            _write(dataclasses.replace(opts, out=build), spec, report, progress)
     report.seconds = time.perf_counter() - start
     return report
 

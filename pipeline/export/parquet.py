@@ -2,8 +2,10 @@
 
 Input: a connection prepared by ``select.build_subset``. Output:
 ``<out>/<dataset>/<table>/split=<split>/part-NNNNN.parquet`` and ``_manifest.json``, one
-part per table, output split and source file, committed through ``Warehouse.commit`` (so
-``views.connect(out, dataset)``, a further ingest into it, and another export all work).
+part per table, output split and source file, committed through ``Warehouse.transaction``
+(so ``views.connect(out, dataset)``, a further ingest into it, and another export all work).
+A run writing the dataset already at ``out`` (an ingest into an earlier export) holds its
+writer lock: the export is refused meanwhile, and holds that lock itself until it is in place.
 
 Rows are the source rows of the subset, unchanged (same columns, ``record_index`` and
 provenance): images, annotations, keypoints and captions filtered like the COCO export;
@@ -16,14 +18,15 @@ and readers that do not ask for the column ignore it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 
 import pyarrow as pa
 
 from ..schema import schema_for
-from ..warehouse import Part, Warehouse, write_part
-from . import images as image_files
+from ..warehouse import MANIFEST, Part, Warehouse, write_part
+from . import images as image_files, output
 from .options import ExportOptions, Progress
 from .select import arrow_batches
 
@@ -93,10 +96,26 @@ def _with_bytes(table: pa.Table, split: str, opts: ExportOptions, progress: Prog
     return table.append_column("image_bytes", pa.array(column, pa.binary()))
 
 
+def target_lock(opts: ExportOptions):
+    """The writer lock of the dataset already at ``--out`` (an earlier export, which runs may
+    ingest into), held until the new export is in place; a no-op where none is there."""
+    wh = Warehouse(opts.out, opts.dataset, opts.out_storage_options)
+    if wh.protocol in ("file", "local") and wh.fs.exists(f"{wh.root}/{MANIFEST}") \
+            and wh.fs.exists(f"{wh.root.rsplit('/', 1)[0]}/{output.MARKER}"):
+        return wh.writer_lock()
+    return contextlib.nullcontext()
+
+
 def write_parquet(con, opts: ExportOptions, file_rows: list[tuple], progress: Progress | None = None
                   ) -> dict[str, dict[str, int]]:
     """Write the subset warehouse; returns {table/split=...: {source_file: rows}}."""
     wh = Warehouse(opts.out, opts.dataset, opts.out_storage_options)
+    with wh.transaction() as txn:  # a failure removes the parts written so far
+        return _write(txn, con, opts, file_rows, progress)
+
+
+def _write(txn, con, opts: ExportOptions, file_rows: list[tuple], progress: Progress | None):
+    wh = txn.warehouse
     old = wh.read_manifest()
     embed = opts.images == "copy"
     if embed:
@@ -137,7 +156,7 @@ def write_parquet(con, opts: ExportOptions, file_rows: list[tuple], progress: Pr
             if out_split not in next_number:
                 next_number[out_split] = wh.next_part_number(out_split, old)
             number = next_number[out_split]
-            rel = Warehouse.part_rel(table, out_split, number)
+            rel = txn.part(table, out_split, number)
             rows = write_part(wh.fs, f"{wh.root}/{rel}", batches(), schema)
             if rows:
                 next_number[out_split] = number + 1
@@ -155,6 +174,5 @@ def write_parquet(con, opts: ExportOptions, file_rows: list[tuple], progress: Pr
          "exported_from": {"dataset": opts.dataset, "split": split}}
         for out_split, kind, split, source_file in written
     ]
-    wh.commit(parts, replaced, sources)
+    txn.commit(parts, replaced, sources)
     return counter.rows
-

@@ -336,53 +336,41 @@ def run_ingest(
         )
     if not source_files and not sets:
         raise ConfigError(f"no COCO JSON documents found in {', '.join(urls or []) or 'no sources'}")
-    with wh.writer_lock():
-        planned: list[str] = []  # every part this run may write, known once its graph is
-        try:
-            with dask_client(workers, scheduler) as client:
-                run_id = uuid.uuid4().hex[:12]  # task keys only (see graph); part names stay deterministic
-                plans = compute(plan_graph(source_files, opts, run_id), client, progress, "scan")
-                _test_pause("scan")
-                _check_unique_files(plans, sets)
-                manifest = wh.read_manifest()
-                replaced = {(p.split, p.source.name) for p in plans} | {(s.split, s.name) for s in sets}
-                resolved = resolve_id_types(plans, manifest, replaced)
-                bases = {s: wh.next_part_number(s, manifest) for s in {p.split for p in plans} | {s.split for s in sets}}
-                graph = ingest_graph(plans, wh, bases, opts, sets, run_id)
-                planned = graph.planned_paths
-                results = compute(graph.tasks, client, progress, "ingest")
-            # the client (and a local cluster) is closed: no task of this run runs any more
-            set_types = per_image.check_sets(sets, graph.meta, results, resolved)
-            parts, rows, file_rows, rejects = _collect(graph, results, plans, set_types)
-            _check_duplicates(graph, results)
-            now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            src_meta = [
-                {
-                    "split": p.split,
-                    "source_file": p.source.name,
-                    "url": p.source.url,
-                    "kind": p.kind,
-                    "id_type": p.id_types.text(),
-                    "records": p.records,
-                    "ingested_at": now,
-                }
-                for p in plans
-            ] + per_image.describe_sets(sets, graph.meta, results, set_types, now)
-            _test_pause("commit")
-            committed = wh.commit(parts, replaced, src_meta, collect=False)
-        except BaseException:
-            # after the cluster's close, which ends or kills a task still running: no part is
-            # written after this removal (it never removes those of a manifest that got written)
-            wh.remove_parts(planned)
-            raise
-        try:
-            _test_pause("gc")
-        finally:  # also on Ctrl-C: the table folders hold exactly the committed parts
-            try:
-                wh.collect_garbage(committed)
-            except OSError as err:  # committed all the same; the next commit collects again
-                log.warning("%s: version %d committed, but removing old parts failed: %s",
-                            wh.url(""), committed.version, err)
+    # the transaction removes this run's parts on failure after the client (and a local
+    # cluster) is closed, which ends or kills a task still running: no part is written after
+    with wh.transaction() as txn:
+        with dask_client(workers, scheduler) as client:
+            run_id = uuid.uuid4().hex[:12]  # task keys only (see graph); part names stay deterministic
+            plans = compute(plan_graph(source_files, opts, run_id), client, progress, "scan")
+            _test_pause("scan")
+            _check_unique_files(plans, sets)
+            manifest = wh.read_manifest()
+            replaced = {(p.split, p.source.name) for p in plans} | {(s.split, s.name) for s in sets}
+            resolved = resolve_id_types(plans, manifest, replaced)
+            bases = {s: wh.next_part_number(s, manifest) for s in {p.split for p in plans} | {s.split for s in sets}}
+            graph = ingest_graph(plans, wh, bases, opts, sets, run_id)
+            txn.will_write(graph.planned_paths)
+            results = compute(graph.tasks, client, progress, "ingest")
+        # the client (and a local cluster) is closed: no task of this run runs any more
+        set_types = per_image.check_sets(sets, graph.meta, results, resolved)
+        parts, rows, file_rows, rejects = _collect(graph, results, plans, set_types)
+        _check_duplicates(graph, results)
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        src_meta = [
+            {
+                "split": p.split,
+                "source_file": p.source.name,
+                "url": p.source.url,
+                "kind": p.kind,
+                "id_type": p.id_types.text(),
+                "records": p.records,
+                "ingested_at": now,
+            }
+            for p in plans
+        ] + per_image.describe_sets(sets, graph.meta, results, set_types, now)
+        _test_pause("commit")
+        committed = txn.commit(parts, replaced, src_meta)
+        _test_pause("gc")  # the transaction's end collects the garbage, also on Ctrl-C here
     try:
         counts = views.split_counts(warehouse, dataset, storage_options)
     except CocolakeError as err:  # committed all the same; the summary shows the rows written

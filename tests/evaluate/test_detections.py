@@ -240,3 +240,26 @@ def test_cli_ingest_results(coco_mini, warehouse, tmp_path, capsys):
     assert "run cli: 4 detections from d.json on split val2017" in out and "1 bad records skipped" in out
     table = Warehouse(root, dataset).read_table("predictions")
     assert table.num_rows == 4 and isinstance(table, pa.Table)
+
+
+def test_a_failed_garbage_collection_after_the_commit_is_a_warning(coco_mini, warehouse, tmp_path, caplog):
+    from tests.test_warehouse import block_the_trash
+
+    root, dataset = warehouse
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(_val_detections(coco_mini, 3)))
+    results.run_ingest_results(str(path), run="m1", warehouse=root, dataset=dataset)
+    block_the_trash(tmp_path / dataset)
+    with caplog.at_level("WARNING"):
+        report = results.run_ingest_results(str(path), run="m1", warehouse=root, dataset=dataset)
+    assert f"version {report.version} committed, but removing old parts failed" in caplog.text
+    assert Warehouse(root, dataset).read_table("predictions", "m1").num_rows == 3
+    result = evaluate.evaluate(connect(root, dataset), "m1", iou_type="bbox")
+    evaluate.save_matches(root, dataset, result)
+    block_the_trash(tmp_path / dataset)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        rows = evaluate.save_matches(root, dataset, result)  # replaces the match table of the first
+    version = Warehouse(root, dataset).require_manifest().version
+    assert rows > 0 and f"version {version} committed, but removing old parts failed" in caplog.text
+    assert Warehouse(root, dataset).read_table("prediction_matches", "m1").num_rows == rows

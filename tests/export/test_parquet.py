@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline.query import views
-from pipeline.errors import ConfigError
+from pipeline.errors import CocolakeError, ConfigError, WarehouseError
 from pipeline.export import export
 from pipeline.ingest.run import run_ingest
 from pipeline.warehouse import Warehouse
@@ -101,3 +101,48 @@ def test_reexport_with_overwrite_replaces_the_previous_subset(mini_warehouse, tm
 def test_link_is_refused_for_parquet(tmp_path):
     with pytest.raises(ConfigError, match="no meaning for --format parquet"):
         export(tmp_path, format="parquet", images="link")
+
+
+def _tree(root) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_run_writing_the_earlier_export_refuses_the_export(mini_warehouse, tmp_path):
+    """An ingest into an earlier parquet export holds its writer lock: replacing the export
+    under it is refused with the message a second ingest gets, and the export stays."""
+    wh, ds = mini_warehouse
+    out = tmp_path / "subset"
+    export(out, format="parquet", warehouse=wh, dataset=ds, where="category_name = 'dog'", images="none")
+    before = _tree(out)
+    with Warehouse(str(out), ds).writer_lock():
+        with pytest.raises(WarehouseError, match="another run is writing this dataset"):
+            export(out, format="parquet", warehouse=wh, dataset=ds, where="category_name = 'cat'", images="none",
+                   overwrite=True)
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["subset"]
+    export(out, format="parquet", warehouse=wh, dataset=ds, where="category_name = 'cat'", images="none",
+           overwrite=True)
+    con = views.connect(str(out), ds)
+    assert con.execute("SELECT DISTINCT category_name FROM annotations_enriched").fetchall() == [("cat",)]
+
+
+def test_a_failed_export_leaves_nothing_half_written(mini_warehouse, coco_mini, tmp_path):
+    """An image that cannot be read fails the export after parts were written: ``out`` keeps
+    the earlier export, and nothing of the failed one is left anywhere."""
+    wh, ds = mini_warehouse
+    images = tmp_path / "images"
+    (images / "val2017").mkdir(parents=True)
+    (images / "train2017").symlink_to(coco_mini / "train2017")
+    kept = sorted((coco_mini / "val2017").iterdir())
+    for f in kept[1:]:  # the first val2017 image is missing
+        (images / "val2017" / f.name).symlink_to(f)
+    out = tmp_path / "out"
+    export(out, format="parquet", warehouse=wh, dataset=ds, images="none")
+    before = _tree(out)
+    with pytest.raises(CocolakeError, match=kept[0].name):
+        export(out, format="parquet", warehouse=wh, dataset=ds, images="copy", image_root=str(images),
+               overwrite=True)
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "out"]
+    with pytest.raises(CocolakeError, match=kept[0].name):
+        export(tmp_path / "new", format="parquet", warehouse=wh, dataset=ds, images="copy", image_root=str(images))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "out"]

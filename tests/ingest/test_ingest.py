@@ -126,3 +126,15 @@ def test_chunks_run_without_the_cyclic_collector_and_restore_it(coco_mini, tmp_p
     run_ingest([str(coco_mini / "annotations" / "instances_val2017.json")], warehouse=str(tmp_path),
                dataset="d", workers=1)
     assert seen and not any(seen) and gc.isenabled()
+
+
+def test_a_failed_garbage_collection_after_the_commit_is_a_warning(coco_mini, tmp_path, caplog):
+    from tests.test_warehouse import block_the_trash
+
+    captions = str(coco_mini / "annotations" / "captions_val2017.json")
+    run_ingest([captions], warehouse=str(tmp_path), dataset="d", workers=1)
+    block_the_trash(tmp_path / "d")
+    with caplog.at_level("WARNING"):
+        report = run_ingest([captions], warehouse=str(tmp_path), dataset="d", workers=1)
+    assert report.version == 2 and "version 2 committed, but removing old parts failed" in caplog.text
+    assert Warehouse(str(tmp_path), "d").read_table("captions").num_rows == 395
