@@ -1,15 +1,16 @@
 /* Polygon segmentations read straight from JSON text into flat float64 arrays.
  *
- * Input: the text of one JSON array of records (a writable buffer: a bytearray). For every
+ * Input: the bytes between the records of one JSON array (a chunk), framed here as the text
+ * of an array "[" + records + "]" in a new bytes object, the one copy made. For every
  * element that is an object with exactly one key "segmentation" (written without escapes,
  * and no other key of the object written with escapes) whose value has the strict form
  * [[number, ...], ...] (lists not empty, plain JSON numbers, each finite as a float64),
  * the coordinates go to a float64 array with part offsets and annotation part offsets,
- * the element's position goes to a row list, and the value is overwritten in the buffer by
+ * the element's position goes to a row list, and the value is overwritten in the text by
  * "[]" and spaces (same length: every other byte keeps its offset), so that a JSON parser
- * run on the buffer afterwards builds no number object for it. Anything else is left as it
+ * run on the text afterwards builds no number object for it. Anything else is left as it
  * is, for the caller's own parser. When the text is not well formed (as far as this walk
- * sees), nothing is extracted and the buffer is unchanged.
+ * sees), nothing is extracted and the text is as written.
  *
  * Exactness. Every value equals Python's float() of the literal (the correctly rounded
  * double), except that an integer literal of value zero ("-0") gives +0.0, as the int a
@@ -350,48 +351,75 @@ static int walk(ptr base, ptr end, Out *o) {
 static PyObject *as_bytes(Vec *v) { return PyBytes_FromStringAndSize(v->data ? v->data : "", (Py_ssize_t)v->len); }
 
 PyDoc_STRVAR(extract_doc,
-             "extract(buffer) -> (rows, coords, part_offsets, ann_parts) or None\n\n"
-             "Polygon segmentations of the records of a JSON array text, as bytes of int64 row\n"
-             "positions, float64 coordinates, int64 part offsets (from 0) and int64 annotation part\n"
-             "offsets (from 0); their values in the writable buffer are overwritten by [] and spaces.\n"
-             "None (buffer unchanged) when no record qualifies or the text is not well formed.");
+             "extract(chunk) -> (text, polygons) or None\n\n"
+             "chunk: the bytes between records of one JSON array (as parse_chunk gets them). text:\n"
+             "\"[\" + the records + \"]\" as new bytes, the values of the polygons read overwritten by [] and\n"
+             "spaces; polygons: None, or bytes of int64 row positions, float64 coordinates, int64 part\n"
+             "offsets (from 0) and int64 annotation part offsets (from 0). None when the chunk holds no\n"
+             "record. Nothing is read (polygons None, text as written) when the text is not well formed.");
+
+static int is_ws(unsigned char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
 static PyObject *extract(PyObject *self, PyObject *arg) {
+    (void)self;
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *in = view.buf;
+    Py_ssize_t a = 0, b = view.len;
+    while (a < b && is_ws(in[a])) a++;
+    while (b > a && is_ws(in[b - 1])) b--;
+    if (a < b && in[a] == ',') a++; /* the comma before the chunk's first record */
+    Py_ssize_t first = a;
+    while (first < b && is_ws(in[first])) first++;
+    if (first == b) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    PyObject *text = PyBytes_FromStringAndSize(NULL, b - a + 2);
+    if (!text) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    unsigned char *base = (unsigned char *)PyBytes_AS_STRING(text);
+    base[0] = '[';
+    memcpy(base + 1, in + a, (size_t)(b - a));
+    base[b - a + 1] = ']';
+    PyBuffer_Release(&view);
+
     Out o;
     memset(&o, 0, sizeof o);
-    PyObject *res = NULL;
-    unsigned char *base = view.buf;
-    int r = push_i64(&o.parts, 0) < 0 || push_i64(&o.anns, 0) < 0 ? -2 : walk(base, base + view.len, &o);
+    PyObject *found = NULL, *res = NULL;
+    int r = push_i64(&o.parts, 0) < 0 || push_i64(&o.anns, 0) < 0 ? -2 : walk(base, base + (b - a + 2), &o);
     if (r == -2) {
         PyErr_NoMemory();
     } else if (r == 0 || (r == 1 && o.rows.len == 0)) {
-        Py_INCREF(Py_None);
-        res = Py_None;
+        found = Py_None;
+        Py_INCREF(found);
     } else if (r == 1) {
         const int64_t *spans = (const int64_t *)o.spans.data;
         size_t nspans = o.spans.len / sizeof(int64_t) / 2;
         for (size_t i = 0; i < nspans; i++) {
-            unsigned char *a = base + spans[2 * i], *b = base + spans[2 * i + 1];
-            a[0] = '[';
-            a[1] = ']';
-            memset(a + 2, ' ', (size_t)(b - a - 2));
+            unsigned char *s = base + spans[2 * i], *e = base + spans[2 * i + 1];
+            s[0] = '[';
+            s[1] = ']';
+            memset(s + 2, ' ', (size_t)(e - s - 2));
         }
         PyObject *rows = as_bytes(&o.rows), *coords = as_bytes(&o.coords), *parts = as_bytes(&o.parts),
                  *anns = as_bytes(&o.anns);
-        if (rows && coords && parts && anns) res = PyTuple_Pack(4, rows, coords, parts, anns);
+        if (rows && coords && parts && anns) found = PyTuple_Pack(4, rows, coords, parts, anns);
         Py_XDECREF(rows);
         Py_XDECREF(coords);
         Py_XDECREF(parts);
         Py_XDECREF(anns);
     }
+    if (found) res = PyTuple_Pack(2, text, found);
+    Py_XDECREF(found);
+    Py_DECREF(text);
     free(o.rows.data);
     free(o.coords.data);
     free(o.parts.data);
     free(o.anns.data);
     free(o.spans.data);
-    PyBuffer_Release(&view);
     return res;
 }
 

@@ -78,19 +78,18 @@ def parse_with_polygons(buf: bytes, *, source: str, section: str, offset: int) -
     ``segmentation`` has the plain form [[x, y, ...], ...] as ``Polygons`` (None when no
     record has one, or without the extension). The other records are parsed as written;
     bad JSON raises what ``parse_chunk`` raises."""
-    body = _body(buf) if AVAILABLE else None
-    if body is None:
+    if not AVAILABLE:
         return parse_chunk(buf, source=source, section=section, offset=offset), None
-    text = bytearray(len(body) + 2)
-    text[0], text[1:-1], text[-1] = 0x5B, body, 0x5D  # [ body ]
-    del body
-    found = _jsonpoly.extract(text)
-    if found is None:
-        return parse_chunk(buf, source=source, section=section, offset=offset), None
+    framed = _jsonpoly.extract(buf)
+    if framed is None:
+        return [], None
+    text, found = framed
     try:
         records = loads(text)
     except (ValueError, RecursionError):  # the messages of the text as written
         return parse_chunk(buf, source=source, section=section, offset=offset), None
+    if found is None:
+        return records, None
     rows, coords, part_offsets, ann_parts = (np.frombuffer(b, t) for b, t in zip(found, ("i8", "f8", "i8", "i8")))
 
     def original() -> list:

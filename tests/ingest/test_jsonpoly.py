@@ -135,8 +135,7 @@ NOT_PLAIN = [
 @pytest.mark.parametrize("inner", NOT_PLAIN)
 def test_what_is_not_the_plain_form_stays_for_the_python_parser(inner):
     text = ("[{" + inner + "}]").encode()
-    buf = bytearray(text)
-    assert parse._jsonpoly.extract(buf) is None and buf == text
+    assert parse._jsonpoly.extract(text[1:-1]) == (text, None)
     try:
         want = loads(text)
     except ValueError:  # not JSON: the parser's message, as without the extension
@@ -183,11 +182,12 @@ records_st = st.lists(st.one_of(json_values, st.dictionaries(st.text(max_size=6)
 
 @needs_ext
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(records_st, st.booleans(), st.sampled_from([None, 1, 2]))
-def test_records_with_their_polygons_put_back_are_the_records_as_written(recs, ascii_only, indent):
+@given(records_st, st.booleans(), st.sampled_from([None, 1, 2]), st.sampled_from(["", ",", "\n , ", " "]),
+       st.sampled_from(["", "\n", " \t"]))
+def test_records_with_their_polygons_put_back_are_the_records_as_written(recs, ascii_only, indent, before, after):
     text = ",".join(json.dumps(r, ensure_ascii=ascii_only, indent=indent) for r in recs).encode()
     want = loads(b"[" + text + b"]")
-    records, found = extract(text)
+    records, found = extract(before.encode() + text + after.encode())
     rows = [] if found is None else found.rows.tolist()
     def plain(r) -> bool:  # what the extension reads: keys without escapes, [[number, ...], ...]
         seg = r.get("segmentation") if type(r) is dict else None
@@ -203,6 +203,13 @@ def test_records_with_their_polygons_put_back_are_the_records_as_written(recs, a
         assert [bits(p) for p in parts] == [bits(np.array(p, np.float64)) for p in seg]
         assert records[i] == {**want[i], "segmentation": []}
     assert [r for i, r in enumerate(records) if i not in rows] == [r for i, r in enumerate(want) if i not in rows]
+
+
+@needs_ext
+@pytest.mark.parametrize("chunk", [b"", b" \n", b" , ", b",\t\r\n"])
+def test_a_chunk_without_records_has_none(chunk):
+    assert parse._jsonpoly.extract(chunk) is None
+    assert extract(chunk) == ([], None) and parse.parse_chunk(chunk, source="t", section="s", offset=0) == []
 
 
 @needs_ext
