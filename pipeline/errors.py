@@ -54,6 +54,14 @@ class QueryError(CocolakeError):
     """A SQL query, predicate or view failed; the message shows the SQL."""
 
 
+class EvaluationError(CocolakeError):
+    """An evaluation cannot be made: an unknown run, ground truth without what it needs."""
+
+
+class ClusterError(CocolakeError):
+    """The Dask cluster failed under the tasks: its workers died (often out of memory)."""
+
+
 class ExportError(CocolakeError):
     """An export cannot be written: unsafe file name, missing image, clashing ids."""
 

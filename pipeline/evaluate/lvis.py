@@ -24,7 +24,7 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import CocolakeError
+from ..errors import ConfigError, EvaluationError
 from . import metrics
 
 PROTOCOLS = ("coco", "lvis")
@@ -35,7 +35,7 @@ LVIS_STAT_NAMES = metrics.STAT_NAMES["lvis"]
 
 def params_for(iou_type: str) -> metrics.Params:
     if iou_type not in ("bbox", "segm"):
-        raise CocolakeError(f"LVIS evaluation is for bbox and segm, not {iou_type!r}")
+        raise ConfigError(f"LVIS evaluation is for bbox and segm, not {iou_type!r}")
     p = metrics.params_for(iou_type)
     return dataclasses.replace(p, max_dets=(MAX_DETS,))
 
@@ -64,7 +64,7 @@ def _verified(con, split: str, gt_kind: str, field: str, img_ids, cat_ids) -> np
                       f"AND TRY_CAST(json_extract(extra, '$.{field}') AS BIGINT[]) IS NULL LIMIT 1",
                       [split, gt_kind]).fetchall()
     if bad:
-        raise CocolakeError(f"{split}: image {bad[0][0]}: {field} must be a list of category ids, "
+        raise EvaluationError(f"{split}: image {bad[0][0]}: {field} must be a list of category ids, "
                             f"not {bad[0][1][:60]}")
     rows = con.execute(f"SELECT id, unnest(CAST(json_extract(extra, '$.{field}') AS BIGINT[])) AS cat "
                        f"{listed}", [split, gt_kind]).fetchall()
@@ -82,7 +82,7 @@ def _frequencies(con, split: str, gt_kind: str, cat_ids) -> np.ndarray:
     freq[pos[ok]] = np.asarray([r[1] for r in rows], object)[ok]
     bad = [int(c) for c, f in zip(cat_ids.tolist(), freq) if f not in FREQUENCIES]
     if bad:
-        raise CocolakeError(f"LVIS evaluation of {split}: categories {bad[:5]} have no frequency r, c or f")
+        raise EvaluationError(f"LVIS evaluation of {split}: categories {bad[:5]} have no frequency r, c or f")
     return freq
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import masks
-from ..errors import CocolakeError, QueryError
+from ..errors import ConfigError, EvaluationError, QueryError
 from ..query.sandbox import check_single_select, short_error
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Params:
 
 def params_for(iou_type: str) -> Params:
     if iou_type not in IOU_TYPES:
-        raise CocolakeError(f"unknown IoU type {iou_type!r}; expected one of {', '.join(IOU_TYPES)}")
+        raise ConfigError(f"unknown IoU type {iou_type!r}; expected one of {', '.join(IOU_TYPES)}")
     # the same linspace calls as pycocotools, so thresholds compare equal bit for bit
     iou_thrs = np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1, endpoint=True)
     rec_thrs = np.linspace(.0, 1.00, int(np.round((1.00 - .0) / .01)) + 1, endpoint=True)
@@ -217,10 +217,10 @@ def run_split(con, run: str) -> str:
     rows = con.execute("SELECT DISTINCT split FROM raw_predictions WHERE run = ? ORDER BY 1", [run]).fetchall()
     if not rows:
         runs = [r[0] for r in con.execute("SELECT DISTINCT run FROM raw_predictions ORDER BY 1").fetchall()]
-        raise CocolakeError(f"run {run!r} has no detections in this warehouse (runs: {', '.join(runs) or 'none'}); "
+        raise EvaluationError(f"run {run!r} has no detections in this warehouse (runs: {', '.join(runs) or 'none'}); "
                             "ingest one with `cocolake ingest-results`")
     if len(rows) > 1:
-        raise CocolakeError(f"run {run!r} has detections on several splits ({', '.join(r[0] for r in rows)}); "
+        raise EvaluationError(f"run {run!r} has detections on several splits ({', '.join(r[0] for r in rows)}); "
                             "give --split")
     return rows[0][0]
 
@@ -233,7 +233,7 @@ def select(con, split: str, gt_kind: str, where: str | None) -> tuple[np.ndarray
                   "GROUP BY id", [split, gt_kind])
     if len(imgs) == 0:
         kinds = [r[0] for r in con.execute("SELECT DISTINCT kind FROM raw_images WHERE split = ?", [split]).fetchall()]
-        raise CocolakeError(f"split {split!r} has no {gt_kind} ground truth (files of kinds: "
+        raise EvaluationError(f"split {split!r} has no {gt_kind} ground truth (files of kinds: "
                             f"{', '.join(kinds) or 'none'})")
     cat_ids, names = _ids(cats.column("id")), cats.column("name").to_pylist()
     order = np.argsort(cat_ids, kind="stable")
@@ -272,12 +272,12 @@ def load_ground_truth(con, split: str, gt_kind: str, iou_type: str, img_ids, cat
     gt = Objects(ids=_ids(t.column("id")), img=img[ok_i & ok_c], cat=cat[ok_i & ok_c], area=area, bbox=bbox,
                  ignore=crowd.copy(), crowd=crowd)
     if iou_type == "bbox" and not has_box.all():
-        raise CocolakeError(f"{int((~has_box).sum())} ground-truth annotations of {split} have no bbox; "
+        raise EvaluationError(f"{int((~has_box).sum())} ground-truth annotations of {split} have no bbox; "
                             "bbox evaluation needs one for each")
     if iou_type == "segm":
         counts = t.column("rle_counts")
         if counts.null_count:
-            raise CocolakeError(f"{counts.null_count} ground-truth annotations of {split} have no mask; "
+            raise EvaluationError(f"{counts.null_count} ground-truth annotations of {split} have no mask; "
                                 "segm evaluation needs one for each")
         gt.rle_counts = counts.to_numpy(zero_copy_only=False)
         gt.rle_size = _lists(t.column("rle_size"), 2, n)[0].astype(np.int64)
@@ -614,7 +614,7 @@ def evaluate(con, run: str, *, iou_type: str = "bbox", where: str | None = None,
         k = max(gt.keypoints.shape[1], dt.keypoints.shape[1]) // 3
         sigmas = COCO_SIGMAS if sigmas is None and k in (0, 17) else sigmas
         if sigmas is None or len(sigmas) != k:
-            raise CocolakeError(f"keypoints have {k} joints; OKS needs a sigma per joint (COCO's are for 17): "
+            raise EvaluationError(f"keypoints have {k} joints; OKS needs a sigma per joint (COCO's are for 17): "
                                 "pass sigmas")
     return compute(run, split, iou_type, where, params, img_ids, cat_ids, names, gt, dt, sigmas)
 

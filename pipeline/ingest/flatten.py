@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import CocolakeError
+from ..errors import BadFileError
 from ..jsontext import dumps_text as _dumps
 from .encode import bbox_array, classify_segmentation, encode_masks, gather_polygons
 from .parse import Polygons
@@ -45,7 +45,7 @@ def flatten_section(section: str, records: list, ctx: FileContext, sizes: ImageS
         return flatten_categories(records, ctx, first_index)
     if section == "licenses":
         return flatten_licenses(records, ctx, first_index)
-    raise CocolakeError(f"{ctx.source_file}: unknown section {section!r}")
+    raise BadFileError(ctx.source_file, f"unknown section {section!r}")
 
 
 def _rows(records: list, col: Collector, columns: tuple[str, ...], row_of) -> tuple[dict[str, list], list[int]]:
