@@ -16,16 +16,15 @@ are meant to be used from the project root (``cocolake ingest --config configs/d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .defaults import (  # noqa: F401 - defined once there, importable from here as before
+    DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, DEFAULT_DATASET, DEFAULT_WAREHOUSE, NAME_PATTERN, ON_BAD_RECORD, OnBadRecord,
+)
 from .errors import ConfigError
-
-DEFAULT_DATASET = "demo"
-DEFAULT_CHUNK_BYTES = 16 << 20
-DEFAULT_CACHE_DIR = ".cache/cocolake"
 
 _HEX = "0123456789abcdef"
 
@@ -93,10 +92,10 @@ class Config(_Frozen):
     """Everything ``cocolake ingest`` / ``export`` need; built by ``load_config``."""
 
     dataset: str = Field(
-        default=DEFAULT_DATASET, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        default=DEFAULT_DATASET, pattern=f"^{NAME_PATTERN}$",
         description="dataset name: the warehouse keeps it under <warehouse>/<dataset>/",
     )
-    warehouse: str = Field(default="warehouse", min_length=1, description="warehouse directory or fsspec URL")
+    warehouse: str = Field(default=DEFAULT_WAREHOUSE, min_length=1, description="warehouse directory or fsspec URL")
     sources: list[Source] = Field(min_length=1, description="where the COCO JSON documents are")
     synth: Synth | None = Field(
         default=None,
@@ -108,7 +107,7 @@ class Config(_Frozen):
         description="address of an existing Dask scheduler, e.g. tcp://host:8786",
     )
     chunk_mb: float = Field(default=DEFAULT_CHUNK_BYTES >> 20, gt=0, description="MB of JSON per task")
-    on_bad_record: Literal["error", "skip"] = Field(
+    on_bad_record: OnBadRecord = Field(
         default="error", description="stop at the first invalid record, or skip it into the rejects table"
     )
     cache_dir: str = Field(default=DEFAULT_CACHE_DIR, min_length=1, description="where downloads are cached")

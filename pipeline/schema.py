@@ -16,6 +16,7 @@ never renumbered. Licence ids are always int64.
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal, get_args
 
 import pyarrow as pa
 
@@ -32,9 +33,13 @@ RUN_TABLES = tuple(PARTITION_KEYS)
 def partition_key(table: str) -> str:
     return PARTITION_KEYS.get(table, "split")
 
-KINDS = ("instances", "stuff", "person_keypoints", "captions", "image_info")
+Kind = Literal["instances", "stuff", "person_keypoints", "captions", "image_info"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+# a file context's kind: a document's, or a results file's (``evaluate.detections``)
+FileKind = Literal[Kind, "results"]
 
-SEGMENTATION_FORMATS = ("polygon", "rle", "uncompressed_rle", "none")
+SegmentationFormat = Literal["polygon", "rle", "uncompressed_rle", "none"]
+SEGMENTATION_FORMATS: tuple[SegmentationFormat, ...] = get_args(SegmentationFormat)
 
 # A document section's record noun, as messages name one record ("2 duplicate image id(s)").
 SECTION_NOUNS = {"images": "image", "annotations": "annotation", "captions": "caption",
@@ -48,7 +53,8 @@ _PROVENANCE = [
 
 
 ID_SPACES = ("image", "annotation", "category")
-_ID_TYPES = ("int64", "string")
+IdType = Literal["int64", "string"]
+ID_TYPES: tuple[IdType, ...] = get_args(IdType)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,21 +65,21 @@ class IdTypes:
     ``string`` when the three spaces agree, else ``image=string,annotation=int64,category=int64``.
     """
 
-    image: str = "int64"
-    annotation: str = "int64"
-    category: str = "int64"
+    image: IdType = "int64"
+    annotation: IdType = "int64"
+    category: IdType = "int64"
 
     @classmethod
     def parse(cls, value: str | IdTypes) -> IdTypes:
         if isinstance(value, IdTypes):
             return value
-        if value in _ID_TYPES:
+        if value in ID_TYPES:
             return cls(value, value, value)
         try:
             found = dict(item.split("=", 1) for item in value.split(","))
         except ValueError:
             found = {}
-        if set(found) != set(ID_SPACES) or not set(found.values()) <= set(_ID_TYPES):
+        if set(found) != set(ID_SPACES) or not set(found.values()) <= set(ID_TYPES):
             raise ValueError(f"unknown id type {value!r}")
         return cls(**found)
 
@@ -86,7 +92,7 @@ class IdTypes:
         return id_arrow_type(getattr(self, space))
 
 
-def id_arrow_type(id_type: str) -> pa.DataType:
+def id_arrow_type(id_type: IdType) -> pa.DataType:
     if id_type == "int64":
         return pa.int64()
     if id_type == "string":

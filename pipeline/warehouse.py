@@ -43,6 +43,7 @@ try:
 except ImportError:  # Windows: no advisory locks, one writer per dataset is up to the user
     fcntl = None
 
+from .defaults import name_problem
 from .errors import WarehouseError
 from .manifest import Manifest, Part
 from .schema import PARTITION_KEYS, TABLES, partition_key
@@ -59,8 +60,8 @@ class Warehouse:
     """A dataset directory: ``<warehouse>/<dataset>`` on any fsspec filesystem."""
 
     def __init__(self, warehouse: str, dataset: str, storage_options: dict | None = None):
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", dataset or ""):
-            raise WarehouseError(f"dataset name {dataset!r}: use letters, digits, '.', '_' or '-'")
+        if problem := name_problem("dataset", dataset):
+            raise WarehouseError(problem)
         self.warehouse = warehouse
         self.dataset = dataset
         self.storage_options = storage_options or {}

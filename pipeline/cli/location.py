@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..defaults import DEFAULT_DATASET, DEFAULT_WAREHOUSE
+
 # setting -> the environment variable that is its default
 ENVIRONMENT = {"warehouse": "COCOLAKE_WAREHOUSE", "dataset": "COCOLAKE_DATASET"}
-DEFAULTS = {"warehouse": "warehouse", "dataset": "demo"}
+DEFAULTS = {"warehouse": DEFAULT_WAREHOUSE, "dataset": DEFAULT_DATASET}
 
 PRECEDENCE = ("an option given wins over the environment variable, which wins over the --config "
               "file, which wins over the built-in default")

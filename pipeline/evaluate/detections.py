@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
-import re
 import time
 import uuid
 
@@ -40,7 +39,8 @@ import pyarrow as pa
 
 from ..ingest import parse, sources
 from .. import masks
-from ..errors import BadFileError, CocolakeError, WarehouseError
+from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, OnBadRecord, name_problem
+from ..errors import BadFileError, ConfigError, SourceError, WarehouseError
 from ..ingest.encode import classify_segmentation, encode_masks
 from ..ingest.records import (
     BadValue, Collector, FileContext, Flat, ImageSizes, arrow_table, check_id, check_keypoints, extra_text, is_bbox,
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 KIND = "results"
 SECTION = "detection"  # how errors and rejects name a record: "detection #3"
 KNOWN_KEYS = ("image_id", "category_id", "score", "bbox", "segmentation", "keypoints")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _WS = b" \t\r\n"
 
 
@@ -98,7 +97,7 @@ class ResultsReport:
 # ---------------------------------------------------------------------------- scanning
 
 
-def scan_results(blocks, *, source: str, chunk_bytes: int = 16 << 20) -> tuple[list[tuple[int, int, int]], int]:
+def scan_results(blocks, *, source: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[list[tuple[int, int, int]], int]:
     """Chunks ``(start, end, first_index)`` of whole records of a top-level JSON list, and the record count."""
     scanner = StructureScanner()
     started = False
@@ -331,12 +330,12 @@ def _gt_split(wh: Warehouse, manifest, split: str | None, first_image_ids: list)
                 # the split holding most of the first detections' images (bad ids become bad records)
                 best = [s for s, n in hits if n == hits[0][1]] if hits else []
                 if len(best) != 1:
-                    raise CocolakeError(
+                    raise ConfigError(
                         f"cannot tell which split the detections are for (splits with the most of the first "
                         f"{len(set(probe))} image ids: {', '.join(best) or 'none'}); give --split")
                 split = best[0]
         elif split not in splits:
-            raise CocolakeError(f"split {split!r} is not in the warehouse (splits: {', '.join(splits) or 'none'})")
+            raise ConfigError(f"split {split!r} is not in the warehouse (splits: {', '.join(splits) or 'none'})")
         img = con.execute(
             f"SELECT id, any_value(height), any_value(width) FROM ({images}) WHERE split = ? GROUP BY id",
             [split]).fetchall()
@@ -372,15 +371,15 @@ def run_ingest_results(
     split: str | None = None,
     workers: int | None = 1,
     scheduler: str | None = None,
-    chunk_bytes: int = 16 << 20,
-    on_bad_record: str = "error",
-    cache_dir: str = ".cache/cocolake",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    on_bad_record: OnBadRecord = "error",
+    cache_dir: str = DEFAULT_CACHE_DIR,
     storage_options: dict | None = None,
     progress=None,
 ) -> ResultsReport:
     """Ingest one results file as run ``run``, replacing what that run had."""
-    if not _NAME.fullmatch(run or ""):
-        raise CocolakeError(f"run name {run!r}: use letters, digits, '.', '_' or '-'")
+    if problem := name_problem("run", run):
+        raise ConfigError(problem)
     wh = Warehouse(warehouse, dataset, storage_options)
     with wh.transaction() as txn:  # from numbering the parts to the commit, as an ingest
         return _ingest_results(txn, url, run=run, split=split, workers=workers, scheduler=scheduler,
@@ -398,10 +397,10 @@ def _ingest_results(txn: Transaction, url: str, *, run, split, workers, schedule
     if manifest is None or not manifest.splits():
         raise WarehouseError(f"{wh.url('')}: no ground truth here; run `cocolake ingest` first")
     if run in manifest.splits():
-        raise CocolakeError(f"run name {run!r} is a split of the ground truth; choose another name")
+        raise ConfigError(f"run name {run!r} is a split of the ground truth; choose another name")
     found = sources.resolve([url], cache_dir=cache_dir)
     if len(found) != 1:
-        raise CocolakeError(f"{url}: expected one results file, found {len(found)}")
+        raise SourceError(url, f"expected one results file, found {len(found)}")
     sf = found[0]
     if not sf.seekable:
         chunk_bytes *= 8  # streamed sources are re-read up to each chunk: fewer, larger chunks

@@ -34,6 +34,7 @@ import os
 import time
 
 from . import classes, output, select
+from ..defaults import DEFAULT_DATASET
 from .options import ExportError, ExportOptions, ExportReport, Progress
 
 __all__ = ["export", "run_export", "ExportOptions", "ExportReport", "ExportError"]
@@ -116,7 +117,7 @@ def export(
     *,
     format: str = "coco",
     warehouse: str = "warehouse",
-    dataset: str = "demo",
+    dataset: str = DEFAULT_DATASET,
     where: str | None = None,
     sql: str | None = None,
     splits=(),

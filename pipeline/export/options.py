@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Literal, get_args
 
+from ..defaults import DEFAULT_DATASET
 from ..errors import ConfigError, ExportError  # noqa: F401 - ExportError also importable from here
 
 Format = Literal["coco", "yolo", "parquet", "hf"]
@@ -33,7 +34,7 @@ class ExportOptions:
     out: str
     format: Format = "coco"
     warehouse: str = "warehouse"
-    dataset: str = "demo"
+    dataset: str = DEFAULT_DATASET
     # SQL boolean expression over annotations_enriched
     where: str | None = None
     # a SELECT returning an annotation_id or image_id column (and optionally split)

@@ -10,16 +10,17 @@ Imports ``masks`` and ``records``; used by ``flatten`` and ``evaluate.detections
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 from .. import masks
 from .records import NUMBER_TYPES, BadValue, is_int, is_num, short
+from ..schema import SegmentationFormat
 
 
-def classify_segmentation(rec: dict, h: int, w: int):
+def classify_segmentation(rec: dict, h: int, w: int) -> tuple[SegmentationFormat | Literal["empty"], object]:
     """(kind, value) of an annotation's segmentation; raises BadValue for malformed ones."""
     if "segmentation" not in rec or rec["segmentation"] is None:
         return "none", None

@@ -36,7 +36,6 @@ import io
 import json
 import logging
 import os
-import re
 import sys
 import zlib
 
@@ -46,11 +45,13 @@ import pyarrow as pa
 
 from . import flatten, parse, sources
 from .. import id_types
+from ..defaults import OnBadRecord, name_problem
 from ..errors import BadFileError, SourceError
 from .records import FileContext, rejects_table
 from ..jsontext import dumps_text, loads
 from ..schema import SECTION_NOUNS, IdTypes, schema_for
 from .scan import MAX_RECORD_BYTES, RECORD_SECTIONS
+from .tasks import TaskMeta
 from ..warehouse import write_part
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class BatchTask:
     source_storage_options: tuple = ()
     storage_options: tuple = ()  # the warehouse's
     warehouse_protocol: str = "file"
-    on_bad_record: str = "error"
+    on_bad_record: OnBadRecord = "error"
 
 
 @dataclasses.dataclass
@@ -144,8 +145,8 @@ def find_sets(entries: list, *, chunk_bytes: int, batch_files: int | None, split
             named = {sources.split_from_name(n) for _, n, _ in listed}
             set_split = split or (spec.split if spec else None) or (
                 named.pop() if len(named) == 1 and None not in named else DEFAULT_SPLIT)
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", set_split):
-                raise SourceError(url, f"split name {set_split!r}: use letters, digits, '.', '_' or '-'")
+            if problem := name_problem("split", set_split):
+                raise SourceError(url, problem)
             sets.append(FileSet(name, url, set_split, files, so))
             log.info("%s: %d small documents, ingested as one per-image set", url, len(files))
         else:
@@ -325,7 +326,7 @@ class FlatDocument:
     records: dict[str, int]
 
 
-def flatten_document(doc, name: str, on_bad_record: str = "error") -> FlatDocument:
+def flatten_document(doc, name: str, on_bad_record: OnBadRecord = "error") -> FlatDocument:
     """One whole document (COCO or per-image format) → its tables, through the same
     ``FileContext.of_file`` and ``flatten.flatten_section`` as a document's chunks."""
     from .tasks import detect_kind
@@ -418,15 +419,15 @@ def _check_unique(name: str, table: str, t: pa.Table) -> None:
                                "ids must be unique within a file")
 
 
-def check_sets(sets: list[FileSet], meta: list, results: list,
+def check_sets(sets: list[FileSet], meta: list[TaskMeta], results: list,
                resolved: id_types.Resolved | None = None) -> dict[str, str]:
     """Check each set across its batches: one type per id space, that of the other sources
     of the dataset (``resolved``, see ``id_types``), and image ids unique among the files of
     a kind (annotations find their image by id). Returns each set's id types as text."""
     by_set: dict[str, list[BatchResult]] = {}
-    for (what, _, _, name), res in zip(meta, results):
-        if what == "batch":
-            by_set.setdefault(name, []).append(res)
+    for m, res in zip(meta, results):
+        if m.what == "batch":
+            by_set.setdefault(m.source_file, []).append(res)
     types = {}
     for s in sets:
         done = by_set.get(s.name, [])
@@ -444,11 +445,11 @@ def check_sets(sets: list[FileSet], meta: list, results: list,
     return types
 
 
-def describe_sets(sets: list[FileSet], meta: list, results: list, set_types: dict[str, str], now: str) -> list[dict]:
+def describe_sets(sets: list[FileSet], meta: list[TaskMeta], results: list, set_types: dict[str, str], now: str) -> list[dict]:
     """The manifest's ``sources`` entries of the sets: one per set, not one per file."""
     out = []
     for s in sets:
-        done = [res for (what, _, _, name), res in zip(meta, results) if what == "batch" and name == s.name]
+        done = [res for m, res in zip(meta, results) if m.what == "batch" and m.source_file == s.name]
         kinds = sorted({k for r in done for k in r.kinds})
         records: dict[str, int] = {}
         for r in done:

@@ -28,7 +28,7 @@ import dask
 from dask.delayed import Delayed
 
 from .records import ImageSizes
-from .tasks import SECTION_ORDER, ChunkTask, FilePlan, IngestOptions, ingest_chunk, plan_file, write_info
+from .tasks import SECTION_ORDER, ChunkTask, FilePlan, IngestOptions, TaskMeta, ingest_chunk, plan_file, write_info
 from .filesets import BATCH_TABLES, BatchTask, FileSet, ingest_batch
 from ..warehouse import Part, Warehouse
 
@@ -47,7 +47,7 @@ def plan_graph(source_files: list, opts: IngestOptions, run_id: str = "") -> lis
 @dataclasses.dataclass
 class IngestGraph:
     tasks: list[Delayed]  # -> ChunkResult, or rows written (info), in the order of ``meta``
-    meta: list[tuple[str, str, str, str]]  # (kind of task, table hint, split, source_file)
+    meta: list[TaskMeta]
     info_parts: list[Part]
     planned_paths: list[str]  # every part path a task may write (for cleanup on failure)
 
@@ -61,7 +61,7 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
     counters = dict(bases)
     storage = tuple(sorted(wh.storage_options.items()))
     tasks: list[Delayed] = []
-    meta: list = []
+    meta: list[TaskMeta] = []
     info_parts: list[Part] = []
     planned: list[str] = []
 
@@ -109,7 +109,7 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
                     task, sizes, dask_key_name=_key(f"chunk-{p_i}-{section}-{c_i}", run_id)
                 )
                 tasks.append(d)
-                meta.append(("chunk", section, split, ctx.source_file))
+                meta.append(TaskMeta("chunk", section, split, ctx.source_file))
                 if section == "images":
                     image_results.append(d)
         n = counters[split]
@@ -121,7 +121,7 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
                 plan, f"{wh.root}/{rel}", wh.protocol, storage, dask_key_name=_key(f"info-{p_i}", run_id)
             )
         )
-        meta.append(("info", "info", split, ctx.source_file))
+        meta.append(TaskMeta("info", "info", split, ctx.source_file))
         info_parts.append(Part("info", split, ctx.source_file, rel, 1, plan.id_types.text()))
     for s_i, fileset in enumerate(sets):
         source_storage = tuple(sorted(fileset.storage_options.items()))
@@ -136,5 +136,5 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
                 on_bad_record=opts.on_bad_record,
             )
             tasks.append(dask.delayed(ingest_batch, pure=True)(task, dask_key_name=_key(f"batch-{s_i}-{b_i}", run_id)))
-            meta.append(("batch", "batch", fileset.split, fileset.name))
+            meta.append(TaskMeta("batch", "batch", fileset.split, fileset.name))
     return IngestGraph(tasks=tasks, meta=meta, info_parts=info_parts, planned_paths=planned)

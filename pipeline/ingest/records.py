@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from ..errors import BadRecordError
 from ..jsontext import dumps_text as _dumps
-from ..schema import IdTypes, schema_for
+from ..defaults import OnBadRecord
+from ..schema import FileKind, IdTypes, schema_for
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLOAT_MAX = int(sys.float_info.max)
@@ -41,9 +42,9 @@ class FileContext:
     """What a chunk task needs to know about the file its records come from."""
 
     source_file: str
-    kind: str  # instances | stuff | person_keypoints | captions | image_info
+    kind: FileKind
     id_types: IdTypes = IdTypes()  # int64 | string per id space (image, annotation, category)
-    on_bad_record: str = "error"  # error | skip
+    on_bad_record: OnBadRecord = "error"
     # category id -> number of keypoint names (person_keypoints files)
     category_keypoints: dict = dataclasses.field(default_factory=dict)
     category_ids: frozenset | None = None
@@ -51,7 +52,7 @@ class FileContext:
     id_origins: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of_file(cls, source_file: str, kind: str, id_types: IdTypes, id_origins: dict, on_bad_record: str,
+    def of_file(cls, source_file: str, kind: FileKind, id_types: IdTypes, id_origins: dict, on_bad_record: OnBadRecord,
                 categories: list | None) -> FileContext:
         """The context of a file whose category records are ``categories`` (None: it has none)."""
         cats = [c for c in categories or () if type(c) is dict]

@@ -36,8 +36,8 @@ import dask
 
 from . import filesets as per_image, sources
 from ..query import views
-from ..config import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES
-from ..errors import BadFileError, CocolakeError, ConfigError
+from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, OnBadRecord
+from ..errors import BadFileError, ClusterError, CocolakeError, ConfigError
 from .graph import ingest_graph, plan_graph
 from .tasks import IngestOptions, resolve_id_types
 from ..warehouse import Part, Warehouse
@@ -270,7 +270,7 @@ def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
         if client.cluster is None:  # a shared cluster's workers go on; a local one is closed by dask_client
             _wait_for_running(client, {f.key for f in futures})
         if type(err).__name__ == "KilledWorker":  # distributed.KilledWorker
-            raise CocolakeError(
+            raise ClusterError(
                 f"{phase}: Dask workers died while running task {err.task!r} "
                 f"(the last one at {getattr(err.last_worker, 'address', err.last_worker)}); nothing was "
                 "committed. Workers that die are often out of memory: give them more, or use a smaller --chunk-mb"
@@ -310,7 +310,7 @@ def run_ingest(
     workers: int | None = None,
     scheduler: str | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    on_bad_record: str = "error",
+    on_bad_record: OnBadRecord = "error",
     cache_dir: str = DEFAULT_CACHE_DIR,
     checksums: dict | None = None,
     members: dict | None = None,
@@ -406,9 +406,10 @@ def _collect(graph, results, plans, set_types=None):
     rows: dict[tuple[str, str], int] = {}
     file_rows: dict[tuple[str, str], dict[str, int]] = {}
     rejects = 0
-    for (what, _, split, source_file), res in zip(graph.meta, results):
-        if what == "info":
+    for meta, res in zip(graph.meta, results):
+        if meta.what == "info":
             continue
+        split, source_file = meta.split, meta.source_file
         per_file = file_rows.setdefault((split, source_file), {})
         for table, path in res.written.items():
             rel = path.split(f"/{table}/split=", 1)[1]
@@ -426,9 +427,9 @@ def _collect(graph, results, plans, set_types=None):
 def _check_duplicates(graph, results) -> None:
     """Duplicate ids within one file's section fail the file (they would collapse silently)."""
     groups: dict[tuple[str, str], list] = {}
-    for (what, section, _split, source_file), res in zip(graph.meta, results):
-        if what == "chunk" and section in ("images", "annotations", "categories"):
-            groups.setdefault((source_file, section), []).append(res.ids)
+    for meta, res in zip(graph.meta, results):
+        if meta.what == "chunk" and meta.section in ("images", "annotations", "categories"):
+            groups.setdefault((meta.source_file, meta.section), []).append(res.ids)
     for (source_file, section), parts in groups.items():
         count, examples = per_image.duplicate_ids(parts)
         if count:

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from ..defaults import DEFAULT_CHUNK_BYTES
 from ..errors import BadFileError
 
 try:
@@ -176,7 +177,7 @@ def scan_document(
     blocks: Iterable[bytes],
     *,
     source: str,
-    chunk_bytes: int = 16 << 20,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     max_record_bytes: int = MAX_RECORD_BYTES,
     max_skeleton_bytes: int = 64 << 20,
     max_depth: int = MAX_DEPTH,

@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 from . import flatten, parse, sources
 from .. import id_types
-from ..config import DEFAULT_CHUNK_BYTES
+from ..defaults import DEFAULT_CHUNK_BYTES, OnBadRecord, name_problem
 from ..errors import BadFileError
 from .records import FileContext, ImageSizes, rejects_table
 from ..jsontext import dumps_text, loads
-from ..schema import IdTypes, schema_for
-from .scan import RECORD_SECTIONS, StructureScanner, iter_blocks, record_spans, scan_document
+from ..schema import IdTypes, Kind, schema_for
+from .scan import MAX_RECORD_BYTES, RECORD_SECTIONS, StructureScanner, iter_blocks, record_spans, scan_document
 from ..warehouse import write_part
 
 log = logging.getLogger(__name__)
 
 # sections in the order their chunks are numbered (images before annotations: they need sizes)
 SECTION_ORDER = ("licenses", "categories", "images", "annotations")
-_NAME_KINDS = (
+_NAME_KINDS: tuple[tuple[str, Kind], ...] = (
     ("person_keypoints_", "person_keypoints"),
     ("captions_", "captions"),
     ("stuff_", "stuff"),
@@ -43,9 +43,9 @@ _NAME_KINDS = (
 @dataclasses.dataclass(frozen=True)
 class IngestOptions:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    on_bad_record: str = "error"
+    on_bad_record: OnBadRecord = "error"
     split: str | None = None  # force every source into this split
-    max_record_bytes: int = 256 << 20
+    max_record_bytes: int = MAX_RECORD_BYTES
     batch_files: int | None = None  # files per task of a per-image set (see per_image)
 
 
@@ -53,7 +53,7 @@ class IngestOptions:
 class FilePlan:
     source: sources.SourceFile
     split: str
-    kind: str
+    kind: Kind
     id_types: IdTypes  # complete once ``id_types.resolve`` ran over the plans of an ingest
     skeleton: bytes
     info: str | None
@@ -76,6 +76,15 @@ class ChunkTask:
     storage_options: tuple = ()
     warehouse_protocol: str = "file"
     sub_batch_bytes: int = DEFAULT_CHUNK_BYTES
+
+
+class TaskMeta(NamedTuple):
+    """What one task of an ingest graph is, in the order of the graph's tasks."""
+
+    what: Literal["chunk", "info", "batch"]
+    section: str  # the chunk's section; "info" or "batch" for the others
+    split: str
+    source_file: str  # the document's name, or the per-image set's
 
 
 @dataclasses.dataclass
@@ -137,8 +146,8 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
             source.name,
             "cannot tell the split from the file name (expected e.g. instances_val2017.json); give --split",
         )
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", split):
-        raise BadFileError(source.name, f"split name {split!r}: use letters, digits, '.', '_' or '-'")
+    if problem := name_problem("split", split):
+        raise BadFileError(source.name, problem)
     # categories are small: read them now to validate annotations against them
     cats: list = []
     for start, end in sections["categories"].chunks() if "categories" in sections else ():
@@ -175,7 +184,7 @@ def _first_record(section):
         return None
 
 
-def detect_kind(name: str, first_annotation, has_annotations: bool) -> str:
+def detect_kind(name: str, first_annotation, has_annotations: bool) -> Kind:
     """instances | stuff | person_keypoints | captions | image_info, from content first."""
     if not has_annotations:
         return "image_info"
