@@ -37,18 +37,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..evaluate import lvis
-    from ..evaluate import metrics as evaluate
+    from ..evaluate import lvis, metrics, store
     from ..query.views import connect
 
     loc = settings(args)
     con = connect(loc["warehouse"], loc["dataset"], restrict=not args.allow_external_access)
     try:
         protocol = args.protocol or lvis.default_protocol(con, args.run, args.split, args.iou_type)
-        how = lvis.evaluate if protocol == "lvis" else evaluate.evaluate
+        how = lvis.evaluate if protocol == "lvis" else metrics.evaluate
         result = how(con, args.run, iou_type=args.iou_type, where=args.where, split=args.split)
         if args.where is None and not args.no_save_matches:
-            evaluate.save_matches(loc["warehouse"], loc["dataset"], result)
+            store.save_matches(loc["warehouse"], loc["dataset"], result)
     finally:
         con.close()
     if args.format == "json":

@@ -25,7 +25,7 @@ import dataclasses
 import numpy as np
 
 from ..errors import ConfigError, EvaluationError
-from . import metrics
+from . import load, metrics
 
 PROTOCOLS = ("coco", "lvis")
 MAX_DETS = 300
@@ -54,7 +54,7 @@ def is_lvis(con, split: str, gt_kind: str = "instances") -> bool:
 def default_protocol(con, run: str, split: str | None, iou_type: str) -> str:
     if iou_type == "keypoints":
         return "coco"
-    return "lvis" if is_lvis(con, split or metrics.run_split(con, run)) else "coco"
+    return "lvis" if is_lvis(con, split or load.run_split(con, run)) else "coco"
 
 
 def _verified(con, split: str, gt_kind: str, field: str, img_ids, cat_ids) -> np.ndarray:
@@ -107,14 +107,14 @@ def evaluate(con, run: str, *, iou_type: str = "bbox", where: str | None = None,
              gt_kind: str | None = None) -> metrics.Evaluation:
     """Evaluate run ``run`` as LVISEval would, on the images/categories ``where`` selects (all by default)."""
     params = params_for(iou_type)
-    split = split or metrics.run_split(con, run)
+    split = split or load.run_split(con, run)
     gt_kind = gt_kind or "instances"
-    img_ids, cat_ids, names = metrics.select(con, split, gt_kind, where)
+    img_ids, cat_ids, names = load.select(con, split, gt_kind, where)
     freq = _frequencies(con, split, gt_kind, cat_ids)
-    gt = metrics.load_ground_truth(con, split, gt_kind, iou_type, img_ids, cat_ids)
+    gt = load.load_ground_truth(con, split, gt_kind, iou_type, img_ids, cat_ids)
     gt.ignore = np.zeros(len(gt.ids), bool)
     gt.crowd = np.zeros(len(gt.ids), bool)
-    dt = metrics.load_detections(con, run, split, iou_type, img_ids, cat_ids)
+    dt = load.load_detections(con, run, split, iou_type, img_ids, cat_ids)
     K = len(cat_ids)
     key = dt.img * K + dt.cat
     positive = np.unique(gt.img * K + gt.cat)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from pycocotools.coco import COCO
 
-from pipeline.evaluate import metrics as evaluate, detections as results
+from pipeline.evaluate import detections as results, metrics as evaluate, store
 from pipeline.cli import main
 from pipeline.errors import BadFileError, BadRecordError, CocolakeError, WarehouseError
 from pipeline.ingest.records import FileContext, ImageSizes
@@ -224,8 +224,8 @@ def test_results_and_matches_fail_at_once_while_another_run_writes(coco_mini, wa
     result = evaluate.evaluate(con, "m1", iou_type="bbox")
     with wh.writer_lock():
         with pytest.raises(WarehouseError, match="another run is writing this dataset"):
-            evaluate.save_matches(root, dataset, result)
-    assert evaluate.save_matches(root, dataset, result) > 0
+            store.save_matches(root, dataset, result)
+    assert store.save_matches(root, dataset, result) > 0
 
 
 def test_cli_ingest_results(coco_mini, warehouse, tmp_path, capsys):
@@ -255,11 +255,11 @@ def test_a_failed_garbage_collection_after_the_commit_is_a_warning(coco_mini, wa
     assert f"version {report.version} committed, but removing old parts failed" in caplog.text
     assert Warehouse(root, dataset).read_table("predictions", "m1").num_rows == 3
     result = evaluate.evaluate(connect(root, dataset), "m1", iou_type="bbox")
-    evaluate.save_matches(root, dataset, result)
+    store.save_matches(root, dataset, result)
     block_the_trash(tmp_path / dataset)
     caplog.clear()
     with caplog.at_level("WARNING"):
-        rows = evaluate.save_matches(root, dataset, result)  # replaces the match table of the first
+        rows = store.save_matches(root, dataset, result)  # replaces the match table of the first
     version = Warehouse(root, dataset).require_manifest().version
     assert rows > 0 and f"version {version} committed, but removing old parts failed" in caplog.text
     assert Warehouse(root, dataset).read_table("prediction_matches", "m1").num_rows == rows

@@ -213,17 +213,6 @@ def test_pr_curves(coco_mini, warehouse, con):
     np.testing.assert_allclose(person["precision"]["0.75"], p[5, :, 0], atol=1e-9)
 
 
-def test_box_iou_equals_pycocotools():
-    rng = np.random.default_rng(0)
-    dt = rng.uniform(0, 50, (40, 4))
-    gt = rng.uniform(0, 50, (30, 4))
-    crowd = rng.random(30) < 0.3
-    expected = cm.iou(dt.tolist(), gt.tolist(), crowd.astype(int).tolist())
-    d, g = np.repeat(np.arange(40), 30), np.tile(np.arange(30), 40)
-    got = ev.box_iou(dt[d], gt[g], crowd[g]).reshape(40, 30)
-    np.testing.assert_array_equal(got, expected)
-
-
 def test_errors_name_the_problem(con):
     with pytest.raises(CocolakeError, match="run 'nope' has no detections .*runs: box, box-ties"):
         ev.evaluate(con, "nope")

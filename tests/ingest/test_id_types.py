@@ -19,7 +19,7 @@ from pycocotools import mask as cm
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline.evaluate import metrics as ev
+from pipeline.evaluate import metrics as ev, store
 from pipeline import id_types
 from pipeline.errors import BadFileError, BadRecordError
 from pipeline.export import export
@@ -211,7 +211,7 @@ def test_save_matches_keeps_string_ids(converted, original, tmp_path):
     run_ingest_results(str(path), run="matches", warehouse=wh, dataset=ds)
     con = connect(wh, ds)
     try:
-        ev.save_matches(wh, ds, ev.evaluate(con, "matches", iou_type="bbox"))
+        store.save_matches(wh, ds, ev.evaluate(con, "matches", iou_type="bbox"))
     finally:
         con.close()
     con = connect(wh, ds)
