@@ -31,13 +31,8 @@ writes the same parts.
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import io
-import json
 import logging
 import os
-import sys
-import zlib
 
 import fsspec
 import numpy as np
@@ -48,10 +43,10 @@ from .. import id_types
 from ..defaults import OnBadRecord, name_problem
 from ..errors import BadFileError, SourceError
 from .records import FileContext, rejects_table
-from ..jsontext import dumps_text, loads
+from ..jsontext import dumps_text
 from ..schema import SECTION_NOUNS, IdTypes, schema_for
-from .scan import MAX_RECORD_BYTES, RECORD_SECTIONS
-from .tasks import TaskMeta
+from .scan import RECORD_SECTIONS
+from .tasks import TaskMeta, check_categories, check_shape, detect_kind
 from ..warehouse import write_part
 
 log = logging.getLogger(__name__)
@@ -229,7 +224,7 @@ def ingest_batch(task: BatchTask) -> BatchResult:
     records: dict[str, int] = {}
     decided: id_types.Resolved = {}
     for f, data in zip(task.files, _read_all(task)):
-        doc = flatten_document(parse_document(data, f.name), f.name, task.on_bad_record)
+        doc = flatten_document(parse.parse_document(data, f.name), f.name, task.on_bad_record)
         decided = id_types.merge([id_types.Decided(f.name, doc.id_types, doc.id_origins)], decided)
         for table, t in doc.tables.items():
             per_table.setdefault(table, []).append(t)
@@ -276,45 +271,6 @@ def _read_all(task: BatchTask) -> list[bytes]:
     return out
 
 
-def parse_document(data: bytes, name: str, max_bytes: int = MAX_RECORD_BYTES):
-    """The JSON value of a whole (small) document: gzip and a UTF-8 BOM are handled.
-
-    A gzip document may decompress to at most ``max_bytes``: a few MB of gzip can hold
-    gigabytes of JSON, which are refused before they are held in memory.
-    """
-    if data[:2] == b"\x1f\x8b":
-        data = _gunzip(data, name, max_bytes)
-    if data.startswith(sources.BOM):
-        data = data[len(sources.BOM):]
-    if not data.strip():
-        raise BadFileError(name, "the file is empty; expected a COCO JSON object")
-    try:
-        return loads(data)
-    except UnicodeDecodeError as err:
-        raise BadFileError(name, f"bytes at {err.start} are not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise BadFileError(name, f"invalid JSON near byte {err.pos}: {err.msg}") from None
-    except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
-        raise BadFileError(name, f"a number has more digits than Python reads ({sys.get_int_max_str_digits()})") from None
-    except RecursionError:
-        raise BadFileError(name, "nested too deeply") from None
-
-
-def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
-    parts, size = [], 0
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
-            while piece := f.read(1 << 20):
-                size += len(piece)
-                if size > max_bytes:
-                    raise BadFileError(name, f"decompresses to more than {max_bytes >> 20} MB; a per-image "
-                                       "document that large is not supported")
-                parts.append(piece)
-    except (OSError, EOFError, zlib.error) as err:
-        raise BadFileError(name, f"corrupt or truncated compressed data: {err}") from None
-    return b"".join(parts)
-
-
 @dataclasses.dataclass
 class FlatDocument:
     tables: dict[str, pa.Table]
@@ -329,32 +285,21 @@ class FlatDocument:
 def flatten_document(doc, name: str, on_bad_record: OnBadRecord = "error") -> FlatDocument:
     """One whole document (COCO or per-image format) → its tables, through the same
     ``FileContext.of_file`` and ``flatten.flatten_section`` as a document's chunks."""
-    from .tasks import detect_kind
-
     if type(doc) is not dict:
         what = "a list" if type(doc) is list else "not a JSON object"
         raise BadFileError(name, f"the top level is {what}; expected a COCO JSON object {{...}}")
-    per_image = "images" not in doc and type(doc.get("image")) is dict
-    for key in RECORD_SECTIONS:
-        if key in doc and doc[key] is not None and type(doc[key]) is not list:
-            raise BadFileError(name, f"top-level {key!r} is a {type(doc[key]).__name__}, expected a list")
     sections = {key: doc[key] for key in RECORD_SECTIONS if type(doc.get(key)) is list}
+    per_image = check_shape(name, doc, sections, per_image_set=True)
+    skeleton = doc
     if per_image:
         sections["images"], sections["annotations"] = _per_image_records(name, doc["image"], doc.get("annotations"))
         skeleton = {("images" if k == "image" else k): v for k, v in doc.items()}
-    elif "images" not in sections and "annotations" not in sections:
-        raise BadFileError(name, "not a COCO file: it has neither 'images' (or one 'image') nor 'annotations' "
-                           f"(top-level keys: {', '.join(map(str, doc)) or 'none'})")
-    elif "images" not in sections:
-        raise BadFileError(name, "has 'annotations' but no 'images'; annotations need their images")
-    else:
-        skeleton = doc
     anns = sections.get("annotations")
     kind = detect_kind(name, anns[0] if anns else None, "annotations" in sections)
     if per_image and kind == "stuff":
         kind = "instances"  # SA-1B: every mask is compressed RLE without iscrowd; they are instances
-    if not per_image and kind in ("instances", "stuff", "person_keypoints") and "categories" not in sections:
-        raise BadFileError(name, f"a {kind} file needs 'categories'; the file has none")
+    if not per_image:
+        check_categories(name, kind, sections)
     cats = sections.get("categories")
     types, origins = id_types.decide(*(sections[k][0] if sections.get(k) else None
                                        for k in ("images", "annotations", "categories")))

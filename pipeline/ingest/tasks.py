@@ -116,30 +116,11 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
     except (ValueError, RecursionError) as err:
         raise BadFileError(source.name, f"not valid JSON outside the record arrays: {err}") from None
     sections = layout.sections
-    for key in RECORD_SECTIONS:
-        if key in skeleton and key not in sections and skeleton[key] is not None:
-            raise BadFileError(source.name, f"top-level {key!r} is a {type(skeleton[key]).__name__}, expected a list")
-    if "images" not in sections and isinstance(skeleton.get("image"), dict):
-        raise BadFileError(
-            source.name,
-            "a per-image file ({\"image\": {...}, \"annotations\": [...]}, as SA-1B ships): ingest its "
-            "directory, or give --batch-files to read it as a per-image set",
-        )
-    if "images" not in sections and "annotations" not in sections:
-        raise BadFileError(
-            source.name,
-            "not a COCO file: it has neither 'images' nor 'annotations' "
-            f"(top-level keys: {', '.join(map(str, skeleton)) or 'none'})",
-        )
-    if "images" not in sections:
-        raise BadFileError(source.name, "has 'annotations' but no 'images'; annotations need their images")
-
+    check_shape(source.name, skeleton, sections)
     first_ann = _first_record(sections.get("annotations"))
     first_img = _first_record(sections.get("images"))
     kind = detect_kind(source.name, first_ann, "annotations" in sections)
-    if kind in ("instances", "stuff", "person_keypoints") and "categories" not in sections:
-        article = "an" if kind[0] in "aeiou" else "a"
-        raise BadFileError(source.name, f"{article} {kind} file needs 'categories'; the file has none")
+    check_categories(source.name, kind, sections)
     split = opts.split or source.split or sources.split_from_name(source.name)
     if not split:
         raise BadFileError(
@@ -169,6 +150,40 @@ def plan_file(source: sources.SourceFile, opts: IngestOptions) -> FilePlan:
         records={name: sec.records for name, sec in sections.items()},
         context=ctx,
     )
+
+
+def check_shape(name: str, top: dict, lists, *, per_image_set: bool = False) -> bool:
+    """The one check of a document's top level, for whole documents and per-image sets.
+
+    ``top`` is the top-level object (its record arrays may be emptied), ``lists`` the record
+    sections in it that are arrays. True for a per-image document (``{"image": {...},
+    "annotations": [...]}``), which only a per-image set (``per_image_set``) may hold.
+    """
+    for key in RECORD_SECTIONS:
+        if key in top and key not in lists and top[key] is not None:
+            raise BadFileError(name, f"top-level {key!r} is a {type(top[key]).__name__}, expected a list")
+    if "images" not in lists and type(top.get("image")) is dict:
+        if per_image_set:
+            return True
+        raise BadFileError(
+            name,
+            "a per-image file ({\"image\": {...}, \"annotations\": [...]}, as SA-1B ships): ingest its "
+            "directory, or give --batch-files to read it as a per-image set",
+        )
+    if "images" not in lists and "annotations" not in lists:
+        one = " (or one 'image')" if per_image_set else ""
+        raise BadFileError(name, f"not a COCO file: it has neither 'images'{one} nor 'annotations' "
+                           f"(top-level keys: {', '.join(map(str, top)) or 'none'})")
+    if "images" not in lists:
+        raise BadFileError(name, "has 'annotations' but no 'images'; annotations need their images")
+    return False
+
+
+def check_categories(name: str, kind: str, lists) -> None:
+    """Files of a kind whose annotations name categories must list them."""
+    if kind in ("instances", "stuff", "person_keypoints") and "categories" not in lists:
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise BadFileError(name, f"{article} {kind} file needs 'categories'; the file has none")
 
 
 def _first_record(section):

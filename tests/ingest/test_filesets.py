@@ -254,3 +254,23 @@ def test_duplicate_ids_within_a_file_are_named(tmp_path):
     doc = {**SA1B_DOC, "annotations": SA1B_DOC["annotations"] * 2}
     with pytest.raises(BadFileError, match=r"sa_7.json: 1 duplicate annotation id\(s\) \(70\); ids must be unique"):
         per_image.flatten_document(doc, "sa_7.json")
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"images": [{"id": 1, "file_name": "a.jpg", "height": 2, "width": 2}],
+      "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}]},
+     "an instances file needs 'categories'; the file has none"),
+    ({"annotations": [{"id": 1, "image_id": 1, "caption": "a cat"}]},
+     "has 'annotations' but no 'images'; annotations need their images"),
+    ({"images": {"id": 1}}, "top-level 'images' is a dict, expected a list"),
+])
+def test_a_document_and_a_per_image_set_file_fail_the_same_shape_check(doc, message, tmp_path):
+    from pipeline.ingest import sources, tasks
+
+    path = tmp_path / "x_val2017.json"
+    path.write_text(json.dumps(doc))
+    [sf] = sources.resolve([str(path)], cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(BadFileError, match=f"^x_val2017.json: {message}$"):
+        tasks.plan_file(sf, tasks.IngestOptions())
+    with pytest.raises(BadFileError, match=f"^x_val2017.json: {message}$"):
+        per_image.flatten_document(doc, "x_val2017.json")
