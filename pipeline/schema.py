@@ -1,4 +1,8 @@
-"""One ``pa.schema`` per warehouse table: the contract every writer and reader shares.
+"""One schema per warehouse table: the contract every writer and reader shares.
+
+The columns are plain data (``COLUMNS``, types as text); ``schema_for`` makes the
+``pa.schema`` (pyarrow is imported then), ``columns_for`` gives names and types to readers
+that need no Arrow (the SQL views).
 
 Every table also carries ``source_file`` (the JSON file's name, e.g.
 ``instances_val2017.json``), ``kind`` (instances | stuff | person_keypoints | captions |
@@ -16,9 +20,10 @@ never renumbered. Licence ids are always int64.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 TABLES = ("images", "annotations", "keypoints", "captions", "categories", "licenses", "info", "rejects",
           "predictions", "prediction_matches", "merge_sources")
@@ -46,9 +51,9 @@ SECTION_NOUNS = {"images": "image", "annotations": "annotation", "captions": "ca
                  "categories": "category", "licenses": "license"}
 
 _PROVENANCE = [
-    pa.field("source_file", pa.string(), nullable=False),
-    pa.field("kind", pa.string(), nullable=False),
-    pa.field("record_index", pa.int64(), nullable=False),
+    ("source_file", "string", False),
+    ("kind", "string", False),
+    ("record_index", "int64", False),
 ]
 
 
@@ -93,11 +98,9 @@ class IdTypes:
 
 
 def id_arrow_type(id_type: IdType) -> pa.DataType:
-    if id_type == "int64":
-        return pa.int64()
-    if id_type == "string":
-        return pa.string()
-    raise ValueError(f"unknown id type {id_type!r}")
+    if id_type not in ID_TYPES:
+        raise ValueError(f"unknown id type {id_type!r}")
+    return arrow_type(id_type)
 
 
 # the id space of each id column of each table
@@ -115,202 +118,182 @@ ID_COLUMNS = {
 }
 
 
-def images_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+def _images(id_type: str | IdTypes = "int64") -> list[tuple]:
     ids = IdTypes.parse(id_type)
-    return pa.schema(
-        [
-            pa.field("id", ids.arrow("image"), nullable=False),
-            pa.field("file_name", pa.string()),
-            pa.field("height", pa.int64()),
-            pa.field("width", pa.int64()),
-            pa.field("license", pa.int64()),
-            pa.field("coco_url", pa.string()),
-            pa.field("flickr_url", pa.string()),
-            pa.field("date_captured", pa.string()),
-            # JSON object text of the keys the schema does not know (null when none)
-            pa.field("extra", pa.string()),
-            # JSON object text of known keys whose values did not fit the typed column
-            # (e.g. a float height); restores them exactly on export
-            pa.field("raw", pa.string()),
-            *_PROVENANCE,
-        ]
-    )
+    return [
+        ("id", ids.image, False),
+        ("file_name", "string"),
+        ("height", "int64"),
+        ("width", "int64"),
+        ("license", "int64"),
+        ("coco_url", "string"),
+        ("flickr_url", "string"),
+        ("date_captured", "string"),
+        # JSON object text of the keys the schema does not know (null when none)
+        ("extra", "string"),
+        # JSON object text of known keys whose values did not fit the typed column
+        # (e.g. a float height); restores them exactly on export
+        ("raw", "string"),
+        *_PROVENANCE,
+    ]
 
 
-def annotations_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+def _annotations(id_type: str | IdTypes = "int64") -> list[tuple]:
     ids = IdTypes.parse(id_type)
-    return pa.schema(
-        [
-            pa.field("id", ids.arrow("annotation"), nullable=False),
-            pa.field("image_id", ids.arrow("image")),
-            pa.field("category_id", ids.arrow("category")),
-            pa.field("iscrowd", pa.int32()),
-            pa.field("area", pa.float64()),
-            pa.field("bbox", pa.list_(pa.float64())),
-            # compressed COCO RLE, byte-equal to pycocotools annToRLE(ann)["counts"]
-            pa.field("rle_counts", pa.string()),
-            # [height, width] of the mask
-            pa.field("rle_size", pa.list_(pa.int32())),
-            # pixels in the mask (pycocotools mask.area), computed once at ingest
-            pa.field("mask_area", pa.int64()),
-            # the source polygons (null when the source was RLE or had none)
-            pa.field("polygons", pa.list_(pa.list_(pa.float64()))),
-            pa.field("segmentation_format", pa.string(), nullable=False),
-            pa.field("extra", pa.string()),
-            pa.field("raw", pa.string()),
-            *_PROVENANCE,
-        ]
-    )
+    return [
+        ("id", ids.annotation, False),
+        ("image_id", ids.image),
+        ("category_id", ids.category),
+        ("iscrowd", "int32"),
+        ("area", "double"),
+        ("bbox", "list<double>"),
+        # compressed COCO RLE, byte-equal to pycocotools annToRLE(ann)["counts"]
+        ("rle_counts", "string"),
+        # [height, width] of the mask
+        ("rle_size", "list<int32>"),
+        # pixels in the mask (pycocotools mask.area), computed once at ingest
+        ("mask_area", "int64"),
+        # the source polygons (null when the source was RLE or had none)
+        ("polygons", "list<list<double>>"),
+        ("segmentation_format", "string", False),
+        ("extra", "string"),
+        ("raw", "string"),
+        *_PROVENANCE,
+    ]
 
 
-def keypoints_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+def _keypoints(id_type: str | IdTypes = "int64") -> list[tuple]:
     ids = IdTypes.parse(id_type)
-    return pa.schema(
-        [
-            pa.field("annotation_id", ids.arrow("annotation"), nullable=False),
-            pa.field("image_id", ids.arrow("image")),
-            pa.field("num_keypoints", pa.int64()),
-            # x, y, v per joint; doubles so that datasets with sub-pixel keypoints survive
-            pa.field("keypoints", pa.list_(pa.float64())),
-            *_PROVENANCE,
-        ]
-    )
+    return [
+        ("annotation_id", ids.annotation, False),
+        ("image_id", ids.image),
+        ("num_keypoints", "int64"),
+        # x, y, v per joint; doubles so that datasets with sub-pixel keypoints survive
+        ("keypoints", "list<double>"),
+        *_PROVENANCE,
+    ]
 
 
-def captions_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+def _captions(id_type: str | IdTypes = "int64") -> list[tuple]:
     ids = IdTypes.parse(id_type)
-    return pa.schema(
-        [
-            pa.field("id", ids.arrow("annotation"), nullable=False),
-            pa.field("image_id", ids.arrow("image")),
-            pa.field("caption", pa.string()),
-            pa.field("extra", pa.string()),
-            pa.field("raw", pa.string()),
-            *_PROVENANCE,
-        ]
-    )
+    return [
+        ("id", ids.annotation, False),
+        ("image_id", ids.image),
+        ("caption", "string"),
+        ("extra", "string"),
+        ("raw", "string"),
+        *_PROVENANCE,
+    ]
 
 
-def categories_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+def _categories(id_type: str | IdTypes = "int64") -> list[tuple]:
     ids = IdTypes.parse(id_type)
-    return pa.schema(
-        [
-            pa.field("id", ids.arrow("category"), nullable=False),
-            pa.field("name", pa.string()),
-            pa.field("supercategory", pa.string()),
-            pa.field("keypoints", pa.list_(pa.string())),
-            pa.field("skeleton", pa.list_(pa.list_(pa.int64()))),
-            pa.field("extra", pa.string()),
-            pa.field("raw", pa.string()),
-            *_PROVENANCE,
-        ]
-    )
+    return [
+        ("id", ids.category, False),
+        ("name", "string"),
+        ("supercategory", "string"),
+        ("keypoints", "list<string>"),
+        ("skeleton", "list<list<int64>>"),
+        ("extra", "string"),
+        ("raw", "string"),
+        *_PROVENANCE,
+    ]
 
 
-def licenses_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("id", pa.int64()),
-            pa.field("name", pa.string()),
-            pa.field("url", pa.string()),
-            pa.field("extra", pa.string()),
-            pa.field("raw", pa.string()),
-            *_PROVENANCE,
-        ]
-    )
+def _licenses(id_type: str | IdTypes = "int64") -> list[tuple]:
+    return [
+        ("id", "int64"),
+        ("name", "string"),
+        ("url", "string"),
+        ("extra", "string"),
+        ("raw", "string"),
+        *_PROVENANCE,
+    ]
 
 
-def info_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
-    return pa.schema(
-        [
-            # JSON text of the "info" object (null when the file has none)
-            pa.field("info", pa.string()),
-            # JSON text of the whole top-level object with the record arrays emptied:
-            # keeps the top-level key order and every unknown top-level key
-            pa.field("document", pa.string(), nullable=False),
-            pa.field("id_type", pa.string(), nullable=False),
-            *_PROVENANCE,
-        ]
-    )
+def _info(id_type: str | IdTypes = "int64") -> list[tuple]:
+    return [
+        # JSON text of the "info" object (null when the file has none)
+        ("info", "string"),
+        # JSON text of the whole top-level object with the record arrays emptied:
+        # keeps the top-level key order and every unknown top-level key
+        ("document", "string", False),
+        ("id_type", "string", False),
+        *_PROVENANCE,
+    ]
 
 
-def rejects_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
-    return pa.schema(
-        [
-            # images | annotations | categories | licenses
-            pa.field("section", pa.string(), nullable=False),
-            # the record's id as JSON text (null when it has none)
-            pa.field("record_id", pa.string()),
-            pa.field("reason", pa.string(), nullable=False),
-            # the record as JSON text, cut at 1 MB
-            pa.field("raw", pa.string()),
-            *_PROVENANCE,
-        ]
-    )
+def _rejects(id_type: str | IdTypes = "int64") -> list[tuple]:
+    return [
+        # images | annotations | categories | licenses
+        ("section", "string", False),
+        # the record's id as JSON text (null when it has none)
+        ("record_id", "string"),
+        ("reason", "string", False),
+        # the record as JSON text, cut at 1 MB
+        ("raw", "string"),
+        *_PROVENANCE,
+    ]
 
 
-def predictions_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+def _predictions(id_type: str | IdTypes = "int64") -> list[tuple]:
     """One row per detection of a COCO results file (``cocolake ingest-results``)."""
     ids = IdTypes.parse(id_type)
-    return pa.schema(
-        [
-            # position in the results file + 1: the id pycocotools' loadRes gives it
-            pa.field("id", pa.int64(), nullable=False),
-            pa.field("image_id", ids.arrow("image")),
-            pa.field("category_id", ids.arrow("category")),
-            pa.field("score", pa.float64()),
-            # as given, else derived as loadRes does (from the mask or the keypoints)
-            pa.field("bbox", pa.list_(pa.float64())),
-            # loadRes' area: box w*h when a box is given, else mask pixels, else keypoint extent
-            pa.field("area", pa.float64()),
-            # compressed COCO RLE, encoded exactly as the ground truth's (null without mask)
-            pa.field("rle_counts", pa.string()),
-            pa.field("rle_size", pa.list_(pa.int32())),
-            pa.field("mask_area", pa.int64()),
-            pa.field("keypoints", pa.list_(pa.float64())),
-            pa.field("segmentation_format", pa.string(), nullable=False),
-            # the ground-truth split whose image the detection is on
-            pa.field("split", pa.string(), nullable=False),
-            pa.field("extra", pa.string()),
-            *_PROVENANCE,
-        ]
-    )
+    return [
+        # position in the results file + 1: the id pycocotools' loadRes gives it
+        ("id", "int64", False),
+        ("image_id", ids.image),
+        ("category_id", ids.category),
+        ("score", "double"),
+        # as given, else derived as loadRes does (from the mask or the keypoints)
+        ("bbox", "list<double>"),
+        # loadRes' area: box w*h when a box is given, else mask pixels, else keypoint extent
+        ("area", "double"),
+        # compressed COCO RLE, encoded exactly as the ground truth's (null without mask)
+        ("rle_counts", "string"),
+        ("rle_size", "list<int32>"),
+        ("mask_area", "int64"),
+        ("keypoints", "list<double>"),
+        ("segmentation_format", "string", False),
+        # the ground-truth split whose image the detection is on
+        ("split", "string", False),
+        ("extra", "string"),
+        *_PROVENANCE,
+    ]
 
 
-def prediction_matches_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+def _prediction_matches(id_type: str | IdTypes = "int64") -> list[tuple]:
     """One row per evaluated detection (or unmatched ground truth) and IoU threshold.
 
     Written by ``cocolake evaluate``; a derived table, so it has no source provenance.
     """
     ids = IdTypes.parse(id_type)
-    return pa.schema(
-        [
-            pa.field("iou_type", pa.string(), nullable=False),
-            pa.field("iou_threshold", pa.float64(), nullable=False),
-            # tp | fp | ignored (matched a crowd / ignored ground truth) | fn (gt rows)
-            pa.field("outcome", pa.string(), nullable=False),
-            pa.field("prediction_id", pa.int64()),
-            pa.field("gt_id", ids.arrow("annotation")),
-            pa.field("image_id", ids.arrow("image")),
-            pa.field("category_id", ids.arrow("category")),
-            pa.field("score", pa.float64()),
-            # position of the detection by score within its image and category (0 = best)
-            pa.field("rank", pa.int32()),
-            # IoU (OKS for keypoints) with the matched ground truth
-            pa.field("iou", pa.float64()),
-            # the same-category ground truth that overlaps the detection most, matched or not
-            pa.field("best_gt_id", ids.arrow("annotation")),
-            pa.field("best_iou", pa.float64()),
-            # the ground truth of another category that overlaps it most (bbox and segm)
-            pa.field("other_gt_id", ids.arrow("annotation")),
-            pa.field("other_category_id", ids.arrow("category")),
-            pa.field("other_iou", pa.float64()),
-            pa.field("split", pa.string(), nullable=False),
-        ]
-    )
+    return [
+        ("iou_type", "string", False),
+        ("iou_threshold", "double", False),
+        # tp | fp | ignored (matched a crowd / ignored ground truth) | fn (gt rows)
+        ("outcome", "string", False),
+        ("prediction_id", "int64"),
+        ("gt_id", ids.annotation),
+        ("image_id", ids.image),
+        ("category_id", ids.category),
+        ("score", "double"),
+        # position of the detection by score within its image and category (0 = best)
+        ("rank", "int32"),
+        # IoU (OKS for keypoints) with the matched ground truth
+        ("iou", "double"),
+        # the same-category ground truth that overlaps the detection most, matched or not
+        ("best_gt_id", ids.annotation),
+        ("best_iou", "double"),
+        # the ground truth of another category that overlaps it most (bbox and segm)
+        ("other_gt_id", ids.annotation),
+        ("other_category_id", ids.category),
+        ("other_iou", "double"),
+        ("split", "string", False),
+    ]
 
 
-def merge_sources_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
+def _merge_sources(id_type: str | IdTypes = "int64") -> list[tuple]:
     """One row per id of a merged dataset and a source record it came from (``cocolake merge``).
 
     A derived table: the part's ``source_file`` in the manifest is the source dataset's name.
@@ -318,39 +301,56 @@ def merge_sources_schema(id_type: str | IdTypes = "int64") -> pa.Schema:
     its space's type.
     """
     ids = IdTypes.parse(id_type)
-    return pa.schema(
-        [
-            # images | annotations | captions | categories
-            pa.field("id_space", pa.string(), nullable=False),
-            # the id in the merged dataset: image_id for images, annotation_id for annotations
-            # and captions, category_id for categories
-            pa.field("image_id", ids.arrow("image")),
-            pa.field("annotation_id", ids.arrow("annotation")),
-            pa.field("category_id", ids.arrow("category")),
-            pa.field("source_dataset", pa.string(), nullable=False),
-            # the id in the source dataset, as text ('397133')
-            pa.field("original_id", pa.string(), nullable=False),
-        ]
-    )
+    return [
+        # images | annotations | captions | categories
+        ("id_space", "string", False),
+        # the id in the merged dataset: image_id for images, annotation_id for annotations
+        # and captions, category_id for categories
+        ("image_id", ids.image),
+        ("annotation_id", ids.annotation),
+        ("category_id", ids.category),
+        ("source_dataset", "string", False),
+        # the id in the source dataset, as text ('397133')
+        ("original_id", "string", False),
+    ]
 
 
-SCHEMAS = {
-    "images": images_schema,
-    "annotations": annotations_schema,
-    "keypoints": keypoints_schema,
-    "captions": captions_schema,
-    "categories": categories_schema,
-    "licenses": licenses_schema,
-    "info": info_schema,
-    "rejects": rejects_schema,
-    "predictions": predictions_schema,
-    "prediction_matches": prediction_matches_schema,
-    "merge_sources": merge_sources_schema,
+# each table's columns: (name, type, nullable); types as text (int64, int32, double, string,
+# list<...>), ids in the type of their space
+COLUMNS = {
+    "images": _images,
+    "annotations": _annotations,
+    "keypoints": _keypoints,
+    "captions": _captions,
+    "categories": _categories,
+    "licenses": _licenses,
+    "info": _info,
+    "rejects": _rejects,
+    "predictions": _predictions,
+    "prediction_matches": _prediction_matches,
+    "merge_sources": _merge_sources,
 }
 
 
+def columns_for(table: str, id_type: str | IdTypes = "int64") -> list[tuple[str, str]]:
+    """(name, type text) of each column of ``table``: what a reader needs without pyarrow."""
+    return [(c[0], c[1]) for c in COLUMNS[table](id_type)]
+
+
 def schema_for(table: str, id_type: str | IdTypes = "int64") -> pa.Schema:
-    return SCHEMAS[table](id_type)
+    import pyarrow as pa  # at first use: a SQL query over the warehouse needs only the names
+
+    return pa.schema([pa.field(c[0], arrow_type(c[1]), nullable=c[2] if len(c) > 2 else True)
+                      for c in COLUMNS[table](id_type)])
+
+
+def arrow_type(text: str) -> pa.DataType:
+    """The Arrow type of a column type's text (``list<list<double>>``)."""
+    import pyarrow as pa
+
+    if text.startswith("list<") and text.endswith(">"):
+        return pa.list_(arrow_type(text[5:-1]))
+    return {"int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "string": pa.string()}[text]
 
 
 def empty_table(table: str, id_type: str | IdTypes = "int64") -> pa.Table:

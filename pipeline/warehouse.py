@@ -34,9 +34,7 @@ import logging
 import os
 import re
 import uuid
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 try:
     import fcntl
@@ -47,6 +45,9 @@ from .defaults import name_problem
 from .errors import WarehouseError
 from .manifest import Manifest, Part
 from .schema import PARTITION_KEYS, TABLES, partition_key
+
+if TYPE_CHECKING:  # pyarrow is imported by the functions that read or write parts: a query needs none
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,9 @@ class Warehouse:
 
     def read_table(self, table: str, split: str | None = None, manifest: Manifest | None = None) -> pa.Table:
         """The rows of a table that the manifest lists, in part order (tests and small tables)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         from .schema import schema_for
 
         manifest = manifest or self.require_manifest()
@@ -396,6 +400,8 @@ def _part_sort_key(rel: str):
 
 def write_part(fs, path: str, batches, schema: pa.Schema) -> int:
     """Write record batches/tables to one Parquet file; returns rows (no file when 0 rows)."""
+    import pyarrow.parquet as pq
+
     rows = 0
     writer = None
     f = None

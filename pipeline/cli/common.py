@@ -2,7 +2,10 @@
 
 The connection of a command (read only unless told otherwise), and writing a result as a
 table, CSV, JSON or Parquet, every column of it: repeated column names are made unique
-first, as DuckDB's clients do (``id``, ``id_1``). Imports ``query`` and ``cli.location``.
+first, as DuckDB's clients do (``id``, ``id_1``). A result is an Arrow table, or ``Rows``
+when every column is of a type whose Python values are the same either way (``fetch``):
+writing those needs no pyarrow (and NumPy), whose import costs more than a short query.
+Imports ``query`` and ``cli.location``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import dataclasses
 import datetime as _dt
 import decimal
 import io
@@ -17,11 +21,13 @@ import json
 import math
 import pathlib
 import sys
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .location import settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -118,45 +124,76 @@ def with_unique_names(table: pa.Table) -> pa.Table:
     return table if names == table.column_names else table.rename_columns(names)
 
 
-def _rows(table: pa.Table):
-    """The rows as tuples, by column position."""
-    return zip(*(c.to_pylist() for c in table.columns)) if table.num_columns else iter(())
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """A result as Python values: column names, which columns are numbers, the rows."""
+
+    names: list[str]
+    numeric: list[bool]
+    rows: list[tuple]
 
 
-def to_csv(table: pa.Table) -> str:
-    table = with_unique_names(table)
+# DuckDB types whose values ``fetchall`` gives exactly as Arrow's ``to_pylist`` does
+_PLAIN_TYPES = {"BOOLEAN", "VARCHAR", "DOUBLE", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT",
+                "USMALLINT", "UINTEGER", "UBIGINT"}
+
+
+def fetch(rel) -> Rows | pa.Table:
+    """A relation's result for the writers: ``Rows`` when every column is of a plain type, else Arrow."""
+    types = [str(t) for t in rel.types]
+    if not all(t in _PLAIN_TYPES for t in types):
+        from ..query.compat import fetch_arrow
+
+        return fetch_arrow(rel)
+    return Rows(list(rel.columns), [t not in ("BOOLEAN", "VARCHAR") for t in types], rel.fetchall())
+
+
+def _as_rows(result: Rows | pa.Table, limit: int | None = None) -> tuple[Rows, int]:
+    """``result`` as ``Rows`` with unique names (its first ``limit`` rows), and its row count."""
+    if isinstance(result, Rows):
+        return Rows(unique_names(result.names), result.numeric, result.rows[:limit]), len(result.rows)
+    import pyarrow as pa
+
+    table = with_unique_names(result)
+    part = table if limit is None else table.slice(0, limit)
+    rows = list(zip(*(c.to_pylist() for c in part.columns))) if part.num_columns else []
+    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
+    return Rows(table.column_names, numeric, rows), table.num_rows
+
+
+def to_csv(table: Rows | pa.Table) -> str:
+    result, _ = _as_rows(table)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(table.column_names)
-    for row in _rows(table):
+    w.writerow(result.names)
+    for row in result.rows:
         w.writerow([_cell(v) for v in row])
     return buf.getvalue()
 
 
-def to_json(table: pa.Table) -> str:
+def to_json(table: Rows | pa.Table) -> str:
     """A JSON array of row objects, one row per line."""
-    table = with_unique_names(table)
-    names = table.column_names
-    rows = [json.dumps({k: _plain(v) for k, v in zip(names, r)}, ensure_ascii=False) for r in _rows(table)]
+    result, _ = _as_rows(table)
+    names = result.names
+    rows = [json.dumps({k: _plain(v) for k, v in zip(names, r)}, ensure_ascii=False) for r in result.rows]
     return "[\n" + ",\n".join(rows) + ("\n" if rows else "") + "]\n"
 
 
-def render_table(table: pa.Table, max_rows: int = 50, max_width: int = 40) -> str:
+def render_table(table: Rows | pa.Table, max_rows: int = 50, max_width: int = 40) -> str:
     """A plain-text table: header, rule, rows (cells cut at max_width), and a row count."""
-    table = with_unique_names(table)
-    names = table.column_names
-    shown = _rows(table.slice(0, max_rows))
-    cells = [[_cut(_cell(v) if v is not None else "NULL", max_width) for v in r] for r in shown]
+    result, num_rows = _as_rows(table, max_rows)
+    names = result.names
+    cells = [[_cut(_cell(v) if v is not None else "NULL", max_width) for v in r] for r in result.rows]
     widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
-    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
+    numeric = result.numeric
 
     def line(values):
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
     out = [line(names), line(["-" * w for w in widths])] + [line(r) for r in cells]
-    more = table.num_rows - len(cells)
-    noun = "row" if table.num_rows == 1 else "rows"
-    out.append(f"({table.num_rows} {noun}" + (f", first {len(cells)} shown)" if more > 0 else ")"))
+    more = num_rows - len(cells)
+    noun = "row" if num_rows == 1 else "rows"
+    out.append(f"({num_rows} {noun}" + (f", first {len(cells)} shown)" if more > 0 else ")"))
     return "\n".join(out) + "\n"
 
 
@@ -165,11 +202,18 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def write_result(table: pa.Table, fmt: str | None, out: str | None) -> None:
-    """Write to --out (format from --format or its extension) or standard output."""
+def output_format(fmt: str | None, out: str | None) -> str:
+    """--format, else the one the --out file's extension names, else csv."""
     if fmt is None:
         suffix = pathlib.Path(out).suffix.lower().lstrip(".") if out else ""
         fmt = {"csv": "csv", "json": "json", "parquet": "parquet", "pq": "parquet", "txt": "table"}.get(suffix, "csv")
+    return fmt
+
+
+def write_result(table: pa.Table | Rows, fmt: str | None, out: str | None) -> None:
+    """Write to --out (format from --format or its extension) or standard output; Parquet
+    needs an Arrow table."""
+    fmt = output_format(fmt, out)
     if fmt == "parquet":
         if not out:
             raise ConfigError("--format parquet needs --out FILE (Parquet is binary)")

@@ -13,7 +13,7 @@ import re
 import sys
 
 from ..errors import ConfigError, QueryError
-from .common import add_output_options, connect, read, write_result
+from .common import add_output_options, connect, fetch, output_format, read, write_result
 from .location import add_warehouse_options
 
 
@@ -51,25 +51,28 @@ def read_query(args) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..query.compat import fetch_arrow
     from ..query.views import run_sql
 
     text = read_query(args)
     free = args.allow_external_access
+    # Parquet is written from Arrow; the text formats from plain rows when the types allow
+    rows = fetch_arrow if output_format(args.format, args.out) == "parquet" else fetch
     if free:  # any statement: never run twice
         con = connect(args, restrict=False, for_sql=text)
         try:
-            table = run_sql(con, text, read_only=False)
+            table = run_sql(con, text, read_only=False, fetch=rows)
         finally:
             con.close()
     else:  # read only: run again on the new version if a commit replaced the one opened
         try:
-            table = read(args, lambda con: run_sql(con, text), for_sql=text)
+            table = read(args, lambda con: run_sql(con, text, fetch=rows), for_sql=text)
         except QueryError as err:
             if not re.match(r"(statement \d+: )?Catalog Error", str(err)):
                 raise
             # the connection has only the views the SQL names: DuckDB's "Did you mean" can only
             # suggest those; ask a connection with every view for its hint (reads only, so safe)
-            table = _run_with_every_view(args, text)
+            table = _run_with_every_view(args, text, rows)
     if table is None:
         if args.out:
             raise QueryError("the last statement returns no rows to write")
@@ -78,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_with_every_view(args, text: str):
+def _run_with_every_view(args, text: str, rows):
     from ..query.views import run_sql
 
     con = connect(args, for_sql=None)
     try:
-        return run_sql(con, text)
+        return run_sql(con, text, fetch=rows)
     finally:
         con.close()

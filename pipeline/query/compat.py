@@ -6,7 +6,10 @@ probing the DuckDB API itself. Imports nothing of cocolake.
 
 from __future__ import annotations
 
-import pyarrow as pa
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def fetch_arrow(rel) -> pa.Table:

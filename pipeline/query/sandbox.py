@@ -10,13 +10,17 @@ otherwise) and DuckDB's errors shortened to one line. Imports the shared core an
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from ..errors import QueryError
 from ..warehouse import Manifest, Warehouse
 from .compat import fetch_arrow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # what `cocolake sql` runs unless told --allow-external-access (DESCRIBE, SHOW, SUMMARIZE,
 # FROM ... and WITH ... are SELECT statements too)
@@ -78,8 +82,10 @@ def _one_line(err: Exception) -> str:
     return f"{message} ({where})" if where else message
 
 
-def run_sql(con: duckdb.DuckDBPyConnection, text: str, *, read_only: bool = True) -> pa.Table | None:
-    """Run one or more statements; the last one's rows (None when it returns none).
+def run_sql(con: duckdb.DuckDBPyConnection, text: str, *, read_only: bool = True,
+            fetch: Callable = fetch_arrow) -> pa.Table | None:
+    """Run one or more statements; the last one's rows (None when it returns none), as an
+    Arrow table or what ``fetch(relation)`` makes of them.
 
     ``read_only``: every statement must be a SELECT or EXPLAIN, checked before any runs.
     Errors are one line: the statement's number when there are several, DuckDB's message.
@@ -104,7 +110,7 @@ def run_sql(con: duckdb.DuckDBPyConnection, text: str, *, read_only: bool = True
     for n, st in enumerate(statements, 1):
         try:
             rel = con.sql(st.query)
-            result = fetch_arrow(rel) if rel is not None else None
+            result = fetch(rel) if rel is not None else None
         except duckdb.Error as err:
             prefix = f"statement {n}: " if len(statements) > 1 else ""
             raise QueryError(prefix + _one_line(err)) from None

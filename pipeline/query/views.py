@@ -22,10 +22,9 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import duckdb
-import pyarrow as pa
 
 from ..errors import CocolakeError, QueryError, WarehouseError
-from ..schema import TABLES, partition_key, schema_for
+from ..schema import TABLES, columns_for, partition_key
 from ..warehouse import Manifest, Warehouse
 from .compat import fetch_arrow
 from .sandbox import check_single_select, restrict_to_warehouse, run_sql, short_error
@@ -42,22 +41,17 @@ __all__ = [
 T = TypeVar("T")
 
 
-def _duck_type(t: pa.DataType) -> str:
-    if pa.types.is_int64(t):
-        return "BIGINT"
-    if pa.types.is_int32(t):
-        return "INTEGER"
-    if pa.types.is_float64(t):
-        return "DOUBLE"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "VARCHAR"
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_binary(t):
-        return "BLOB"
-    if pa.types.is_list(t):
-        return _duck_type(t.value_type) + "[]"
-    raise TypeError(f"no DuckDB type for {t}")
+_DUCK_TYPES = {"int64": "BIGINT", "int32": "INTEGER", "double": "DOUBLE", "string": "VARCHAR"}
+
+
+def _duck_type(text: str) -> str:
+    """The DuckDB type of a column type's text (``schema.COLUMNS``): ``list<double>`` -> ``DOUBLE[]``."""
+    if text.startswith("list<") and text.endswith(">"):
+        return _duck_type(text[5:-1]) + "[]"
+    try:
+        return _DUCK_TYPES[text]
+    except KeyError:
+        raise TypeError(f"no DuckDB type for {text}") from None
 
 
 def _quote(s: str) -> str:
@@ -66,14 +60,14 @@ def _quote(s: str) -> str:
 
 def raw_relation_sql(wh: Warehouse, manifest: Manifest, table: str) -> str:
     """SELECT over the parts of ``table`` that the manifest lists (typed empty relation if none)."""
-    schema = schema_for(table, manifest.id_types())
+    schema = columns_for(table, manifest.id_types())
     key = partition_key(table)  # the Hive partition column: split, or run for model results
     files = sorted(manifest.files(table), key=lambda r: (r.split("/part-")[0], r))
     if not files:
-        cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in schema)
+        cols = ", ".join(f"CAST(NULL AS {_duck_type(t)}) AS {name}" for name, t in schema)
         return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS {key} WHERE false"
     listing = ", ".join(_quote(wh.url(r)) for r in files)
-    cols = ", ".join(f"CAST({f.name} AS {_duck_type(f.type)}) AS {f.name}" for f in schema)
+    cols = ", ".join(f"CAST({name} AS {_duck_type(t)}) AS {name}" for name, t in schema)
     return (
         f"SELECT {cols}, CAST({key} AS VARCHAR) AS {key} FROM read_parquet([{listing}], "
         "hive_partitioning = true, union_by_name = true)"
