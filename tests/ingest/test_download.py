@@ -46,7 +46,8 @@ def test_with_retries_lets_other_errors_through_at_once():
         download.with_retries(attempt, retries=5, delay=lambda n: 0.0,
                               give_up=lambda err, n: SourceError("u", "gave up"))
     assert calls == [0, 1]
-    assert download.with_retries(lambda n: n, retries=0, delay=lambda n: 0.0, give_up=None) == 0
+    assert download.with_retries(lambda n: n, retries=0, delay=lambda n: 0.0,
+                                 give_up=lambda err, n: SourceError("u", "gave up")) == 0
 
 
 # ------------------------------------------------------------------------------ http: download
