@@ -1,8 +1,8 @@
 """id_types: the type of each id space, decided per file and kept to one per dataset.
 
 Input: the first records of a file (``decide``), then what every source of an ingest and
-the warehouse's manifest say (``merge``, ``complete``; ``ingest.resolve_id_types`` runs
-them over the files of an ingest, ``filesets.check_sets`` over per-image sets).
+the warehouse's manifest say (``merge``, ``complete``; ``ingest.validate.resolve_id_types``
+runs them over the files of an ingest, ``filesets.check_sets`` over per-image sets).
 Output: the ``schema.IdTypes`` of each source, complete (every space int64 or string).
 
 A file's image, annotation and category ids are typed apart: converted datasets often

@@ -1,21 +1,15 @@
-"""runner: picks a scheduler, computes the ingest graphs, validates, commits.
+"""run: picks a scheduler, computes the ingest graphs, validates, commits.
 
 The only place (with the CLI) that chooses where the graph runs:
 ``workers=1`` → Dask's synchronous scheduler (debuggable, no processes);
 ``scheduler="tcp://host:port"`` → an existing distributed cluster;
 otherwise a local cluster of one single-threaded worker process per core.
 
-A run either commits a new warehouse version or leaves the previous one as it was: on
-any error the parts it wrote are removed and nothing is committed. A run killed outright
-(SIGKILL, power loss) leaves its parts behind unreferenced: readers never see them (they
-read the manifest's parts only) and the next commit's garbage collection removes them.
-
-Test hook: ``COCOLAKE_TEST_PAUSE_AT=<stage>`` makes the run write the file named by
-``COCOLAKE_TEST_PAUSE_FILE`` and wait at that stage until the file is deleted, so that a
-test can kill it or read the warehouse at a known point (tests/system/test_crash.py). Stages:
-``scan`` (sources planned), ``ingest:<n>`` (n ingest tasks done, their parts written),
-``commit`` (every part written, manifest not yet), ``gc`` (manifest written, garbage not
-yet collected).
+A run either commits a new warehouse version or leaves the previous one as it was
+(``Warehouse.transaction``): on any error the parts it wrote are removed and nothing is
+committed. A run killed outright (SIGKILL, power loss) leaves its parts behind
+unreferenced: readers never see them and the next commit's garbage collection removes them.
+Imports the core, ``query`` (the summary's counts) and the modules of ``ingest``.
 """
 
 from __future__ import annotations
@@ -37,11 +31,11 @@ import dask
 from . import filesets as per_image, sources
 from ..query import views
 from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, OnBadRecord
-from ..errors import BadFileError, ClusterError, CocolakeError, ConfigError
+from ..errors import ClusterError, CocolakeError, ConfigError
 from .graph import ingest_graph, plan_graph
-from .tasks import IngestOptions, resolve_id_types
+from .tasks import IngestOptions
+from .validate import check_duplicates, check_unique_files, resolve_id_types
 from ..warehouse import Part, Warehouse
-from ..schema import SECTION_NOUNS
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +214,12 @@ _WORKER_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 
 
 
 def _test_pause(stage: str) -> None:
-    """The test hook of the module docstring; nothing unless COCOLAKE_TEST_PAUSE_AT names ``stage``."""
+    """Nothing, unless ``COCOLAKE_TEST_PAUSE_AT`` names ``stage``: then write the file named by
+    ``COCOLAKE_TEST_PAUSE_FILE`` and wait until it is deleted, so that a test can kill the run
+    or read the warehouse at a known point (tests/system/test_crash.py). Stages: ``scan``
+    (sources planned), ``ingest:<n>`` (n ingest tasks done, their parts written), ``commit``
+    (every part written, manifest not yet), ``gc`` (manifest written, garbage not yet collected).
+    """
     if os.environ.get("COCOLAKE_TEST_PAUSE_AT") != stage:
         return
     marker = os.environ["COCOLAKE_TEST_PAUSE_FILE"]
@@ -343,7 +342,7 @@ def run_ingest(
             run_id = uuid.uuid4().hex[:12]  # task keys only (see graph); part names stay deterministic
             plans = compute(plan_graph(source_files, opts, run_id), client, progress, "scan")
             _test_pause("scan")
-            _check_unique_files(plans, sets)
+            check_unique_files(plans, sets)
             manifest = wh.read_manifest()
             replaced = {(p.split, p.source.name) for p in plans} | {(s.split, s.name) for s in sets}
             resolved = resolve_id_types(plans, manifest, replaced)
@@ -354,7 +353,7 @@ def run_ingest(
         # the client (and a local cluster) is closed: no task of this run runs any more
         set_types = per_image.check_sets(sets, graph.meta, results, resolved)
         parts, rows, file_rows, rejects = _collect(graph, results, plans, set_types)
-        _check_duplicates(graph, results)
+        check_duplicates(graph, results)
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         src_meta = [
             {
@@ -389,17 +388,6 @@ def run_ingest(
     )
 
 
-def _check_unique_files(plans, sets=()) -> None:
-    seen: dict[tuple[str, str], str] = {}
-    for split, name, url in [(p.split, p.source.name, p.source.url) for p in plans] + [
-        (s.split, s.name, s.url) for s in sets
-    ]:
-        key = (split, name)
-        if key in seen:
-            raise ConfigError(f"two sources give {name} for split {split}: {seen[key]} and {url}")
-        seen[key] = url
-
-
 def _collect(graph, results, plans, set_types=None):
     kinds = {p.source.name: p.id_types.text() for p in plans} | dict(set_types or {})
     parts: list[Part] = []
@@ -422,23 +410,3 @@ def _collect(graph, results, plans, set_types=None):
     for part in graph.info_parts:
         parts.append(part)
     return parts, rows, file_rows, rejects
-
-
-def _check_duplicates(graph, results) -> None:
-    """Duplicate ids within one file's section fail the file (they would collapse silently)."""
-    groups: dict[tuple[str, str], list] = {}
-    for meta, res in zip(graph.meta, results):
-        if meta.what == "chunk" and meta.section in ("images", "annotations", "categories"):
-            groups.setdefault((meta.source_file, meta.section), []).append(res.ids)
-    for (source_file, section), parts in groups.items():
-        count, examples = per_image.duplicate_ids(parts)
-        if count:
-            _raise_dup(source_file, section, examples, count)
-
-
-def _raise_dup(source_file, section, examples, count) -> None:
-    noun = SECTION_NOUNS[section]
-    shown = ", ".join(map(repr, examples))
-    raise BadFileError(
-        source_file, f"{count} duplicate {noun} id(s) ({shown}); ids must be unique within a file"
-    )

@@ -219,18 +219,6 @@ def detect_kind(name: str, first_annotation, has_annotations: bool) -> Kind:
     return "instances"
 
 
-def resolve_id_types(plans: list[FilePlan], manifest, replaced: set[tuple[str, str]]) -> id_types.Resolved:
-    """Check that the plans agree with each other and with the warehouse (but the files
-    they replace) on each id space's type, and fill the spaces a file does not decide.
-    Returns what the plans and the warehouse decide (``id_types.merge``)."""
-    decided = [id_types.Decided(p.source.name, p.id_types, p.context.id_origins) for p in plans]
-    resolved = id_types.merge(decided, id_types.known_types(manifest, replaced))
-    for plan, src in zip(plans, decided):
-        plan.id_types = id_types.complete(src, resolved)
-        plan.context = dataclasses.replace(plan.context, id_types=plan.id_types)
-    return resolved
-
-
 _SECTION_SPACE = {"images": "image", "annotations": "annotation", "captions": "annotation", "categories": "category"}
 
 

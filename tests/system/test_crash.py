@@ -1,7 +1,7 @@
 """Crashes and concurrent readers: the real ``cocolake ingest`` killed at known points.
 
-The runner's test hook (``COCOLAKE_TEST_PAUSE_AT``, see pipeline/runner.py) makes the
-command write a marker file and wait at a named stage; the test then kills its whole
+The ingest's test hook (``COCOLAKE_TEST_PAUSE_AT``, see ``_test_pause`` in
+pipeline/ingest/run.py) makes the command write a marker file and wait at a named stage; the test then kills its whole
 process group or reads the warehouse while it waits. The warehouse starts at a committed
 version made of coco-mini; the killed run re-ingests ``instances_val2017.json`` with other
 content (its first 40 images), so an old and a new version differ in every table it feeds.

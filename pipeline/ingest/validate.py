@@ -1,0 +1,61 @@
+"""validate: the checks of an ingest across its files, chunks and batches.
+
+Two sources that give one file name for one split; each id space's type, over the files of
+the run and those the dataset keeps (``resolve_id_types``, before any chunk runs); ids
+that repeat within one file's section, over the ids its chunks return. Per-image sets are
+checked by ``filesets.check_sets``. Imports the core, ``tasks`` and ``filesets``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .. import id_types
+from ..errors import BadFileError, ConfigError
+from ..schema import SECTION_NOUNS
+from .filesets import duplicate_ids
+from .tasks import FilePlan
+
+
+def check_unique_files(plans, sets=()) -> None:
+    """Two sources giving one file name for one split fail the run (the second would replace the first)."""
+    seen: dict[tuple[str, str], str] = {}
+    for split, name, url in [(p.split, p.source.name, p.source.url) for p in plans] + [
+        (s.split, s.name, s.url) for s in sets
+    ]:
+        key = (split, name)
+        if key in seen:
+            raise ConfigError(f"two sources give {name} for split {split}: {seen[key]} and {url}")
+        seen[key] = url
+
+
+def resolve_id_types(plans: list[FilePlan], manifest, replaced: set[tuple[str, str]]) -> id_types.Resolved:
+    """Check that the plans agree with each other and with the warehouse (but the files
+    they replace) on each id space's type, and fill the spaces a file does not decide.
+    Returns what the plans and the warehouse decide (``id_types.merge``)."""
+    decided = [id_types.Decided(p.source.name, p.id_types, p.context.id_origins) for p in plans]
+    resolved = id_types.merge(decided, id_types.known_types(manifest, replaced))
+    for plan, src in zip(plans, decided):
+        plan.id_types = id_types.complete(src, resolved)
+        plan.context = dataclasses.replace(plan.context, id_types=plan.id_types)
+    return resolved
+
+
+def check_duplicates(graph, results) -> None:
+    """Duplicate ids within one file's section fail the file (they would collapse silently)."""
+    groups: dict[tuple[str, str], list] = {}
+    for meta, res in zip(graph.meta, results):
+        if meta.what == "chunk" and meta.section in ("images", "annotations", "categories"):
+            groups.setdefault((meta.source_file, meta.section), []).append(res.ids)
+    for (source_file, section), parts in groups.items():
+        count, examples = duplicate_ids(parts)
+        if count:
+            _raise_duplicates(source_file, section, examples, count)
+
+
+def _raise_duplicates(source_file, section, examples, count) -> None:
+    noun = SECTION_NOUNS[section]
+    shown = ", ".join(map(repr, examples))
+    raise BadFileError(
+        source_file, f"{count} duplicate {noun} id(s) ({shown}); ids must be unique within a file"
+    )
