@@ -75,6 +75,15 @@ def raw_relation_sql(wh: Warehouse, manifest: Manifest, table: str) -> str:
 
 
 _VIEW_REF = re.compile(r"\b([a-z_][a-z0-9_]*)\b")
+# what names no relation a view reads: comment lines, string literals, the alias after AS
+# (``count(*) AS images``) and a qualified column (``p.images``); what remains names a
+# superset of the views it reads
+_NOT_READ = re.compile(r"^\s*--.*$|'(?:[^']|'')*'|\bas\s+[a-z_][a-z0-9_]*|\.[a-z_][a-z0-9_]*", re.M)
+
+
+def _read_names(text: str) -> set[str]:
+    """The identifiers of a view's SQL that may name a relation it reads (lower case)."""
+    return set(_VIEW_REF.findall(_NOT_READ.sub(" ", text.lower())))
 
 
 def _view_order(files: dict[str, SqlFile], only: Iterable[str] | None = None) -> list[str]:
@@ -82,7 +91,7 @@ def _view_order(files: dict[str, SqlFile], only: Iterable[str] | None = None) ->
 
     ``only``: just these names (those that are views) and the views they read.
     """
-    deps = {n: {m for m in _VIEW_REF.findall(f.text.lower()) if m in files and m != n} for n, f in files.items()}
+    deps = {n: {m for m in _read_names(f.text) if m in files and m != n} for n, f in files.items()}
     order: list[str] = []
     state: dict[str, int] = {}
 
@@ -256,7 +265,7 @@ def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | Non
     if raw_for is not None:
         names = set(raw_for)
         for name in _view_order(files, only):
-            names |= mentioned_names(files[name].text)
+            names |= _read_names(files[name].text)
         tables = tuple(t for t in TABLES if f"raw_{t}" in names)
     for table in tables:
         try:
