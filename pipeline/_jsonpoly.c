@@ -1,4 +1,4 @@
-/* Polygon segmentations read straight from JSON text into flat float64 arrays.
+/* Polygon segmentations and bboxes read straight from JSON text into flat float64 arrays.
  *
  * Input: the bytes between the records of one JSON array (a chunk), framed here as the text
  * of an array "[" + records + "]" in a new bytes object, the one copy made. For every
@@ -8,9 +8,11 @@
  * the coordinates go to a float64 array with part offsets and annotation part offsets,
  * the element's position goes to a row list, and the value is overwritten in the text by
  * "[]" and spaces (same length: every other byte keeps its offset), so that a JSON parser
- * run on the text afterwards builds no number object for it. Anything else is left as it
- * is, for the caller's own parser. When the text is not well formed (as far as this walk
- * sees), nothing is extracted and the text is as written.
+ * run on the text afterwards builds no number object for it. A key "bbox" of such an object
+ * (again exactly one, without escapes) whose value is [number, number, number, number] is
+ * read the same way, into a row list and 4 float64 per row. Anything else is left as it is,
+ * for the caller's own parser. When the text is not well formed (as far as this walk sees),
+ * nothing is extracted and the text is as written.
  *
  * Exactness. Every value equals Python's float() of the literal (the correctly rounded
  * double), except that an integer literal of value zero ("-0") gives +0.0, as the int a
@@ -216,7 +218,25 @@ static int parse_number(ptr p, ptr end, double *out, ptr *next) {
 
 typedef struct {
     Vec rows, coords, parts, anns, spans; /* int64, float64, int64, int64, (int64 start, end) */
+    Vec box_rows, boxes;                  /* int64, float64 x 4 */
 } Out;
+
+/* p at '[' of a bbox value: 1 with its 4 numbers in box and *next after the value when it
+ * is [number, number, number, number], 0 when not, -1 on a Python error. */
+static int strict_box(ptr p, ptr end, double box[4], ptr *next) {
+    if (p >= end || *p != '[') return 0;
+    p = ws(p + 1, end);
+    for (int k = 0; k < 4; k++) {
+        ptr after;
+        int r = parse_number(p, end, &box[k], &after);
+        if (r <= 0) return r;
+        p = ws(after, end);
+        if (p >= end || *p != (k < 3 ? ',' : ']')) return 0;
+        p = ws(p + 1, end);
+    }
+    *next = p;
+    return 1;
+}
 
 /* p at '[' of a segmentation value: 1 with the coordinates appended and *next after the
  * value when it has the strict form, 0 when not (appended items are the caller's to drop),
@@ -263,8 +283,9 @@ nomem:
  * Python error. Extracts the record's polygons when it qualifies. */
 static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next) {
     size_t ncoords = o->coords.len, nparts = o->parts.len;
-    int seen = 0, escaped_key = 0, strict = 0;
-    ptr seg_start = NULL, seg_end = NULL;
+    int seen = 0, escaped_key = 0, strict = 0, box_seen = 0, box_strict = 0;
+    ptr seg_start = NULL, seg_end = NULL, box_start = NULL, box_end = NULL;
+    double box[4];
     p = ws(p + 1, end);
     if (p < end && *p == '}') {
         *next = p + 1;
@@ -278,6 +299,7 @@ static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next)
         if (!after) return 0;
         escaped_key |= escaped;
         int is_seg = !escaped && after - 1 - key == 12 && memcmp(key, "segmentation", 12) == 0;
+        int is_box = !escaped && after - 1 - key == 4 && memcmp(key, "bbox", 4) == 0;
         p = ws(after, end);
         if (p >= end || *p != ':') return 0;
         p = ws(p + 1, end);
@@ -289,6 +311,18 @@ static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next)
                 strict = 1;
                 seg_start = p;
                 seg_end = value_end;
+                p = value_end;
+            } else {
+                p = skip_value(p, end);
+            }
+        } else if (is_box && ++box_seen == 1) {
+            ptr value_end;
+            int r = strict_box(p, end, box, &value_end);
+            if (r < 0) return -1;
+            if (r == 1) {
+                box_strict = 1;
+                box_start = p;
+                box_end = value_end;
                 p = value_end;
             } else {
                 p = skip_value(p, end);
@@ -315,6 +349,13 @@ static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next)
     } else {
         o->coords.len = ncoords;
         o->parts.len = nparts;
+    }
+    if (box_strict && box_seen == 1 && !escaped_key) {
+        if (push_i64(&o->box_rows, row) < 0 || vec_push(&o->boxes, box, sizeof box) < 0 ||
+            push_i64(&o->spans, (int64_t)(box_start - base)) < 0 || push_i64(&o->spans, (int64_t)(box_end - base)) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
     }
     return 1;
 }
@@ -355,7 +396,8 @@ PyDoc_STRVAR(extract_doc,
              "chunk: the bytes between records of one JSON array (as parse_chunk gets them). text:\n"
              "\"[\" + the records + \"]\" as new bytes, the values of the polygons read overwritten by [] and\n"
              "spaces; polygons: None, or bytes of int64 row positions, float64 coordinates, int64 part\n"
-             "offsets (from 0) and int64 annotation part offsets (from 0). None when the chunk holds no\n"
+             "offsets (from 0) and int64 annotation part offsets (from 0), then of the int64 row positions\n"
+             "and float64 [x, y, width, height] of the bboxes read. None when the chunk holds no\n"
              "record. Nothing is read (polygons None, text as written) when the text is not well formed.");
 
 static int is_ws(unsigned char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
@@ -392,7 +434,7 @@ static PyObject *extract(PyObject *self, PyObject *arg) {
     int r = push_i64(&o.parts, 0) < 0 || push_i64(&o.anns, 0) < 0 ? -2 : walk(base, base + (b - a + 2), &o);
     if (r == -2) {
         PyErr_NoMemory();
-    } else if (r == 0 || (r == 1 && o.rows.len == 0)) {
+    } else if (r == 0 || (r == 1 && o.rows.len == 0 && o.box_rows.len == 0)) {
         found = Py_None;
         Py_INCREF(found);
     } else if (r == 1) {
@@ -404,13 +446,12 @@ static PyObject *extract(PyObject *self, PyObject *arg) {
             s[1] = ']';
             memset(s + 2, ' ', (size_t)(e - s - 2));
         }
-        PyObject *rows = as_bytes(&o.rows), *coords = as_bytes(&o.coords), *parts = as_bytes(&o.parts),
-                 *anns = as_bytes(&o.anns);
-        if (rows && coords && parts && anns) found = PyTuple_Pack(4, rows, coords, parts, anns);
-        Py_XDECREF(rows);
-        Py_XDECREF(coords);
-        Py_XDECREF(parts);
-        Py_XDECREF(anns);
+        Vec *vecs[6] = {&o.rows, &o.coords, &o.parts, &o.anns, &o.box_rows, &o.boxes};
+        PyObject *items[6];
+        int ok = 1;
+        for (int k = 0; k < 6; k++) ok &= (items[k] = as_bytes(vecs[k])) != NULL;
+        if (ok) found = PyTuple_Pack(6, items[0], items[1], items[2], items[3], items[4], items[5]);
+        for (int k = 0; k < 6; k++) Py_XDECREF(items[k]);
     }
     if (found) res = PyTuple_Pack(2, text, found);
     Py_XDECREF(found);
@@ -420,6 +461,8 @@ static PyObject *extract(PyObject *self, PyObject *arg) {
     free(o.parts.data);
     free(o.anns.data);
     free(o.spans.data);
+    free(o.box_rows.data);
+    free(o.boxes.data);
     return res;
 }
 

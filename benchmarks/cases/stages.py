@@ -11,7 +11,7 @@ duplicate-id check, building the graph).
 |---|---|
 | read | ``split.iter_blocks`` (the scan's reads), ``sources.read_range`` (the chunks' reads) |
 | split/scan | ``split.scan_document`` |
-| parse | ``parse.parse_chunk``, ``parse.parse_with_polygons`` (JSON bytes to Python objects, polygons to arrays) |
+| parse | ``parse.parse_chunk``, ``parse.parse_with_geometry`` (JSON bytes to Python objects, polygons and bboxes to arrays) |
 | flatten | ``flatten.flatten_*`` (validation, Arrow columns) |
 | RLE | ``masks``: ``encode_polygon_batch``, ``encode_rle_batch`` (validation, encoding and each mask's area) |
 | write | ``warehouse.write_part`` (Parquet, zstd) |
@@ -50,7 +50,7 @@ TIMED = (
     ("pipeline.ingest.sources", "read_range", "read"),
     ("pipeline.ingest.scan", "scan_document", "split/scan"),
     ("pipeline.ingest.parse", "parse_chunk", "parse"),
-    ("pipeline.ingest.parse", "parse_with_polygons", "parse"),
+    ("pipeline.ingest.parse", "parse_with_geometry", "parse"),
     ("pipeline.ingest.flatten", "flatten_images", "flatten"),
     ("pipeline.ingest.flatten", "flatten_annotations", "flatten"),
     ("pipeline.ingest.flatten", "flatten_categories", "flatten"),

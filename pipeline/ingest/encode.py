@@ -151,9 +151,9 @@ def encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> Masks:
     return Masks(rle_counts, rle_size, polygons, fmt, bad, areas)
 
 
-def gather_polygons(polygons, listed: list[int], seg_value: list):
-    """``encode_masks``' ``poly`` for the polygon rows in row order: the rows of ``polygons``
-    (a ``parse.Polygons`` or None) and the ``listed`` rows, whose polygons are the lists in
+def gather_polygons(geometry, listed: list[int], seg_value: list):
+    """``encode_masks``' ``poly`` for the polygon rows in row order: the rows of ``geometry``
+    (a ``parse.Geometry`` or None) and the ``listed`` rows, whose polygons are the lists in
     ``seg_value``; None when a listed coordinate is not a number or beyond float64."""
     flat: list = []
     part_offsets, ann_parts = [0], [0]
@@ -168,17 +168,17 @@ def gather_polygons(polygons, listed: list[int], seg_value: list):
         listed_coords = np.array(flat, dtype=np.float64)
     except OverflowError:
         return None
-    if polygons is None:
+    if geometry is None:
         return listed_coords, np.array(part_offsets, np.int64), np.array(ann_parts, np.int64)
     if not listed:
-        return polygons.coords, polygons.part_offsets, polygons.ann_parts
+        return geometry.coords, geometry.part_offsets, geometry.ann_parts
     # both kinds in one chunk (rare): gather the rows' parts in row order
-    sources = [(int(i), k, polygons) for k, i in enumerate(polygons.rows.tolist())]
+    sources = [(int(i), k, geometry) for k, i in enumerate(geometry.rows.tolist())]
     sources += [(i, k, None) for k, i in enumerate(listed)]
     listed_po, listed_ap = np.array(part_offsets, np.int64), np.array(ann_parts, np.int64)
     pieces, lengths, nparts = [], [], []
     for _, k, src in sorted(sources, key=lambda t: t[0]):
-        coords, po, ap = (polygons.coords, polygons.part_offsets, polygons.ann_parts) if src is not None else (
+        coords, po, ap = (geometry.coords, geometry.part_offsets, geometry.ann_parts) if src is not None else (
             listed_coords, listed_po, listed_ap)
         bounds = po[ap[k]:ap[k + 1] + 1]
         pieces.append(coords[bounds[0]:bounds[-1]])

@@ -10,12 +10,13 @@ cannot hold exactly goes to ``raw`` and every unknown key to ``extra`` (JSON tex
 export writes the source back; a bad record raises ``BadRecordError`` naming file, record
 and problem, or becomes a ``rejects`` row when the policy is ``skip``. Instances take a
 fast path (whole-chunk checks) that hands any unusual chunk to the exact path; both give
-the same rows. Masks are encoded by ``encode``; polygons read from the bytes by
-``parse.parse_with_polygons`` come in as flat arrays. Imports ``records``, ``encode``, ``parse``.
+the same rows. Masks are encoded by ``encode``; polygons and bboxes read from the bytes by
+``parse.parse_with_geometry`` come in as flat arrays. Imports ``records``, ``encode``, ``parse``.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ import pyarrow as pa
 from ..errors import BadFileError
 from ..jsontext import dumps_text as _dumps
 from .encode import bbox_array, classify_segmentation, encode_masks, gather_polygons
-from .parse import Polygons
+from .parse import Geometry
 from .records import (
     EXACT, KNOWN_KEYS, NUMBER_TYPES, BadValue, Collector, FileContext, Flat, ImageSizes, arrow_table, check_id,
     check_keypoints, extra_text, is_bbox, is_exact_num, is_int, is_num, is_str, short, typed,
@@ -34,13 +35,13 @@ from .records import (
 
 
 def flatten_section(section: str, records: list, ctx: FileContext, sizes: ImageSizes | None = None,
-                    first_index: int = 0, polygons: Polygons | None = None) -> Flat:
+                    first_index: int = 0, geometry: Geometry | None = None) -> Flat:
     """The records of one top-level section of a document: images, annotations, categories or
-    licenses; ``polygons``: the annotations' polygons read by ``parse.parse_with_polygons``."""
+    licenses; ``geometry``: the annotations' polygons and bboxes read by ``parse.parse_with_geometry``."""
     if section == "images":
         return flatten_images(records, ctx, first_index)
     if section == "annotations":
-        return flatten_annotations(records, ctx, sizes, first_index, polygons)
+        return flatten_annotations(records, ctx, sizes, first_index, geometry)
     if section == "categories":
         return flatten_categories(records, ctx, first_index)
     if section == "licenses":
@@ -131,15 +132,15 @@ def flatten_licenses(records: list, ctx: FileContext, first_index: int = 0) -> F
 
 
 def flatten_annotations(records: list, ctx: FileContext, sizes: ImageSizes, first_index: int = 0,
-                        polygons: Polygons | None = None) -> Flat:
-    """Annotation rows; records whose polygons are in ``polygons`` hold [] as segmentation,
-    and any path but the fast one reads the records as written (``polygons.original``)."""
+                        geometry: Geometry | None = None) -> Flat:
+    """Annotation rows; records whose polygons or bbox are in ``geometry`` hold [] there, and
+    any path but the fast one reads the records as written (``geometry.original``)."""
     if ctx.kind == "captions":
-        return _flatten_captions(records if polygons is None else polygons.original(), ctx, sizes, first_index)
-    fast = flatten_instances_fast(records, ctx, sizes, first_index, polygons)
+        return _flatten_captions(records if geometry is None else geometry.original(), ctx, sizes, first_index)
+    fast = flatten_instances_fast(records, ctx, sizes, first_index, geometry)
     if fast is not None:
         return fast
-    return flatten_instances_exact(records if polygons is None else polygons.original(), ctx, sizes, first_index)
+    return flatten_instances_exact(records if geometry is None else geometry.original(), ctx, sizes, first_index)
 
 
 def _check_refs(rec: dict, ctx: FileContext, found: bool) -> None:
@@ -294,11 +295,11 @@ def flatten_instances_exact(records: list, ctx: FileContext, sizes: ImageSizes, 
 
 
 def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, first_index: int = 0,
-                           polygons: Polygons | None = None) -> Flat | None:
+                           geometry: Geometry | None = None) -> Flat | None:
     """The common case with list comprehensions and Arrow conversions instead of a check
     per field per record; None as soon as anything is unusual, and the exact path then
     finds, names and rejects the culprit. Both paths give the same rows for good input.
-    The rows in ``polygons`` take their polygons from its arrays.
+    The rows in ``geometry`` take their polygons and bboxes from its arrays.
     """
     n = len(records)
     if n == 0 or not all(type(r) is dict for r in records):
@@ -321,7 +322,6 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
         return None
     crowd = [r.get("iscrowd") for r in records]
     areas = [r.get("area") for r in records]
-    bboxes = [r.get("bbox") for r in records]
     if set(map(type, crowd)) != {int} or not set(map(type, areas)) <= NUMBER_TYPES:
         return None
     crowd_np = np.array(crowd, dtype=np.int64)
@@ -333,14 +333,8 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
         return None
     if (np.abs(area_np) > EXACT).any():  # maybe integers a float64 cannot hold: the exact path
         return None
-    if set(map(type, bboxes)) != {list} or set(map(len, bboxes)) != {4}:
-        return None
-    bflat = [x for b in bboxes for x in b]
-    if not set(map(type, bflat)) <= NUMBER_TYPES:
-        return None
-    try:
-        bnp = np.array(bflat, dtype=np.float64)
-    except OverflowError:
+    bnp = _bboxes(records, geometry)
+    if bnp is None:
         return None
     if not np.isfinite(bnp).all() or (bnp.reshape(-1, 4)[:, 2:] < 0).any() or (np.abs(bnp) > EXACT).any():
         return None
@@ -352,8 +346,8 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
     seg_kind: list = ["polygon"] * n
     seg_value: list = [None] * n
     others = range(n)
-    if polygons is not None:
-        rows = polygons.rows
+    if geometry is not None:
+        rows = geometry.rows
         if len(rows) and ((heights[rows] <= 0) | (widths[rows] <= 0)).any():
             return None
         rest = np.ones(n, dtype=bool)
@@ -372,7 +366,7 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
                 seg_kind[i], seg_value[i] = classify_segmentation(records[i], hl[i], wl[i])
             except BadValue:
                 return None
-    poly = gather_polygons(polygons, listed, seg_value)
+    poly = gather_polygons(geometry, listed, seg_value)
     if poly is None:
         return None
 
@@ -407,7 +401,8 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
         "mask_area": m.area_column(),
         "polygons": m.polygons,
         "segmentation_format": m.fmt,
-        "extra": [None if r.keys() <= known else extra_text(r, known) for r in records],
+        "extra": (pa.nulls(n, pa.string()) if set(itertools.chain.from_iterable(records)) <= known
+                  else [None if r.keys() <= known else extra_text(r, known) for r in records]),
         "raw": pa.nulls(n, pa.string()),
     }
     keep = list(range(n))
@@ -415,3 +410,33 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
     if with_kp:
         tables["keypoints"] = arrow_table("keypoints", kp_rows, ctx, first_index, kp_keep)
     return Flat(tables, [])
+
+
+def _bboxes(records: list, geometry: Geometry | None) -> np.ndarray | None:
+    """The bbox numbers of every record, 4 per row in one float64 array: from ``geometry``
+    where it has them, else from the records' lists; None when a record's bbox is not a list
+    of 4 numbers or holds an integer beyond float64."""
+    n = len(records)
+    if geometry is not None and len(geometry.box_rows) == n:
+        return geometry.boxes.reshape(-1)
+    rest = range(n)
+    if geometry is not None and len(geometry.box_rows):
+        listed = np.ones(n, dtype=bool)
+        listed[geometry.box_rows] = False
+        rest = np.flatnonzero(listed).tolist()
+    bboxes = [records[i].get("bbox") for i in rest]
+    if set(map(type, bboxes)) != {list} or set(map(len, bboxes)) != {4}:
+        return None
+    bflat = [x for b in bboxes for x in b]
+    if not set(map(type, bflat)) <= NUMBER_TYPES:
+        return None
+    try:
+        listed_np = np.array(bflat, dtype=np.float64)
+    except OverflowError:
+        return None
+    if geometry is None or not len(geometry.box_rows):
+        return listed_np
+    out = np.empty((n, 4), np.float64)
+    out[geometry.box_rows] = geometry.boxes
+    out[rest] = listed_np.reshape(-1, 4)
+    return out.reshape(-1)

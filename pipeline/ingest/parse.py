@@ -3,10 +3,10 @@
 Input: bytes between records of one top-level array (from ``scan``), the file's name, the
 section and the chunk's byte offset (for messages). Output: a list of dicts/lists/values,
 read by ``jsontext.loads`` (orjson, Python's parser for NaN and big integers); bad JSON is a
-``BadFileError`` naming file, section and byte. ``parse_with_polygons`` also reads the
-polygon segmentations of annotation records straight from the bytes into flat float64
-arrays (``Polygons``, by the C extension ``pipeline._jsonpoly``), so that no Python float
-is made per coordinate. ``parse_document`` reads a whole small document (a per-image
+``BadFileError`` naming file, section and byte. ``parse_with_geometry`` also reads the
+polygon segmentations and bboxes of annotation records straight from the bytes into flat
+float64 arrays (``Geometry``, by the C extension ``pipeline._jsonpoly``), so that no Python
+float is made per coordinate. ``parse_document`` reads a whole small document (a per-image
 set's file: gzip and a BOM handled). ``no_cyclic_gc`` wraps the task functions that parse
 and flatten. Imports the shared core (errors, jsontext), ``scan``'s record limit and
 ``sources``' BOM.
@@ -57,19 +57,22 @@ def no_cyclic_gc():
             gc.enable()
 
 
-class Polygons(NamedTuple):
-    """The polygon segmentations of some records of a chunk, as flat arrays.
+class Geometry(NamedTuple):
+    """The polygon segmentations and bboxes of some records of a chunk, as flat arrays.
 
     Record ``rows[k]`` (its position in the chunk) owns parts ann_parts[k]:ann_parts[k + 1];
-    part j is x0, y0, x1, y1, ... in coords[part_offsets[j]:part_offsets[j + 1]]. Each value
-    is ``float()`` of its literal, but an integer zero is +0.0 (what the int a JSON parser
-    gives for ``-0`` becomes in float64). In the records, these rows' segmentation is [].
+    part j is x0, y0, x1, y1, ... in coords[part_offsets[j]:part_offsets[j + 1]]. Record
+    ``box_rows[k]`` has the bbox boxes[k] ([x, y, width, height]). Each value is ``float()``
+    of its literal, but an integer zero is +0.0 (what the int a JSON parser gives for ``-0``
+    becomes in float64). In the records, these rows' segmentation and bbox are [].
     """
 
     rows: np.ndarray  # int64, ascending
     coords: np.ndarray  # float64
     part_offsets: np.ndarray  # int64, from 0
     ann_parts: np.ndarray  # int64, len(rows) + 1, from 0
+    box_rows: np.ndarray  # int64, ascending
+    boxes: np.ndarray  # float64, (len(box_rows), 4)
     original: Callable[[], list]  # the chunk's records as written, segmentations included
 
 
@@ -80,10 +83,10 @@ def _body(buf: bytes) -> bytes | None:
     return body if body.strip(b" \t\r\n") else None
 
 
-def parse_with_polygons(buf: bytes, *, source: str, section: str, offset: int) -> tuple[list, Polygons | None]:
-    """``parse_chunk``'s records, and the polygon segmentations of the records whose
-    ``segmentation`` has the plain form [[x, y, ...], ...] as ``Polygons`` (None when no
-    record has one, or without the extension). The other records are parsed as written;
+def parse_with_geometry(buf: bytes, *, source: str, section: str, offset: int) -> tuple[list, Geometry | None]:
+    """``parse_chunk``'s records, and as ``Geometry`` the polygon segmentations of the records
+    whose ``segmentation`` has the plain form [[x, y, ...], ...] and the bboxes written as
+    [x, y, width, height] (None when no record has one, or without the extension). The other records are parsed as written;
     bad JSON raises what ``parse_chunk`` raises."""
     if not AVAILABLE:
         return parse_chunk(buf, source=source, section=section, offset=offset), None
@@ -97,12 +100,13 @@ def parse_with_polygons(buf: bytes, *, source: str, section: str, offset: int) -
         return parse_chunk(buf, source=source, section=section, offset=offset), None
     if found is None:
         return records, None
-    rows, coords, part_offsets, ann_parts = (np.frombuffer(b, t) for b, t in zip(found, ("i8", "f8", "i8", "i8")))
+    rows, coords, part_offsets, ann_parts, box_rows, boxes = (
+        np.frombuffer(b, t) for b, t in zip(found, ("i8", "f8", "i8", "i8", "i8", "f8")))
 
     def original() -> list:
         return parse_chunk(buf, source=source, section=section, offset=offset)
 
-    return records, Polygons(rows, coords, part_offsets, ann_parts, original)
+    return records, Geometry(rows, coords, part_offsets, ann_parts, box_rows, boxes.reshape(-1, 4), original)
 
 
 def parse_chunk(buf: bytes, *, source: str, section: str, offset: int) -> list:

@@ -240,10 +240,10 @@ def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResul
     size_parts: list[ImageSizes] = []
     for buf, offset, first_index in _batches(task):
         if section == "annotations" and ctx.kind != "captions":
-            records, polygons = parse.parse_with_polygons(buf, source=ctx.source_file, section=section, offset=offset)
+            records, geometry = parse.parse_with_geometry(buf, source=ctx.source_file, section=section, offset=offset)
         else:
-            records, polygons = parse.parse_chunk(buf, source=ctx.source_file, section=section, offset=offset), None
-        flat = flatten.flatten_section(section, records, ctx, sizes, first_index, polygons)
+            records, geometry = parse.parse_chunk(buf, source=ctx.source_file, section=section, offset=offset), None
+        flat = flatten.flatten_section(section, records, ctx, sizes, first_index, geometry)
         if section == "images":
             size_parts.append(flat.image_sizes)
         for table, t in flat.tables.items():

@@ -1,4 +1,4 @@
-"""Polygons read from the bytes (pipeline._jsonpoly through ``parse.parse_with_polygons``):
+"""Polygons and bboxes read from the bytes (pipeline._jsonpoly through ``parse.parse_with_geometry``):
 every value is ``float()`` of its literal, what is not the plain form stays for the Python
 parser, and an ingest writes the same rows as without the extension."""
 
@@ -33,7 +33,7 @@ def test_extension_is_built_in_ci():
 
 def extract(text: bytes):
     """(records, Polygons or None) of a chunk's text."""
-    return parse.parse_with_polygons(text, source="t.json", section="annotations", offset=0)
+    return parse.parse_with_geometry(text, source="t.json", section="annotations", offset=0)
 
 
 def bits(values) -> list[int]:
@@ -147,6 +147,25 @@ def test_what_is_not_the_plain_form_stays_for_the_python_parser(inner):
 
 
 @needs_ext
+@pytest.mark.parametrize("inner, read", [
+    ('"bbox":[1,2.5,-0,4e1]', [1, 2.5, 0, 40]), ('"bbox" : [ -0.0 ,1,2, 3 ]', [-0.0, 1, 2, 3]),
+    ('"bbox":[1,2,3]', None), ('"bbox":[1,2,3,4,5]', None), ('"bbox":[1,"2",3,4]', None), ('"bbox":[[1],2,3,4]', None),
+    ('"bbox":[1,2,3,NaN]', None), ('"bbox":[1,2,3,1e999]', None), ('"bbox":null', None), ('"bbox":[]', None),
+    ('"bbox":[1,2,3,4],"bbox":[1,2,3,4]', None), ('"bbox":[1,2,3,4],"b\\u0062ox":1', None),
+    ('"x":{"bbox":[1,2,3,4]}', None),
+])
+def test_a_bbox_is_read_when_it_is_4_numbers(inner, read):
+    text = ("[{" + inner + "}]").encode()
+    got = parse._jsonpoly.extract(text[1:-1])
+    if read is None:
+        assert got == (text, None)
+        return
+    records, found = extract(text[1:-1])
+    assert found.rows.tolist() == [] and found.box_rows.tolist() == [0] and bits(found.boxes[0]) == bits(read)
+    assert records == [{"bbox": []}] and found.original() == loads(text)
+
+
+@needs_ext
 @pytest.mark.parametrize("text, rows, coords", [
     # strings with brackets, quotes and escapes do not confuse the walk
     ('{"a":"\\\\","segmentation":[[1,2]]}', [0], [1, 2]),
@@ -172,12 +191,15 @@ def test_records_with_the_plain_form_are_read_wherever_they_are(text, rows, coor
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**60), 2**60),
                          st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12))
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(["segmentation", "a", "seg\"mentation", "x"]) | st.text(max_size=6),
-                                                 inner, max_size=4)), max_leaves=12)
+    st.lists(inner, max_size=5), st.dictionaries(
+        st.sampled_from(["segmentation", "bbox", "a", "seg\"mentation", "x"]) | st.text(max_size=6),
+        inner, max_size=4)), max_leaves=12)
+numbers = st.one_of(st.integers(-(2**60), 2**60), st.floats(allow_nan=False, allow_infinity=False))
 polygons = st.lists(st.lists(st.one_of(st.integers(-(2**60), 2**60), st.floats(allow_nan=False, allow_infinity=False)),
                              min_size=1, max_size=6), min_size=1, max_size=3)
-records_st = st.lists(st.one_of(json_values, st.dictionaries(st.text(max_size=6), json_values, max_size=3).flatmap(
-    lambda d: polygons.map(lambda p: {**d, "segmentation": p}))), min_size=1, max_size=6)
+records_st = st.lists(st.one_of(json_values, st.tuples(
+    st.dictionaries(st.text(max_size=6), json_values, max_size=3), polygons, st.lists(numbers, min_size=3, max_size=5),
+).map(lambda t: {**t[0], "segmentation": t[1], "bbox": t[2]})), min_size=1, max_size=6)
 
 
 @needs_ext
@@ -189,20 +211,31 @@ def test_records_with_their_polygons_put_back_are_the_records_as_written(recs, a
     want = loads(b"[" + text + b"]")
     records, found = extract(before.encode() + text + after.encode())
     rows = [] if found is None else found.rows.tolist()
+    def unescaped(r) -> bool:
+        return type(r) is dict and not any("\\" in json.dumps(k, ensure_ascii=ascii_only) for k in r)
+
     def plain(r) -> bool:  # what the extension reads: keys without escapes, [[number, ...], ...]
-        seg = r.get("segmentation") if type(r) is dict else None
-        return (type(seg) is list and bool(seg) and all(type(p) is list and p and all(
+        seg = r.get("segmentation") if unescaped(r) else None
+        return type(seg) is list and bool(seg) and all(type(p) is list and p and all(
             type(x) in (int, float) for x in p) for p in seg)
-            and not any("\\" in json.dumps(k, ensure_ascii=ascii_only) for k in r))
+
+    def box(r) -> bool:
+        b = r.get("bbox") if unescaped(r) else None
+        return type(b) is list and len(b) == 4 and all(type(x) in (int, float) for x in b)
 
     assert rows == [i for i, r in enumerate(want) if plain(r)]
+    box_rows = [] if found is None else found.box_rows.tolist()
+    assert box_rows == [i for i, r in enumerate(want) if box(r)]
+    for k, i in enumerate(box_rows):
+        assert bits(found.boxes[k]) == bits(np.array(want[i]["bbox"], np.float64))
     for k, i in enumerate(rows):
         a, b = found.ann_parts[k], found.ann_parts[k + 1]
         parts = [found.coords[found.part_offsets[j]:found.part_offsets[j + 1]] for j in range(a, b)]
         seg = want[i]["segmentation"]
         assert [bits(p) for p in parts] == [bits(np.array(p, np.float64)) for p in seg]
-        assert records[i] == {**want[i], "segmentation": []}
-    assert [r for i, r in enumerate(records) if i not in rows] == [r for i, r in enumerate(want) if i not in rows]
+    for i, (rec, orig) in enumerate(zip(records, want)):
+        blanked = {key: [] for key, read in (("segmentation", i in rows), ("bbox", i in box_rows)) if read}
+        assert rec == ({**orig, **blanked} if blanked else orig)
 
 
 @needs_ext
@@ -221,7 +254,7 @@ def test_bad_json_gets_the_message_of_the_text_as_written(text):
     with pytest.raises(BadFileError) as want:
         parse.parse_chunk(text, source="t.json", section="annotations", offset=100)
     with pytest.raises(BadFileError) as got:
-        parse.parse_with_polygons(text, source="t.json", section="annotations", offset=100)
+        parse.parse_with_geometry(text, source="t.json", section="annotations", offset=100)
     assert str(got.value) == str(want.value)
 
 
