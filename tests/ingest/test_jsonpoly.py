@@ -32,7 +32,7 @@ def test_extension_is_built_in_ci():
 
 
 def extract(text: bytes):
-    """(records, Polygons or None) of a chunk's text."""
+    """(records, Geometry or None) of a chunk's text."""
     return parse.parse_with_geometry(text, source="t.json", section="annotations", offset=0)
 
 
