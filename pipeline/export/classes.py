@@ -209,7 +209,8 @@ def apply(con, spec: ClassSpec) -> tuple[ClassMap, int]:
     Returns the class map and how many annotation rows were left out for a dropped class
     (images stay: an image whose objects were all dropped is a background image).
     """
-    cmap = resolve(spec, source_categories(con), used_categories(con))
+    # only ``used`` reads the subset's category ids: finding them joins every annotation row
+    cmap = resolve(spec, source_categories(con), used_categories(con) if spec.mode == "used" else set())
     dropped = cmap.dropped()
     if not dropped:
         return cmap, 0
