@@ -133,7 +133,8 @@ def _child(args) -> dict:
     import psutil
 
     from pipeline.ingest import filesets as per_image, sources
-    from pipeline.ingest.tasks import ChunkTask, IngestOptions, ingest_chunk, plan_file
+    from pipeline.ingest.plan import IngestOptions, plan_file
+    from pipeline.ingest.tasks import ChunkTask, ingest_chunk
 
     opts = IngestOptions(chunk_bytes=int(args.chunk_mb * MB))
     work = Path(args.work)

@@ -2,10 +2,11 @@
 
 Modules, in the order a record meets them: ``sources`` (resolve and open any fsspec URL,
 read ranges), ``download`` (the verified cache and the one retry loop), ``filesets``
-(directories of per-image documents), ``scan`` (JSON structure → record spans), ``tasks``
-(plan a file, run a chunk: read, parse, flatten, write its parts), ``parse`` (a chunk's
-bytes → records), ``flatten`` (records → Arrow columns, by ``records``' checks and
-``encode``'s mask columns), ``graph`` (the Dask graphs), ``run`` (scheduler, compute,
-validate, commit). Imports the shared core only (errors, config, schema, jsontext,
+(directories of per-image documents), ``scan`` (JSON structure → record spans), ``plan``
+(a document's shape, kind, split, id types and chunks), ``tasks`` (run a chunk: read,
+parse, flatten, write its parts), ``parse`` (a chunk's bytes → records), ``flatten``
+(records → Arrow columns, by ``records``' checks and ``encode``'s mask columns), ``graph``
+(the Dask graphs), ``validate`` (checks across files, chunks and batches), ``run``
+(scheduler, compute, commit). Imports the shared core only (errors, config, schema, jsontext,
 warehouse, masks).
 """

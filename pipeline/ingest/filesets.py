@@ -46,7 +46,8 @@ from .records import FileContext, rejects_table
 from ..jsontext import dumps_text
 from ..schema import SECTION_NOUNS, IdTypes, schema_for
 from .scan import RECORD_SECTIONS
-from .tasks import TaskMeta, check_categories, check_shape, detect_kind
+from .plan import check_categories, check_shape, detect_kind
+from .tasks import TaskMeta
 from ..warehouse import write_part
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,8 @@ import dask
 from dask.delayed import Delayed
 
 from .records import ImageSizes
-from .tasks import SECTION_ORDER, ChunkTask, FilePlan, IngestOptions, TaskMeta, ingest_chunk, plan_file, write_info
+from .plan import FilePlan, IngestOptions, plan_file
+from .tasks import SECTION_ORDER, ChunkTask, TaskMeta, ingest_chunk, write_info
 from .filesets import BATCH_TABLES, BatchTask, FileSet, ingest_batch
 from ..warehouse import Part, Warehouse
 

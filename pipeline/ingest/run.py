@@ -33,7 +33,7 @@ from ..query import views
 from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, OnBadRecord
 from ..errors import ClusterError, CocolakeError, ConfigError
 from .graph import ingest_graph, plan_graph
-from .tasks import IngestOptions
+from .plan import IngestOptions
 from .validate import check_duplicates, check_unique_files, resolve_id_types
 from ..warehouse import Part, Warehouse
 

@@ -3,7 +3,7 @@
 Two sources that give one file name for one split; each id space's type, over the files of
 the run and those the dataset keeps (``resolve_id_types``, before any chunk runs); ids
 that repeat within one file's section, over the ids its chunks return. Per-image sets are
-checked by ``filesets.check_sets``. Imports the core, ``tasks`` and ``filesets``.
+checked by ``filesets.check_sets``. Imports the core, ``plan`` and ``filesets``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .. import id_types
 from ..errors import BadFileError, ConfigError
 from ..schema import SECTION_NOUNS
 from .filesets import duplicate_ids
-from .tasks import FilePlan
+from .plan import FilePlan
 
 
 def check_unique_files(plans, sets=()) -> None:

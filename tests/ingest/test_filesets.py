@@ -265,12 +265,12 @@ def test_duplicate_ids_within_a_file_are_named(tmp_path):
     ({"images": {"id": 1}}, "top-level 'images' is a dict, expected a list"),
 ])
 def test_a_document_and_a_per_image_set_file_fail_the_same_shape_check(doc, message, tmp_path):
-    from pipeline.ingest import sources, tasks
+    from pipeline.ingest import plan, sources
 
     path = tmp_path / "x_val2017.json"
     path.write_text(json.dumps(doc))
     [sf] = sources.resolve([str(path)], cache_dir=str(tmp_path / "cache"))
     with pytest.raises(BadFileError, match=f"^x_val2017.json: {message}$"):
-        tasks.plan_file(sf, tasks.IngestOptions())
+        plan.plan_file(sf, plan.IngestOptions())
     with pytest.raises(BadFileError, match=f"^x_val2017.json: {message}$"):
         per_image.flatten_document(doc, "x_val2017.json")

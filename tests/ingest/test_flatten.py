@@ -9,7 +9,7 @@ import pytest
 from pipeline.errors import BadRecordError
 from pipeline.ingest import flatten, parse, sources
 from pipeline.ingest.records import ImageSizes
-from pipeline.ingest.tasks import IngestOptions, plan_file
+from pipeline.ingest.plan import IngestOptions, plan_file
 
 FILES = ("instances_train2017.json", "instances_val2017.json",
          "person_keypoints_train2017.json", "person_keypoints_val2017.json")

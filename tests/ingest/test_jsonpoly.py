@@ -18,7 +18,7 @@ from pipeline.errors import BadFileError, BadRecordError
 from pipeline.ingest import flatten, parse, sources
 from pipeline.ingest.records import ImageSizes
 from pipeline.ingest.run import run_ingest
-from pipeline.ingest.tasks import IngestOptions, plan_file
+from pipeline.ingest.plan import IngestOptions, plan_file
 from pipeline.jsontext import loads
 from pipeline.warehouse import Warehouse
 
