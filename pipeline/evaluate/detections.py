@@ -41,9 +41,9 @@ from ..ingest import parse, sources
 from .. import masks
 from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, OnBadRecord, name_problem
 from ..errors import BadFileError, ConfigError, SourceError, WarehouseError
-from ..ingest.encode import classify_segmentation, encode_masks
+from ..ingest.encode import MaskRows, classify_segmentation
 from ..ingest.records import (
-    BadValue, Collector, FileContext, Flat, ImageSizes, arrow_table, check_id, check_keypoints, extra_text, is_bbox,
+    BadValue, Collector, FileContext, Flat, ImageSizes, arrow_table, check_id, check_object, check_keypoints, extra_text, is_bbox,
     is_num, rejects_table, short,
 )
 from ..id_types import words
@@ -166,14 +166,10 @@ def flatten_detections(records: list, ctx: FileContext, sizes: ImageSizes, split
     found, heights, widths = sizes.lookup(image_ids)
     keep: list[int] = []
     rows: dict[str, list] = {k: [] for k in ("image_id", "category_id", "score", "bbox", "keypoints", "extra")}
-    seg_kind: list[str] = []
-    seg_value: list = []
-    h_keep: list[int] = []
-    w_keep: list[int] = []
+    segs = MaskRows()
     for i, rec in enumerate(records):
         try:
-            if type(rec) is not dict:
-                raise BadValue(f"is a JSON {type(rec).__name__}, expected an object")
+            check_object(rec)
             iid = check_id(rec.get("image_id"), ctx, "image", "image_id")
             if not found[i]:
                 raise BadValue(f"image_id {iid!r} is not an image of split {split}")
@@ -205,19 +201,14 @@ def flatten_detections(records: list, ctx: FileContext, sizes: ImageSizes, split
         keep.append(i)
         for k, v in zip(rows, (iid, cid, float(score), bbox, kps, extra_text(rec, KNOWN_KEYS))):
             rows[k].append(v)
-        seg_kind.append(kind)
-        seg_value.append(value)
-        h_keep.append(int(heights[i]))
-        w_keep.append(int(widths[i]))
+        segs.append(kind, value, int(heights[i]), int(widths[i]))
 
-    checked = _check_rles_at_once(seg_kind, seg_value)
-    rle_counts, rle_size, _, fmt, bad, _ = encode_masks(seg_kind, seg_value, h_keep, w_keep)
+    checked = _check_rles_at_once(segs.kind, segs.value)
+    rle_counts, rle_size, _, fmt, bad, _ = segs.encode()
     for j in checked:
-        rle_counts[j], rle_size[j], fmt[j] = seg_value[j][0], list(seg_value[j][1]), "rle"
+        rle_counts[j], rle_size[j], fmt[j] = segs.value[j][0], list(segs.value[j][1]), "rle"
     if bad:
-        for j, problem in sorted(bad.items()):
-            col.bad(keep[j], records[keep[j]], problem)
-        good = [j for j in range(len(keep)) if j not in bad]
+        good = col.drop_bad(bad, keep, records)
         keep = [keep[j] for j in good]
         rows = {k: [v[j] for j in good] for k, v in rows.items()}
         rle_counts, rle_size, fmt = ([x[j] for j in good] for x in (rle_counts, rle_size, fmt))

@@ -104,13 +104,18 @@ def _check_local(out: str, target: str, warehouse: str, overwrite: bool) -> str:
         raise ExportError(f"--out {out}: cannot list it: {err.strerror or err}") from None
     if not entries:
         return "empty"
+    return _replaceable(out, entries, overwrite, ": remove it yourself or choose a new directory")
+
+
+def _replaceable(out: str, entries: list[str], overwrite: bool, advice: str = "") -> str:
+    """``"export"`` when the entries of a non-empty ``--out`` are an earlier export that
+    ``--overwrite`` replaces; else the ``ExportError`` that says why not."""
     if not overwrite:
         raise ExportError(f"--out {out}: is not empty ({len(entries)} entries); give --overwrite to replace "
                           "it whole, or choose a new directory")
     if MARKER not in entries:
         raise ExportError(f"--out {out}: holds files that are not a cocolake export (no {MARKER}); "
-                          "--overwrite only replaces an earlier export or an empty directory: remove it "
-                          "yourself or choose a new directory")
+                          f"--overwrite only replaces an earlier export or an empty directory{advice}")
     return "export"
 
 
@@ -174,10 +179,4 @@ def _remote_state(fs, path: str, out: str, overwrite: bool) -> str:
     entries = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
     if not entries:
         return "none"
-    if not overwrite:
-        raise ExportError(f"--out {out}: is not empty ({len(entries)} entries); give --overwrite to replace "
-                          "it whole, or choose a new directory")
-    if MARKER not in entries:
-        raise ExportError(f"--out {out}: holds files that are not a cocolake export (no {MARKER}); "
-                          "--overwrite only replaces an earlier export or an empty directory")
-    return "export"
+    return _replaceable(out, entries, overwrite)

@@ -55,6 +55,25 @@ def classify_segmentation(rec: dict, h: int, w: int) -> tuple[SegmentationFormat
     raise BadValue(f"segmentation {short(seg)} is neither polygons nor an RLE object")
 
 
+class MaskRows:
+    """The segmentations of a chunk's kept records, gathered row by row for ``encode_masks``."""
+
+    def __init__(self):
+        self.kind: list[str] = []  # per kept row: polygon | rle | uncompressed_rle | none | empty
+        self.value: list = []
+        self.heights: list[int] = []
+        self.widths: list[int] = []
+
+    def append(self, kind: str, value, height: int, width: int) -> None:
+        self.kind.append(kind)
+        self.value.append(value)
+        self.heights.append(height)
+        self.widths.append(width)
+
+    def encode(self) -> Masks:
+        return encode_masks(self.kind, self.value, self.heights, self.widths)
+
+
 class Masks(NamedTuple):
     """The mask columns of a chunk's annotations, and the rows whose mask is bad."""
 

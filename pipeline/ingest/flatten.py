@@ -24,11 +24,11 @@ import pyarrow as pa
 
 from ..errors import BadFileError
 from ..jsontext import dumps_text as _dumps
-from .encode import bbox_array, classify_segmentation, encode_masks, gather_polygons
+from .encode import MaskRows, bbox_array, classify_segmentation, encode_masks, gather_polygons
 from .parse import Geometry
 from .records import (
     EXACT, KNOWN_KEYS, NUMBER_TYPES, BadValue, Collector, FileContext, Flat, ImageSizes, arrow_table, check_id,
-    check_keypoints, extra_text, is_bbox, is_exact_num, is_int, is_num, is_str, short, typed,
+    check_keypoints, check_object, extra_text, is_bbox, is_exact_num, is_int, is_num, is_str, short, typed,
 )
 
 # ---------------------------------------------------------------------------- sections
@@ -56,9 +56,7 @@ def _rows(records: list, col: Collector, columns: tuple[str, ...], row_of) -> tu
     keep: list[int] = []
     for i, rec in enumerate(records):
         try:
-            if type(rec) is not dict:
-                raise BadValue(f"is a JSON {type(rec).__name__}, expected an object")
-            row = row_of(i, rec)
+            row = row_of(i, check_object(rec))
         except BadValue as err:
             col.bad(i, rec, str(err))
             continue
@@ -188,18 +186,14 @@ def flatten_instances_exact(records: list, ctx: FileContext, sizes: ImageSizes, 
     ids, image_col, cat_col, crowd, area, extra, raws = [], [], [], [], [], [], []
     bbox_flat: list[float] = []
     bbox_valid: list[bool] = []
-    seg_kind: list[str] = []  # per kept row: polygon | rle | uncompressed_rle | none | empty
-    seg_value: list = []
+    segs = MaskRows()
     kp_rows: dict[str, list] = {"annotation_id": [], "image_id": [], "num_keypoints": [], "keypoints": []}
     kp_keep: list[int] = []
     keep: list[int] = []
-    h_keep: list[int] = []
-    w_keep: list[int] = []
 
     for i, rec in enumerate(records):
         try:
-            if type(rec) is not dict:
-                raise BadValue(f"is a JSON {type(rec).__name__}, expected an object")
+            check_object(rec)
             rid = check_id(rec.get("id"), ctx, "annotation", "id")
             iid = check_id(rec.get("image_id"), ctx, "image", "image_id")
             cid = check_id(rec.get("category_id"), ctx, "category", "category_id", required=False)
@@ -240,11 +234,8 @@ def flatten_instances_exact(records: list, ctx: FileContext, sizes: ImageSizes, 
             bbox_valid.append(False)
         extra.append(extra_text(rec, known))
         raws.append(raw)
-        seg_kind.append(kind)
-        seg_value.append(value)
+        segs.append(kind, value, int(heights[i]), int(widths[i]))
         keep.append(i)
-        h_keep.append(int(heights[i]))
-        w_keep.append(int(widths[i]))
         if kp is not None:
             kp_rows["annotation_id"].append(rid)
             kp_rows["image_id"].append(iid)
@@ -252,12 +243,10 @@ def flatten_instances_exact(records: list, ctx: FileContext, sizes: ImageSizes, 
             kp_rows["keypoints"].append(kp[1])
             kp_keep.append(i)
 
-    m = encode_masks(seg_kind, seg_value, h_keep, w_keep)
+    m = segs.encode()
     if m.bad:
         # masks that failed validation: drop those rows (or raise) and keep the rest
-        for j, problem in sorted(m.bad.items()):
-            col.bad(keep[j], records[keep[j]], problem)
-        good = [j for j in range(len(keep)) if j not in m.bad]
+        good = col.drop_bad(m.bad, keep, records)
         ids, image_col, cat_col, crowd, area, extra, raws = (
             [x[j] for j in good] for x in (ids, image_col, cat_col, crowd, area, extra, raws))
         bbox_idx = np.cumsum(bbox_valid) - 1

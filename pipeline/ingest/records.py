@@ -190,6 +190,12 @@ class Collector:
         self.first_index = first_index
         self.rejects: list[dict] = []
 
+    def drop_bad(self, bad: dict[int, str], keep: list[int], records: list) -> list[int]:
+        """Each row ``j`` of ``bad`` (a position in ``keep``) is a bad record; the rows that stay."""
+        for j, problem in sorted(bad.items()):
+            self.bad(keep[j], records[keep[j]], problem)
+        return [j for j in range(len(keep)) if j not in bad]
+
     def bad(self, i: int, rec, problem: str) -> None:
         rid = rec.get("id") if isinstance(rec, dict) else None
         if type(rid) not in (int, str):  # not bool: "id=True" would read as a real id
@@ -208,6 +214,13 @@ class Collector:
                 "record_index": self.first_index + i,
             }
         )
+
+
+def check_object(rec) -> dict:
+    """``rec`` itself when it is a JSON object; raises ``BadValue`` naming what it is."""
+    if type(rec) is not dict:
+        raise BadValue(f"is a JSON {type(rec).__name__}, expected an object")
+    return rec
 
 
 def extra_text(rec: dict, known: tuple[str, ...]) -> str | None:
