@@ -18,7 +18,7 @@ manifest's ``previous_parts``; they are deleted by the commit after. Files no ma
 Re-ingesting a source file replaces the rows that came from that file in that split;
 other files and splits stay.
 
-One writer at a time: every writer (ingest, ingest-results, evaluate's match table, a
+One writer at a time: every writer (ingest, ingest-results, evaluate's match table, merge, a
 parquet export) writes through ``Warehouse.transaction``, which holds ``writer_lock`` from
 numbering its parts to the garbage collection after its commit: two writers would pick the
 same part numbers, and the garbage collection of one would delete the other's parts.

@@ -445,3 +445,18 @@ def test_the_target_comes_from_into_else_the_environment_never_a_default(sources
     assert main(["merge", "--from", "A", "--from", "B", "--ids", "renumber"]) == 0
     assert capsys.readouterr().out.startswith("from-env: merged from A, B; ids renumber (asked for)")
     assert Warehouse(wh, "from-env").require_manifest().splits() == ["train2017", "val2017"]
+
+
+def test_a_failed_garbage_collection_after_the_commit_is_a_warning(sources, caplog):
+    import pathlib
+
+    from tests.test_warehouse import block_the_trash
+
+    wh, _, _ = sources
+    merge(wh, ["A", "B"], "G")
+    block_the_trash(pathlib.Path(Warehouse(wh, "G").url("")))
+    with caplog.at_level("WARNING"):
+        merge(wh, ["B"], "G", ids="renumber")
+    version = Warehouse(wh, "G").require_manifest().version
+    assert f"version {version} committed, but removing old parts failed" in caplog.text
+    assert views.connect(wh, "G").execute("SELECT DISTINCT source_dataset FROM merge_sources").fetchall() == [("B",)]

@@ -94,8 +94,8 @@ def merge(warehouse: str, sources: list[str], into: str, *, categories: Category
         report = MergeReport(into, [s.name for s in srcs], mode, reason)
         report.shared_images = con.execute("SELECT count(*) FROM img WHERE NOT canonical").fetchone()[0]
         report.categories = con.execute("SELECT count(DISTINCT id) FROM merged_categories").fetchone()[0]
-        with target.writer_lock():
-            report.rows = write(con, srcs, target, types, mode)
+        with target.transaction() as txn:
+            report.rows = write(con, srcs, txn, types, mode)
         return report
     finally:
         con.close()

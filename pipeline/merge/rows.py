@@ -1,7 +1,7 @@
 """merge.rows: the merged rows of every source file, written as parts and committed at once.
 
 ``write`` selects each source file's rows through the id maps of ``ids`` (only ids,
-references and ``source_file`` change), writes them under the target's writer lock and
+references and ``source_file`` change), writes them in the target's transaction and
 commits one manifest replacing all the target held; on failure no part is left. Imports the
 shared core, ``query.views`` and ``export.select``.
 """
@@ -15,7 +15,7 @@ from ..errors import MergeError
 from ..export.select import arrow_batches
 from ..query import views
 from ..schema import ID_COLUMNS, IdTypes, schema_for
-from ..warehouse import Part, Warehouse, write_part
+from ..warehouse import Part, Transaction, write_part
 from .ids import Source, duck
 
 BATCH_ROWS = 50_000
@@ -99,15 +99,16 @@ def _batches(con, sql: str, params: list, schema: pa.Schema):
         yield pa.Table.from_batches([batch]).cast(schema)
 
 
-def write(con, srcs: list[Source], target: Warehouse, out_types: IdTypes, mode: str) -> dict[str, int]:
-    """Every part of the target, then one commit replacing all it held; no part left on failure.
+def write(con, srcs: list[Source], txn: Transaction, out_types: IdTypes, mode: str) -> dict[str, int]:
+    """Every part of the target, then one commit replacing all it held, in the transaction
+    ``txn`` of the target (which removes the parts on failure).
 
     Returns the rows written per table. ``mode`` is the id mode ``ids.choose_mode`` picked.
     """
+    target = txn.warehouse
     old = target.read_manifest()
     numbers: dict[str, int] = {}
     parts: list[Part] = []
-    written: list[str] = []
     entries: list[dict] = []
     counts: dict[str, int] = {}
 
@@ -115,8 +116,7 @@ def write(con, srcs: list[Source], target: Warehouse, out_types: IdTypes, mode: 
         schema = schema_for(table, out_types)
         if split not in numbers:
             numbers[split] = target.next_part_number(split, old)
-        rel = Warehouse.part_rel(table, split, numbers[split])
-        written.append(rel)
+        rel = txn.part(table, split, numbers[split])
         try:
             rows = write_part(target.fs, f"{target.root}/{rel}", _batches(con, sql, params, schema), schema)
         except duckdb.Error as err:
@@ -128,26 +128,22 @@ def write(con, srcs: list[Source], target: Warehouse, out_types: IdTypes, mode: 
             parts.append(Part(table, split, source_file, rel, rows, out_types.text()))
             counts[table] = counts.get(table, 0) + rows
 
-    try:
-        for s in srcs:
-            urls = {(e.get("split"), e.get("source_file")): e.get("url") for e in s.manifest.sources}
-            files = con.execute(f"SELECT split, source_file, kind FROM {s.view('info')} "
-                                "ORDER BY split, source_file").fetchall()
-            for split, source_file, kind in files:
-                name = f"{s.name}/{source_file}"
-                for table in SOURCE_TABLES:
-                    if table == "categories":
-                        put(table, split, name, _categories_select(), [name, kind])
-                    else:
-                        put(table, split, name, _select(s, table, out_types, mode), [split, source_file, name])
-                entries.append({"split": split, "source_file": name, "kind": kind, "id_type": out_types.text(),
-                                "url": urls.get((split, source_file)),
-                                "merged_from": {"dataset": s.name, "source_file": source_file}})
-            for split in sorted({f[0] for f in files}):
-                put("merge_sources", split, s.name, _provenance_select(s, out_types), [split, s.name])
-        replaced = {(p.split, p.source_file) for p in old.parts} if old else set()
-        target.commit(parts, replaced, entries)
-    except BaseException:
-        target.remove_parts(written)
-        raise
+    for s in srcs:
+        urls = {(e.get("split"), e.get("source_file")): e.get("url") for e in s.manifest.sources}
+        files = con.execute(f"SELECT split, source_file, kind FROM {s.view('info')} "
+                            "ORDER BY split, source_file").fetchall()
+        for split, source_file, kind in files:
+            name = f"{s.name}/{source_file}"
+            for table in SOURCE_TABLES:
+                if table == "categories":
+                    put(table, split, name, _categories_select(), [name, kind])
+                else:
+                    put(table, split, name, _select(s, table, out_types, mode), [split, source_file, name])
+            entries.append({"split": split, "source_file": name, "kind": kind, "id_type": out_types.text(),
+                            "url": urls.get((split, source_file)),
+                            "merged_from": {"dataset": s.name, "source_file": source_file}})
+        for split in sorted({f[0] for f in files}):
+            put("merge_sources", split, s.name, _provenance_select(s, out_types), [split, s.name])
+    replaced = {(p.split, p.source_file) for p in old.parts} if old else set()
+    txn.commit(parts, replaced, entries)
     return counts
