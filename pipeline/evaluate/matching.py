@@ -2,10 +2,10 @@
 
 Input: ground truths and detections as ``Objects`` (parallel arrays). Output: the pairs
 that can match (``pair_ious``), each detection's rank (``rank_detections``) and its match
-at every IoU threshold (``match``). Imports the core (``masks``) only.
+at every IoU threshold (``match``). Imports the core (``masks``, ``iou``) only.
 
-1. IoU of every detection with every ground truth of its image: boxes in NumPy (the
-   formula of pycocotools' ``bbIou``), masks with ``masks.iou`` (pycocotools' C ``rleIou``)
+1. IoU of every detection with every ground truth of its image: boxes with ``iou.box_iou``
+   (pycocotools' ``bbIou``), masks with ``masks.iou`` (pycocotools' C ``rleIou``)
    one call per image, keypoints' OKS in NumPy;
 2. greedy matching only looks at pairs with IoU >= 0.5; it runs in rounds, round r taking
    the detection of rank r of every (image, category) at once, for all 10 thresholds: each
@@ -20,6 +20,7 @@ import dataclasses
 import numpy as np
 
 from .. import masks
+from ..iou import box_iou
 
 # pycocotools' per-joint OKS constants for the 17 COCO person keypoints
 COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10.0
@@ -45,18 +46,6 @@ class Objects:
     def take(self, idx: np.ndarray) -> Objects:
         return Objects(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])
                           for f in dataclasses.fields(self)})
-
-
-def box_iou(dt_boxes: np.ndarray, gt_boxes: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-    """IoU of paired boxes [x, y, w, h], as pycocotools' ``bbIou`` (crowd: over the detection's area)."""
-    iw = np.minimum(dt_boxes[:, 0] + dt_boxes[:, 2], gt_boxes[:, 0] + gt_boxes[:, 2]) - np.maximum(dt_boxes[:, 0], gt_boxes[:, 0])
-    ih = np.minimum(dt_boxes[:, 1] + dt_boxes[:, 3], gt_boxes[:, 1] + gt_boxes[:, 3]) - np.maximum(dt_boxes[:, 1], gt_boxes[:, 1])
-    inter = iw * ih
-    da = dt_boxes[:, 2] * dt_boxes[:, 3]
-    union = np.where(crowd, da, da + gt_boxes[:, 2] * gt_boxes[:, 3] - inter)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = inter / union
-    return np.where((iw > 0) & (ih > 0), out, 0.0)
 
 
 def oks(dt_kps: np.ndarray, gt_kps: np.ndarray, gt_boxes: np.ndarray, gt_area: np.ndarray, sigmas) -> np.ndarray:

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import masks
+from .. import iou, masks
 from ..errors import QueryError
 from .compat import sql_type
 from .sqlfiles import SQL_DIR, load_sql_dir
@@ -52,8 +52,6 @@ PYTHON_FUNCTIONS = ("rle_area", "rle_bbox", "rle_iou", "rle_decode", "rle_runs",
 
 # each pair's positions are shifted by this much so that one sorted array holds a batch;
 # larger than any mask (masks.MAX_PIXELS)
-_STRIDE = 1 << 30
-
 
 # ------------------------------------------------------------------ Arrow plumbing
 def _combine(arr) -> pa.Array:
@@ -106,67 +104,13 @@ def _runs(name: str, counts, sizes):
     return _checked(name, lambda: masks.parse_batch(counts, _sizes(sizes)), counts, sizes)
 
 
-def pair_iou(a, b, crowd: np.ndarray) -> np.ndarray:
-    """Mask IoU of a[i] with b[i] for every i (parsed batches of the same sizes, pairwise).
-
-    A crowd ``b`` divides the intersection by ``a``'s area instead of the union, as
-    pycocotools does. The whole batch is computed at once: every mask's run starts are
-    shifted by (pair index) * 2**30, so ``b``'s starts form one sorted array, and the
-    pixels of ``b`` under each foreground run of ``a`` are a difference of a cumulative
-    count found with ``searchsorted``.
-    """
-    n = len(a.heights)
-    if n == 0:
-        return np.zeros(0)
-
-    def runs(r):
-        length = r.counts.astype(np.int64)
-        owner = np.repeat(np.arange(n), np.diff(r.offsets))
-        index = np.arange(len(length)) - r.offsets[:-1][owner]
-        end = np.cumsum(length)
-        mask_first = np.concatenate(([0], end))[r.offsets[:-1]]
-        start = end - length - mask_first[owner] + owner * _STRIDE
-        fg = (index % 2 == 1).astype(np.int64)
-        return owner, start, length, fg
-
-    a_owner, a_start, a_len, a_fg = runs(a)
-    b_owner, b_start, b_len, b_fg = runs(b)
-    b_before = np.cumsum(b_fg * b_len) - b_fg * b_len  # b's foreground before each run
-
-    def covered(p):
-        """b's foreground pixels before global position p (differences stay within a pair)."""
-        k = np.searchsorted(b_start, p, side="right") - 1
-        return b_before[k] + b_fg[k] * np.minimum(p - b_start[k], b_len[k])
-
-    sel = (a_fg == 1) & (a_len > 0)
-    s = a_start[sel]
-    inter = np.bincount(a_owner[sel], weights=covered(s + a_len[sel]) - covered(s), minlength=n)
-    area_a = np.bincount(a_owner, weights=a_fg * a_len, minlength=n)
-    area_b = np.bincount(b_owner, weights=b_fg * b_len, minlength=n)
-    union = np.where(crowd, area_a, area_a + area_b - inter)
-    return np.divide(inter, union, out=np.zeros(n), where=(inter > 0) & (union > 0))
-
-
 def rle_iou(a_counts, a_sizes, b_counts, b_sizes, iscrowd) -> pa.Array:
-    """pycocotools ``rleIou`` pair by pair: it takes the box IoU first and looks at the
-    pixels only when that is > 0, so boxes that do not overlap give 0 whatever the sizes,
-    and masks of different sizes whose boxes overlap give -1."""
+    """pycocotools ``rleIou`` pair by pair (``iou.mask_iou``); a bad mask names the function."""
     a_sz, b_sz = _sizes(a_sizes), _sizes(b_sizes)
     box_a = np.asarray(_checked("rle_iou", lambda: masks.bbox(a_counts, a_sz), a_counts, a_sizes)).reshape(-1, 4)
     box_b = np.asarray(_checked("rle_iou", lambda: masks.bbox(b_counts, b_sz), b_counts, b_sizes)).reshape(-1, 4)
-    a_sz, b_sz = np.asarray(a_sz, np.int64).reshape(-1, 2), np.asarray(b_sz, np.int64).reshape(-1, 2)
     crowd = _combine(iscrowd).to_numpy(zero_copy_only=False).astype(bool)
-    w = np.minimum(box_a[:, 0] + box_a[:, 2], box_b[:, 0] + box_b[:, 2]) - np.maximum(box_a[:, 0], box_b[:, 0])
-    h = np.minimum(box_a[:, 1] + box_a[:, 3], box_b[:, 1] + box_b[:, 3]) - np.maximum(box_a[:, 1], box_b[:, 1])
-    overlap = (w > 0) & (h > 0)
-    same_size = (a_sz == b_sz).all(axis=1)
-    out = np.where(overlap & ~same_size, -1.0, 0.0)
-    need = np.flatnonzero(overlap & same_size)
-    if need.size:
-        take = pa.array(need)
-        a = masks.parse_batch(_combine(a_counts).take(take), a_sz[need])
-        b = masks.parse_batch(_combine(b_counts).take(take), b_sz[need])
-        out[need] = pair_iou(a, b, crowd[need])
+    out = iou.mask_iou(_combine(a_counts), a_sz, _combine(b_counts), b_sz, crowd, box_a, box_b)
     return pa.array(out, pa.float64())
 
 
