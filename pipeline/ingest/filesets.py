@@ -44,10 +44,11 @@ from ..defaults import OnBadRecord, name_problem
 from ..errors import BadFileError, SourceError
 from .records import FileContext, rejects_table
 from ..jsontext import dumps_text
-from ..schema import SECTION_NOUNS, IdTypes, schema_for
+from ..schema import IdTypes, schema_for
 from .scan import RECORD_SECTIONS
 from .plan import check_categories, check_shape, detect_kind
 from .tasks import TaskMeta
+from .validate import check_unique_ids, duplicate_ids
 from ..warehouse import write_part
 
 log = logging.getLogger(__name__)
@@ -346,23 +347,9 @@ def _per_image_records(name: str, image: dict, annotations) -> tuple[list, list]
     return [image], anns
 
 
-def duplicate_ids(parts: list) -> tuple[int, list]:
-    """(how many, a few examples) of the values that repeat across ``parts`` (arrays or lists)."""
-    if parts and isinstance(parts[0], np.ndarray):
-        s = np.sort(np.concatenate(parts))
-        dup = s[1:][s[1:] == s[:-1]]
-        return int(dup.size), [int(x) for x in np.unique(dup)[:5]]
-    seen: set = set()
-    dups = [x for part in parts for x in part if x in seen or seen.add(x)]
-    return len(dups), dups[:5]
-
-
 def _check_unique(name: str, table: str, t: pa.Table) -> None:
     if table in ("images", "annotations", "captions", "categories") and t.num_rows > 1:
-        count, examples = duplicate_ids([t.column("id").to_pylist()])
-        if count:
-            raise BadFileError(name, f"{count} duplicate {SECTION_NOUNS[table]} id(s) ({', '.join(map(repr, examples))}); "
-                               "ids must be unique within a file")
+        check_unique_ids(name, table, [t.column("id").to_pylist()])
 
 
 def check_sets(sets: list[FileSet], meta: list[TaskMeta], results: list,

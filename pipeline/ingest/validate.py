@@ -3,17 +3,18 @@
 Two sources that give one file name for one split; each id space's type, over the files of
 the run and those the dataset keeps (``resolve_id_types``, before any chunk runs); ids
 that repeat within one file's section, over the ids its chunks return. Per-image sets are
-checked by ``filesets.check_sets``. Imports the core, ``plan`` and ``filesets``.
+checked by ``filesets.check_sets`` (through ``duplicate_ids``). Imports the core and ``plan``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from .. import id_types
 from ..errors import BadFileError, ConfigError
 from ..schema import SECTION_NOUNS
-from .filesets import duplicate_ids
 from .plan import FilePlan
 
 
@@ -48,14 +49,23 @@ def check_duplicates(graph, results) -> None:
         if meta.what == "chunk" and meta.section in ("images", "annotations", "categories"):
             groups.setdefault((meta.source_file, meta.section), []).append(res.ids)
     for (source_file, section), parts in groups.items():
-        count, examples = duplicate_ids(parts)
-        if count:
-            _raise_duplicates(source_file, section, examples, count)
+        check_unique_ids(source_file, section, parts)
 
 
-def _raise_duplicates(source_file, section, examples, count) -> None:
-    noun = SECTION_NOUNS[section]
-    shown = ", ".join(map(repr, examples))
-    raise BadFileError(
-        source_file, f"{count} duplicate {noun} id(s) ({shown}); ids must be unique within a file"
-    )
+def check_unique_ids(source_file: str, section: str, parts: list) -> None:
+    """The ids of one file's section (``parts``: the arrays or lists of its chunks) are unique."""
+    count, examples = duplicate_ids(parts)
+    if count:
+        raise BadFileError(source_file, f"{count} duplicate {SECTION_NOUNS[section]} id(s) "
+                           f"({', '.join(map(repr, examples))}); ids must be unique within a file")
+
+
+def duplicate_ids(parts: list) -> tuple[int, list]:
+    """(how many, a few examples) of the values that repeat across ``parts`` (arrays or lists)."""
+    if parts and isinstance(parts[0], np.ndarray):
+        s = np.sort(np.concatenate(parts))
+        dup = s[1:][s[1:] == s[:-1]]
+        return int(dup.size), [int(x) for x in np.unique(dup)[:5]]
+    seen: set = set()
+    dups = [x for part in parts for x in part if x in seen or seen.add(x)]
+    return len(dups), dups[:5]
