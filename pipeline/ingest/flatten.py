@@ -17,6 +17,7 @@ the same rows. Masks are encoded by ``encode``; polygons and bboxes read from th
 from __future__ import annotations
 
 import itertools
+import operator
 from typing import Any
 
 import numpy as np
@@ -283,6 +284,9 @@ def flatten_instances_exact(records: list, ctx: FileContext, sizes: ImageSizes, 
 
 
 
+_SCALARS = operator.itemgetter("id", "image_id", "category_id", "iscrowd", "area")
+
+
 def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, first_index: int = 0,
                            geometry: Geometry | None = None) -> Flat | None:
     """The common case with list comprehensions and Arrow conversions instead of a check
@@ -291,13 +295,14 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
     The rows in ``geometry`` take their polygons and bboxes from its arrays.
     """
     n = len(records)
-    if n == 0 or not all(type(r) is dict for r in records):
+    if n == 0 or set(map(type, records)) != {dict}:
         return None
     with_kp = ctx.kind == "person_keypoints"
     known = frozenset(KNOWN_KEYS["annotations"] + (KNOWN_KEYS["keypoints"] if with_kp else ()))
-    ids = [r.get("id") for r in records]
-    image_ids = [r.get("image_id") for r in records]
-    cat_ids = [r.get("category_id") for r in records]
+    try:  # a record without one of these: its None would fail the type checks below
+        ids, image_ids, cat_ids, crowd, areas = zip(*map(_SCALARS, records))
+    except KeyError:
+        return None
     try:
         cols = []
         for values, space in ((ids, "annotation"), (image_ids, "image"), (cat_ids, "category")):
@@ -309,8 +314,6 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
         return None
     if ctx.category_ids is not None and not set(cat_ids) <= ctx.category_ids:
         return None
-    crowd = [r.get("iscrowd") for r in records]
-    areas = [r.get("area") for r in records]
     if set(map(type, crowd)) != {int} or not set(map(type, areas)) <= NUMBER_TYPES:
         return None
     crowd_np = np.array(crowd, dtype=np.int64)
@@ -327,7 +330,7 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
         return None
     if not np.isfinite(bnp).all() or (bnp.reshape(-1, 4)[:, 2:] < 0).any() or (np.abs(bnp) > EXACT).any():
         return None
-    found, heights, widths = sizes.lookup(image_ids)
+    found, heights, widths = sizes.lookup(cols[1].to_numpy() if ctx.id_types.image == "int64" else image_ids)
     if not found.all():
         return None
 

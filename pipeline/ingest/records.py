@@ -107,14 +107,18 @@ class ImageSizes:
     def __len__(self) -> int:
         return len(self.ids) if self.id_type == "int64" else len(self.map)
 
-    def lookup(self, ids: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(found, heights, widths); a height of -1 means the image has no usable height."""
+    def lookup(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(found, heights, widths) of the ids (a list, or an int64 array for int64 ids); a
+        height of -1 means the image has no usable height."""
         if self.id_type == "int64":
-            q = np.asarray([i if type(i) is int else 0 for i in ids], dtype=np.int64)
+            given = isinstance(ids, np.ndarray)
+            q = ids.astype(np.int64, copy=False) if given else np.asarray(
+                [i if type(i) is int else 0 for i in ids], dtype=np.int64)
             pos = np.searchsorted(self.ids, q)
             pos_c = np.minimum(pos, max(len(self.ids) - 1, 0))
             found = (pos < len(self.ids)) & (self.ids[pos_c] == q) if len(self.ids) else np.zeros(len(q), bool)
-            found &= np.asarray([type(i) is int for i in ids], dtype=bool)
+            if not given:
+                found &= np.asarray([type(i) is int for i in ids], dtype=bool)
             h = np.where(found, self.h[pos_c] if len(self.ids) else 0, -1)
             w = np.where(found, self.w[pos_c] if len(self.ids) else 0, -1)
             return found, h, w
