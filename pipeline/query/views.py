@@ -165,6 +165,9 @@ def connect(
         raise WarehouseError(f"{wh.url('')}: no warehouse here; run `cocolake ingest` first")
     con = _open(database, durable, storage_version)
     con.execute("SET enable_progress_bar = false")  # standard output carries query results
+    # each view over a table binds its read_parquet again, which reads every part's footer;
+    # a connection reads the parts of one version, so one read of each serves it
+    con.execute("SET parquet_metadata_cache = true")
     register_filesystem(con, wh)
     raw_for = None
     if for_sql is not None:
