@@ -122,7 +122,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
     with contextlib.ExitStack() as quiet:
         if not verbose:
             quiet.enter_context(quiet_cluster_logs())
-        quiet.enter_context(dask.config.set({"distributed.worker.daemon": False, **_WORKER_MALLOC}))
+        quiet.enter_context(dask.config.set({"distributed.worker.daemon": False, **_WORKER_MALLOC, **_NO_DASHBOARD}))
         # multiprocessing starts its resource tracker on first use, from the thread that
         # needs it, and then unblocks SIGINT in that thread (resource_tracker.py): started
         # here, before the mask, so that the cluster's threads keep SIGINT blocked
@@ -211,6 +211,17 @@ def sigint_held():
 # (what a single process gets); measured: -15% CPU, +0.15 GB peak on train2017 scale.
 # https://distributed.dask.org/en/stable/worker-memory.html#automatically-trim-memory
 _WORKER_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 << 20}
+
+
+# What only a dashboard shows, off in a local cluster that has none: every worker's
+# statistical profiler samples its threads' stacks every 10 ms (3% of a core per idle
+# worker, more while a task runs), and the scheduler and nannies sample the system and
+# their event loop's latency several times a second.
+_NO_DASHBOARD = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.admin.tick.interval": "1s",
+}
 
 
 def _test_pause(stage: str) -> None:

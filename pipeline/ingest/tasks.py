@@ -128,11 +128,14 @@ def _batches(task: ChunkTask):
     """(bytes, offset, first_index) pieces of the chunk, each holding whole records.
 
     A chunk is read in pieces of ``sub_batch_bytes`` so that memory stays bounded even when
-    a chunk is large (streamed sources use few, large chunks).
+    a chunk is large (streamed sources use few, large chunks). A chunk of a seekable source
+    is cut by the scan at the first record end past ``chunk_bytes``, a little more than one
+    piece: it is read and parsed whole (in pieces it would be scanned once more, and its
+    last record parsed and flattened on its own).
     """
     if task.end <= task.start:
         return
-    if task.end - task.start <= task.sub_batch_bytes:
+    if task.end - task.start <= 2 * task.sub_batch_bytes:
         yield sources.read_range(task.plan_source, task.start, task.end), task.start, task.first_index
         return
     first_index = task.first_index

@@ -138,3 +138,27 @@ def test_a_failed_garbage_collection_after_the_commit_is_a_warning(coco_mini, tm
         report = run_ingest([captions], warehouse=str(tmp_path), dataset="d", workers=1)
     assert report.version == 2 and "version 2 committed, but removing old parts failed" in caplog.text
     assert Warehouse(str(tmp_path), "d").read_table("captions").num_rows == 395
+
+
+def test_a_chunk_of_a_seekable_file_is_parsed_in_one_piece(coco_mini, tmp_path):
+    # the scan cuts a chunk at the first record end past chunk_bytes: a little more than one
+    # sub-batch, read and parsed whole (not scanned again and split before its last record)
+    from pipeline.ingest import sources, tasks
+    from pipeline.ingest.plan import IngestOptions, plan_file
+    from pipeline.ingest.tasks import ChunkTask
+
+    path = coco_mini / "annotations" / "instances_val2017.json"
+    (source,) = sources.resolve([str(path)], cache_dir=str(tmp_path / "cache"))
+    opts = IngestOptions(chunk_bytes=20_000)
+    plan = plan_file(source, opts)
+    chunk_tasks = [ChunkTask(plan_source=source, section="annotations", start=a, end=b, first_index=first,
+                             context=plan.context, targets=(), sub_batch_bytes=opts.chunk_bytes)
+                   for a, b, first in plan.chunks["annotations"]]
+    assert len(chunk_tasks) > 10
+    assert all(t.end - t.start > t.sub_batch_bytes for t in chunk_tasks[:-1])
+    records = []
+    for task in chunk_tasks:
+        pieces = list(tasks._batches(task))
+        assert [(offset, first) for _, offset, first in pieces] == [(task.start, task.first_index)]
+        records += json.loads(b"[" + pieces[0][0].strip(b" \t\r\n,") + b"]")
+    assert records == json.loads(path.read_bytes())["annotations"]
