@@ -258,7 +258,8 @@ def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
                 _test_pause(f"{phase}:{done[0]}")
 
         with Callback(posttask=posttask):
-            return list(dask.compute(*tasks, scheduler="synchronous"))
+            # the function, not the name: for a name dask imports distributed (0.5-0.8 s) to look for a client
+            return list(dask.compute(*tasks, scheduler=dask.local.get_sync))
     from distributed import as_completed
 
     futures = client.compute(tasks)
