@@ -34,7 +34,7 @@ import os
 import time
 
 from . import classes, output, select
-from ..defaults import DEFAULT_DATASET
+from ..defaults import DEFAULT_DATASET, DEFAULT_WAREHOUSE
 from .options import ExportError, ExportOptions, ExportReport, Progress
 
 __all__ = ["export", "run_export", "ExportOptions", "ExportReport", "ExportError"]
@@ -116,7 +116,7 @@ def export(
     out: str,
     *,
     format: str = "coco",
-    warehouse: str = "warehouse",
+    warehouse: str = DEFAULT_WAREHOUSE,
     dataset: str = DEFAULT_DATASET,
     where: str | None = None,
     sql: str | None = None,

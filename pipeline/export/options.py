@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Literal, get_args
 
-from ..defaults import DEFAULT_DATASET
+from ..defaults import DEFAULT_DATASET, DEFAULT_WAREHOUSE
 from ..errors import ConfigError, ExportError  # noqa: F401 - ExportError also importable from here
 
 Format = Literal["coco", "yolo", "parquet", "hf"]
@@ -33,7 +33,7 @@ class ExportOptions:
 
     out: str
     format: Format = "coco"
-    warehouse: str = "warehouse"
+    warehouse: str = DEFAULT_WAREHOUSE
     dataset: str = DEFAULT_DATASET
     # SQL boolean expression over annotations_enriched
     where: str | None = None
