@@ -30,8 +30,6 @@ import os
 import shutil
 import uuid
 
-import fsspec
-
 from .options import ExportError, ExportOptions
 
 log = logging.getLogger(__name__)
@@ -153,6 +151,8 @@ def _staged_remote(opts: ExportOptions, overwrite: bool):
     if out == warehouse or warehouse.startswith(out + "/") or out.startswith(warehouse + "/"):
         raise ExportError(f"--out {opts.out}: is, holds or is inside the warehouse {opts.warehouse}; export "
                           "into a prefix of its own")
+    import fsspec  # here: a local export needs none of it, and its import is slow
+
     fs, path = fsspec.core.url_to_fs(opts.out, **(opts.out_storage_options or {}))
     path = path.rstrip("/")
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
