@@ -1,4 +1,4 @@
-"""results: a COCO results file (a JSON list of detections) → the ``predictions`` table.
+"""detections: a COCO results file (a JSON list of detections) → the ``predictions`` table.
 
 Input: a results file as pycocotools' ``COCO.loadRes`` reads it, ``[{"image_id", "category_id",
 "score", "bbox" | "segmentation" | "keypoints"}, ...]`` (any source URL, .gz, zip member),
@@ -19,7 +19,7 @@ Guarantees:
   ``BadRecordError`` naming file, position and problem, or becomes a ``rejects`` row with
   ``--on-bad-record skip``.
 
-The file is scanned once for record boundaries (``split.StructureScanner``) and cut into
+The file is scanned once for record boundaries (``ingest.scan.StructureScanner``) and cut into
 chunks of whole records; each chunk is one Dask task that reads its byte range, validates,
 encodes and writes its own part, so memory stays bounded by the chunk size.
 """
