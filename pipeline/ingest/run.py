@@ -122,7 +122,10 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
     with contextlib.ExitStack() as quiet:
         if not verbose:
             quiet.enter_context(quiet_cluster_logs())
-        quiet.enter_context(dask.config.set({"distributed.worker.daemon": False, **_WORKER_MALLOC, **_NO_DASHBOARD}))
+        quiet.enter_context(dask.config.set({
+            "distributed.worker.daemon": False, **_WORKER_MALLOC, **_NO_DASHBOARD,
+            "distributed.worker.preload": [*dask.config.get("distributed.worker.preload", []), _WARM],
+        }))
         # multiprocessing starts its resource tracker on first use, from the thread that
         # needs it, and then unblocks SIGINT in that thread (resource_tracker.py): started
         # here, before the mask, so that the cluster's threads keep SIGINT blocked
@@ -222,6 +225,9 @@ _NO_DASHBOARD = {
     "distributed.admin.system-monitor.interval": "2s",
     "distributed.admin.tick.interval": "1s",
 }
+
+
+_WARM = "pipeline.ingest.warm"  # imported by each worker as it starts (see there)
 
 
 def _test_pause(stage: str) -> None:

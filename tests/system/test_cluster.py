@@ -188,3 +188,20 @@ def test_local_cluster_workers_keep_the_adaptive_malloc_threshold():
     with dask_client(workers=2) as client:
         got = set(client.run(environ).values())
     assert got == {(str(32 << 20), "65536")}
+
+
+def test_local_cluster_workers_start_warm_and_without_the_dashboard_samplers():
+    """Each worker has the task modules imported and pyarrow set up (it imports pandas on
+    its first conversion) before its first task, and runs no statistical profiler."""
+    import dask
+
+    from pipeline.ingest.run import dask_client
+
+    def state():
+        return ("pipeline.ingest.tasks" in sys.modules, "pandas" in sys.modules,
+                dask.config.get("distributed.worker.profile.enabled"))
+
+    with dask_client(workers=2) as client:
+        got = list(client.run(state).values())
+    assert got == [(True, True, False)] * 2
+    assert "pipeline.ingest.warm" not in dask.config.get("distributed.worker.preload", [])  # restored
