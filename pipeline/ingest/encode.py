@@ -210,6 +210,36 @@ def gather_polygons(geometry, listed: list[int], seg_value: list):
     return np.concatenate(pieces), offsets, ann
 
 
+def bbox_values(records: list, geometry) -> np.ndarray | None:
+    """The bbox numbers of every record, 4 per row in one float64 array: from ``geometry`` (a
+    ``parse.Geometry`` or None) where it has them, else from the records' lists; None when a
+    record's bbox is not a list of 4 numbers or holds an integer beyond float64."""
+    n = len(records)
+    if geometry is not None and len(geometry.box_rows) == n:
+        return geometry.boxes.reshape(-1)
+    rest = range(n)
+    if geometry is not None and len(geometry.box_rows):
+        listed = np.ones(n, dtype=bool)
+        listed[geometry.box_rows] = False
+        rest = np.flatnonzero(listed).tolist()
+    bboxes = [records[i].get("bbox") for i in rest]
+    if set(map(type, bboxes)) != {list} or set(map(len, bboxes)) != {4}:
+        return None
+    bflat = [x for b in bboxes for x in b]
+    if not set(map(type, bflat)) <= NUMBER_TYPES:
+        return None
+    try:
+        listed_np = np.array(bflat, dtype=np.float64)
+    except OverflowError:
+        return None
+    if geometry is None or not len(geometry.box_rows):
+        return listed_np
+    out = np.empty((n, 4), np.float64)
+    out[geometry.box_rows] = geometry.boxes
+    out[rest] = listed_np.reshape(-1, 4)
+    return out.reshape(-1)
+
+
 def bbox_array(flat: list, valid: list) -> pa.Array:
     n = len(valid)
     counts = np.where(np.asarray(valid, dtype=bool), 4, 0) if n else np.zeros(0, np.int64)

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from ..errors import BadFileError
 from ..jsontext import dumps_text as _dumps
-from .encode import MaskRows, bbox_array, classify_segmentation, encode_masks, gather_polygons
+from .encode import MaskRows, bbox_array, bbox_values, classify_segmentation, encode_masks, gather_polygons
 from .parse import Geometry
 from .records import (
     EXACT, KNOWN_KEYS, NUMBER_TYPES, BadValue, Collector, FileContext, Flat, ImageSizes, arrow_table, check_id,
@@ -84,8 +84,11 @@ def flatten_images(records: list, ctx: FileContext, first_index: int = 0) -> Fla
                 typed(rec, "flickr_url", is_str, raw), typed(rec, "date_captured", is_str, raw),
                 extra_text(rec, KNOWN_KEYS["images"]), _dumps(raw) if raw else None)
 
-    rows, keep = _rows(records, col, ("id", "file_name", "height", "width", "license", "coco_url", "flickr_url",
-                                      "date_captured", "extra", "raw"), row_of)
+    rows = _images_fast(records, ctx)
+    if rows is not None:
+        keep = list(range(len(records)))
+    else:
+        rows, keep = _rows(records, col, _IMAGE_KEYS + ("extra", "raw"), row_of)
     table = arrow_table("images", rows, ctx, first_index, keep)
     sizes = ImageSizes(
         rows["id"],
@@ -94,6 +97,34 @@ def flatten_images(records: list, ctx: FileContext, first_index: int = 0) -> Fla
         ctx.id_types.image,
     )
     return Flat({"images": table}, col.rejects, sizes)
+
+
+_IMAGE_KEYS = KNOWN_KEYS["images"]  # id, file_name, height, width, license, coco_url, flickr_url, date_captured
+_IMAGE_FIELDS = operator.itemgetter(*_IMAGE_KEYS)
+
+
+def _images_fast(records: list, ctx: FileContext) -> dict[str, list] | None:
+    """The image rows, checked column by column, when every record is an object with all the
+    known keys and no other, each value of its type and in range (what ``row_of`` accepts
+    without a raw value); None otherwise, and the records go one by one."""
+    if not records or set(map(type, records)) != {dict} or set(itertools.chain.from_iterable(records)) != set(
+            _IMAGE_KEYS):
+        return None
+    try:
+        ids, fnames, heights, widths, lic, coco, flickr, date = (list(c) for c in zip(*map(_IMAGE_FIELDS, records)))
+    except KeyError:
+        return None
+    if set(map(type, ids)) != ({str} if ctx.id_types.image == "string" else {int}):
+        return None
+    ints = (heights, widths, lic) if ctx.id_types.image == "string" else (ids, heights, widths, lic)
+    if any(set(map(type, c)) != {int} or min(c) < -(2**63) or max(c) >= 2**63 for c in ints):
+        return None
+    if any(set(map(type, c)) != {str} for c in (fnames, coco, flickr, date)) or "\x00" in "".join(fnames):
+        return None
+    if min(heights) <= 0 or min(widths) <= 0:
+        return None
+    none = [None] * len(records)
+    return dict(zip(_IMAGE_KEYS + ("extra", "raw"), (ids, fnames, heights, widths, lic, coco, flickr, date, none, none)))
 
 
 # ---------------------------------------------------------------------------- small sections
@@ -325,7 +356,7 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
         return None
     if (np.abs(area_np) > EXACT).any():  # maybe integers a float64 cannot hold: the exact path
         return None
-    bnp = _bboxes(records, geometry)
+    bnp = bbox_values(records, geometry)
     if bnp is None:
         return None
     if not np.isfinite(bnp).all() or (bnp.reshape(-1, 4)[:, 2:] < 0).any() or (np.abs(bnp) > EXACT).any():
@@ -402,33 +433,3 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
     if with_kp:
         tables["keypoints"] = arrow_table("keypoints", kp_rows, ctx, first_index, kp_keep)
     return Flat(tables, [])
-
-
-def _bboxes(records: list, geometry: Geometry | None) -> np.ndarray | None:
-    """The bbox numbers of every record, 4 per row in one float64 array: from ``geometry``
-    where it has them, else from the records' lists; None when a record's bbox is not a list
-    of 4 numbers or holds an integer beyond float64."""
-    n = len(records)
-    if geometry is not None and len(geometry.box_rows) == n:
-        return geometry.boxes.reshape(-1)
-    rest = range(n)
-    if geometry is not None and len(geometry.box_rows):
-        listed = np.ones(n, dtype=bool)
-        listed[geometry.box_rows] = False
-        rest = np.flatnonzero(listed).tolist()
-    bboxes = [records[i].get("bbox") for i in rest]
-    if set(map(type, bboxes)) != {list} or set(map(len, bboxes)) != {4}:
-        return None
-    bflat = [x for b in bboxes for x in b]
-    if not set(map(type, bflat)) <= NUMBER_TYPES:
-        return None
-    try:
-        listed_np = np.array(bflat, dtype=np.float64)
-    except OverflowError:
-        return None
-    if geometry is None or not len(geometry.box_rows):
-        return listed_np
-    out = np.empty((n, 4), np.float64)
-    out[geometry.box_rows] = geometry.boxes
-    out[rest] = listed_np.reshape(-1, 4)
-    return out.reshape(-1)

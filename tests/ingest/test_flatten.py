@@ -77,3 +77,33 @@ def test_integers_beyond_float_range_are_bad_records(coco_mini, tmp_path, field,
     records[0][field] = value
     with pytest.raises(BadRecordError, match=problem):
         flatten.flatten_annotations(records, ctx, sizes, first)
+
+
+@pytest.mark.parametrize("name", FILES + ("captions_val2017.json",))
+def test_image_rows_checked_by_column_equal_those_checked_one_by_one(coco_mini, tmp_path, name, monkeypatch):
+    plan = _plan(coco_mini, name, tmp_path)
+    chunks = list(_records(plan, "images"))
+    assert all(flatten._images_fast(records, plan.context) is not None for records, _ in chunks)
+    fast = [flatten.flatten_images(records, plan.context, first) for records, first in chunks]
+    monkeypatch.setattr(flatten, "_images_fast", lambda records, ctx: None)
+    slow = [flatten.flatten_images(records, plan.context, first) for records, first in chunks]
+    for f, s in zip(fast, slow):
+        assert f.rejects == s.rejects == []
+        assert f.tables["images"].equals(s.tables["images"]) and f.tables["images"].num_rows > 0
+        assert f.image_sizes.lookup(s.tables["images"].column("id").to_pylist())[1].tolist() == (
+            s.image_sizes.lookup(s.tables["images"].column("id").to_pylist())[1].tolist())
+
+
+@pytest.mark.parametrize("change", [
+    {"height": "480"}, {"height": 0}, {"width": -1}, {"height": 2**63}, {"id": "7"}, {"id": True}, {"license": None},
+    {"file_name": "a\x00b"}, {"coco_url": 5}, {"flickr_url": None}, {"date_captured": 0}, {"other": 1}, {"id": 2**63},
+    {"file_name": ...},  # missing
+])
+def test_an_unusual_image_goes_one_by_one(coco_mini, tmp_path, change):
+    plan = _plan(coco_mini, "instances_val2017.json", tmp_path)
+    records, first = next(_records(plan, "images"))
+    assert flatten._images_fast(records, plan.context) is not None
+    records[1].update(change)
+    for key in [k for k, v in change.items() if v is ...]:
+        del records[1][key]
+    assert flatten._images_fast(records, plan.context) is None
