@@ -153,7 +153,8 @@ def large_file(coco_mini, tmp_path_factory) -> pathlib.Path:
         for im in images[: 8000 - len(out_images)]:
             new_id = copy * 1_000_000 + im["id"]
             out_images.append(dict(im, id=new_id, file_name=f"{new_id:012d}.jpg"))
-            out_anns += [dict(a, id=len(out_anns) + 1, image_id=new_id) for a in by_image.get(im["id"], [])]
+            out_anns += [dict(a, id=len(out_anns) + k + 1, image_id=new_id)
+                         for k, a in enumerate(by_image.get(im["id"], []))]
         copy += 1
     path = tmp_path_factory.mktemp("large") / "instances_train2017.json"
     path.write_text(json.dumps({"images": out_images, "annotations": out_anns, "categories": cats}))
