@@ -1,4 +1,4 @@
-"""split: cut one COCO JSON document into independent chunks without parsing it.
+"""scan: cut one COCO JSON document into independent chunks without parsing it.
 
 Input: the bytes of a document, read block by block (any size, any source).
 Output: a ``DocumentLayout``: where each top-level record array (``images``,
