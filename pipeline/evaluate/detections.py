@@ -74,6 +74,8 @@ class ResultsTask:
     rejects_path: str
     warehouse_protocol: str = "file"
     storage_options: tuple = ()
+    predictions_rel: str = ""  # the parts' paths inside the warehouse, for the manifest
+    rejects_rel: str = ""
 
 
 @dataclasses.dataclass
@@ -406,25 +408,25 @@ def _ingest_results(txn: Transaction, url: str, *, run, split, workers, schedule
                                   for space in ("image", "category")})
     base = wh.next_part_number(run, manifest)
     storage = tuple(sorted(wh.storage_options.items()))
-    tasks_meta = []
+    tasks = []
     for k, (start, end, first) in enumerate(chunks):
         pred_rel = Warehouse.part_rel("predictions", run, base + k)
         rej_rel = Warehouse.part_rel("rejects", run, base + k)
-        tasks_meta.append((ResultsTask(sf, start, end, first, gt.split, ctx, f"{wh.root}/{pred_rel}",
-                                       f"{wh.root}/{rej_rel}", wh.protocol, storage), pred_rel, rej_rel))
-    txn.will_write(rel for _, a, b in tasks_meta for rel in (a, b))
+        tasks.append(ResultsTask(sf, start, end, first, gt.split, ctx, f"{wh.root}/{pred_rel}",
+                                 f"{wh.root}/{rej_rel}", wh.protocol, storage, pred_rel, rej_rel))
+    txn.will_write(rel for t in tasks for rel in (t.predictions_rel, t.rejects_rel))
     key = uuid.uuid4().hex[:12]  # task keys unique per call: one Dask cluster may serve several runs
     sizes = dask.delayed(gt.sizes, name=f"sizes-{run}-{key}")
     graph = [dask.delayed(ingest_results_chunk, pure=True)(t, sizes, dask_key_name=f"results-{run}-{k}-{key}")
-             for k, (t, _, _) in enumerate(tasks_meta)]
+             for k, t in enumerate(tasks)]
     with dask_client(workers, scheduler) as client:  # closed before the transaction removes parts
         counts = compute(graph, client, progress, "ingest") if graph else []
     parts = []
-    for (_, pred_rel, rej_rel), c in zip(tasks_meta, counts):
+    for t, c in zip(tasks, counts):
         if c["predictions"]:
-            parts.append(Part("predictions", run, sf.name, pred_rel, c["predictions"], id_type))
+            parts.append(Part("predictions", run, sf.name, t.predictions_rel, c["predictions"], id_type))
         if c["rejects"]:
-            parts.append(Part("rejects", run, sf.name, rej_rel, c["rejects"], id_type))
+            parts.append(Part("rejects", run, sf.name, t.rejects_rel, c["rejects"], id_type))
     replaced = {(run, p.source_file) for p in manifest.parts if p.split == run} | {(run, sf.name)}
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     meta = {"split": run, "source_file": sf.name, "url": sf.url, "kind": KIND, "id_type": id_type,
