@@ -11,17 +11,21 @@ duplicate-id check, building the graph).
 |---|---|
 | read | ``split.iter_blocks`` (the scan's reads), ``sources.read_range`` (the chunks' reads) |
 | split/scan | ``split.scan_document`` |
-| parse | ``parse.parse_chunk``, ``parse.parse_with_geometry`` (JSON bytes to Python objects, polygons and bboxes to arrays) |
+| parse: polygons | ``_jsonpoly.extract`` (C: polygon and bbox numbers from the bytes into float64 arrays) |
+| parse: rest | ``parse.parse_chunk``, ``parse.parse_with_geometry`` (orjson on the rest of each record) |
 | flatten | ``flatten.flatten_*`` (validation, Arrow columns) |
-| RLE | ``masks``: ``encode_polygon_batch``, ``encode_rle_batch`` (validation, encoding and each mask's area) |
+| RLE kernel | ``rlekernel.encode_polygons``, ``rlekernel.encode_runs`` (C: counts, area, bbox of a whole chunk) |
+| RLE checks | ``masks``: ``encode_polygon_batch``, ``encode_rle_batch`` (validation, Python strings) |
 | write | ``warehouse.write_part`` (Parquet, zstd) |
 | commit | ``Warehouse.commit`` (manifest, clean-up) |
 
 Floors: read = ``cat F > /dev/null`` and a Python read in 16 MB blocks (file in the page
-cache); split/scan = one NumPy pass over the bytes (finding the quotes), the least a
-structural scan does; RLE = pycocotools' C encoder (``frPyObjects`` + ``merge``) over
-polygons already in NumPy arrays, so no JSON or Python-float cost is in it; write =
-writing as many bytes as the Parquet output to a file.
+cache); split/scan = one NumPy pass over the bytes (finding the quotes: memory speed), the
+least a structural scan does; RLE kernel = the C kernel alone over every polygon
+annotation of the output as one batch of flat arrays (no validation, no Python strings;
+pycocotools' own C encoder, ``frPyObjects`` + ``merge`` on NumPy polygons, is given beside
+it for scale); parse = the rate per number and per byte (no lower bound is measured);
+write = writing as many bytes as the Parquet output to a file.
 
 Runs as a module (prints one JSON object)::
 
@@ -49,18 +53,22 @@ TIMED = (
     ("pipeline.ingest.scan", "iter_blocks", "read"),
     ("pipeline.ingest.sources", "read_range", "read"),
     ("pipeline.ingest.scan", "scan_document", "split/scan"),
-    ("pipeline.ingest.parse", "parse_chunk", "parse"),
-    ("pipeline.ingest.parse", "parse_with_geometry", "parse"),
+    ("pipeline._jsonpoly", "extract", "parse: polygons"),
+    ("pipeline.ingest.parse", "parse_chunk", "parse: rest"),
+    ("pipeline.ingest.parse", "parse_with_geometry", "parse: rest"),
     ("pipeline.ingest.flatten", "flatten_images", "flatten"),
     ("pipeline.ingest.flatten", "flatten_annotations", "flatten"),
     ("pipeline.ingest.flatten", "flatten_categories", "flatten"),
     ("pipeline.ingest.flatten", "flatten_licenses", "flatten"),
-    ("pipeline.masks", "encode_polygon_batch", "RLE"),
-    ("pipeline.masks", "encode_rle_batch", "RLE"),
+    ("pipeline.rlekernel", "encode_polygons", "RLE kernel"),
+    ("pipeline.rlekernel", "encode_runs", "RLE kernel"),
+    ("pipeline.masks", "encode_polygon_batch", "RLE checks"),
+    ("pipeline.masks", "encode_rle_batch", "RLE checks"),
     ("pipeline.warehouse", "write_part", "write"),
     ("pipeline.warehouse", "Warehouse.commit", "commit"),
 )
-STAGES = ("read", "split/scan", "parse", "flatten", "RLE", "write", "commit", "other")
+STAGES = ("read", "split/scan", "parse: polygons", "parse: rest", "flatten", "RLE kernel", "RLE checks",
+          "write", "commit", "other")
 BLOCK = 16 * MB
 
 
@@ -171,10 +179,15 @@ def floor_scan(source: str) -> float:
 
 
 def floor_rle(warehouse: str, dataset: str) -> dict:
-    """pycocotools frPyObjects + merge per polygon annotation, polygons prepared in NumPy."""
+    """The C kernel alone, one call per part file (a chunk's batch), over every polygon
+    annotation of the output as flat arrays; and pycocotools frPyObjects + merge per
+    annotation on the same polygons in NumPy, for scale."""
+    import numpy as np
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from pycocotools import mask as mask_utils
+
+    from pipeline import rlekernel
 
     files = sorted(pathlib.Path(warehouse, dataset, "annotations").rglob("*.parquet"))
     if not files:
@@ -182,26 +195,33 @@ def floor_rle(warehouse: str, dataset: str) -> dict:
     names = pq.read_schema(files[0]).names
     if "polygons" not in names or "rle_size" not in names:
         return {"problem": "the annotations table has no polygons / rle_size columns"}
-    items = []
+    batches, items = [], []
     for path in files:
         t = pq.read_table(path, columns=["polygons", "rle_size"])
-        t = t.filter(pc.is_valid(t["polygons"]))
+        t = t.filter(pc.and_(pc.is_valid(t["polygons"]), pc.greater(pc.list_value_length(t["polygons"]), 0)))
         polys = t["polygons"].combine_chunks()
-        sizes = t["rle_size"].to_pylist()
-        outer = polys.offsets.to_numpy()
-        inner_arr = polys.values
-        inner = inner_arr.offsets.to_numpy()
-        coords = inner_arr.values.to_numpy()
-        for i, (h, w) in enumerate(sizes):
-            parts = [coords[inner[k]:inner[k + 1]] for k in range(outer[i], outer[i + 1])]
-            if parts:
-                items.append((parts, h, w))
+        hw = np.asarray(t["rle_size"].to_pylist(), dtype=np.int64).reshape(-1, 2)
+        outer = polys.offsets.to_numpy().astype(np.int64)
+        inner = polys.values.offsets.to_numpy().astype(np.int64)
+        coords = polys.values.values.to_numpy()
+        batches.append((coords, inner, outer, hw[:, 0].copy(), hw[:, 1].copy()))
+        for i, (h, w) in enumerate(hw.tolist()):
+            items.append(([coords[inner[k]:inner[k + 1]] for k in range(outer[i], outer[i + 1])], h, w))
+    n = len(items)
+    out = {"annotations": n, "coordinates": int(sum(len(b[0]) for b in batches))}
+    if rlekernel.AVAILABLE:
+        encode = getattr(rlekernel.encode_polygons, "__wrapped__", rlekernel.encode_polygons)
+        t0 = time.perf_counter()
+        for batch in batches:
+            encode(*batch)
+        spent = time.perf_counter() - t0
+        out["kernel"] = {"seconds": spent, "us_per_annotation": spent / n * 1e6 if n else 0.0}
     t0 = time.perf_counter()
     for parts, h, w in items:
         mask_utils.merge(mask_utils.frPyObjects(parts, h, w))
     spent = time.perf_counter() - t0
-    return {"seconds": spent, "annotations": len(items),
-            "us_per_annotation": spent / len(items) * 1e6 if items else 0.0}
+    out["pycocotools"] = {"seconds": spent, "us_per_annotation": spent / n * 1e6 if n else 0.0}
+    return out
 
 
 def floor_write(nbytes: int, directory: str) -> float:
@@ -267,11 +287,25 @@ def render(d: dict, command: str) -> list[str]:
         "write": (fl["write"], f"writing {d['parquet_bytes'] / MB:.0f} MB (the Parquet output's size)"),
     }
     rle = fl["RLE"]
-    if "seconds" in rle:
-        floor_text["RLE"] = (rle["seconds"], f"pycocotools frPyObjects + merge on NumPy polygons: "
-                             f"{rle['annotations']} annotations, {rle['us_per_annotation']:.1f} µs each")
+    if "problem" in rle:
+        floor_text["RLE kernel"] = (None, f"not measured: {rle['problem']}")
     else:
-        floor_text["RLE"] = (None, f"not measured: {rle['problem']}")
+        coco = rle["pycocotools"]
+        scale = (f"pycocotools' C (frPyObjects + merge on NumPy polygons): {coco['seconds']:.2f} s, "
+                 f"{coco['us_per_annotation']:.1f} µs each")
+        kernel = rle.get("kernel")
+        floor_text["RLE kernel"] = (
+            (kernel["seconds"], f"the kernel alone, a batch per part file: {rle['annotations']} polygon annotations, "
+             f"{kernel['us_per_annotation']:.1f} µs each; {scale}") if kernel
+            else (coco["seconds"], f"{scale} (the extension is not built)"))
+        numbers = rle["coordinates"] + 4 * anns
+        t = d["own_s"].get("parse: polygons", 0.0)
+        if numbers and t:
+            floor_text["parse: polygons"] = (None, f"{t / numbers * 1e9:.0f} ns per number "
+                                             f"({rle['coordinates']} coordinates, {anns} boxes)")
+    t = d["own_s"].get("parse: rest", 0.0)
+    if t:
+        floor_text["parse: rest"] = (None, f"{d['input_bytes'] / MB / t:.0f} MB/s of input")
     rows = [
         "",
         f"{anns} annotations ingested in {total:.2f} s with the timers on (they add a little). "
