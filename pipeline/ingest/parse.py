@@ -76,11 +76,13 @@ class Geometry(NamedTuple):
     original: Callable[[], list]  # the chunk's records as written, segmentations included
 
 
-def _body(buf: bytes) -> bytes | None:
+def _body(buf: bytes) -> tuple[int, bytes] | None:
+    """The records of a chunk without its blanks and leading comma, and where they start in it."""
     body = buf.strip(b" \t\r\n")
+    start = len(buf) - len(buf.lstrip(b" \t\r\n"))
     if body.startswith(b","):
-        body = body[1:]
-    return body if body.strip(b" \t\r\n") else None
+        body, start = body[1:], start + 1
+    return (start, body) if body.strip(b" \t\r\n") else None
 
 
 def parse_with_geometry(buf: bytes, *, source: str, section: str, offset: int) -> tuple[list, Geometry | None]:
@@ -111,25 +113,14 @@ def parse_with_geometry(buf: bytes, *, source: str, section: str, offset: int) -
 
 def parse_chunk(buf: bytes, *, source: str, section: str, offset: int) -> list:
     """The records of a chunk (bytes between records of one array) as Python objects."""
-    body = _body(buf)
-    if body is None:
+    framed = _body(buf)
+    if framed is None:
         return []
-    data = b"[" + body + b"]"
+    start, body = framed
     try:
-        records = loads(data)
-    except UnicodeDecodeError as err:
-        raise BadFileError(source, f"{section}: bytes at {offset + err.start - 1} are not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        where = offset + err.pos - 1 + (len(buf) - len(buf.lstrip(b" \t\r\n,")))
-        raise BadFileError(source, f"{section}: invalid JSON near byte {where}: {err.msg}") from None
-    except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
-        raise BadFileError(
-            source, f"{section}: a number near byte {offset} has more digits than Python reads "
-            f"({sys.get_int_max_str_digits()})"
-        ) from None
-    except RecursionError:
-        raise BadFileError(source, f"{section}: a record near byte {offset} is nested too deeply") from None
-    return records
+        return loads(b"[" + body + b"]")
+    except (ValueError, RecursionError) as err:  # the text is "[" + body + "]"
+        raise _refusal(err, source, where=(section, offset), shift=offset + start - 1) from None
 
 
 def parse_document(data: bytes, name: str, max_bytes: int = MAX_RECORD_BYTES):
@@ -146,14 +137,25 @@ def parse_document(data: bytes, name: str, max_bytes: int = MAX_RECORD_BYTES):
         raise BadFileError(name, "the file is empty; expected a COCO JSON object")
     try:
         return loads(data)
-    except UnicodeDecodeError as err:
-        raise BadFileError(name, f"bytes at {err.start} are not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise BadFileError(name, f"invalid JSON near byte {err.pos}: {err.msg}") from None
-    except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
-        raise BadFileError(name, f"a number has more digits than Python reads ({sys.get_int_max_str_digits()})") from None
-    except RecursionError:
-        raise BadFileError(name, "nested too deeply") from None
+    except (ValueError, RecursionError) as err:
+        raise _refusal(err, name) from None
+
+
+def _refusal(err: ValueError | RecursionError, source: str, *, where: tuple[str, int] | None = None,
+            shift: int = 0) -> BadFileError:
+    """The ``BadFileError`` for what ``jsontext.loads`` raised on the text of ``source``:
+    ``where`` is (section, byte offset) for a chunk of a section (None: a whole document),
+    ``shift`` the document's byte offset of the text's first byte."""
+    prefix, near = (f"{where[0]}: ", f" near byte {where[1]}") if where else ("", "")
+    if isinstance(err, UnicodeDecodeError):
+        problem = f"bytes at {shift + err.start} are not UTF-8 text"
+    elif isinstance(err, json.JSONDecodeError):  # pos counts characters of the decoded text
+        problem = f"invalid JSON near byte {shift + len(err.doc[:err.pos].encode())}: {err.msg}"
+    elif isinstance(err, RecursionError):
+        problem = f"a record{near} is nested too deeply" if where else "nested too deeply"
+    else:  # int() refuses more than sys.get_int_max_str_digits() digits
+        problem = f"a number{near} has more digits than Python reads ({sys.get_int_max_str_digits()})"
+    return BadFileError(source, prefix + problem)
 
 
 def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
