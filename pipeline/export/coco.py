@@ -8,7 +8,8 @@ Guarantees: exporting everything gives back each source file, ``json.load``-equa
 top-level keys in the source order (from the stored ``document``, unknown keys included),
 records in the source order (``record_index``), unknown record keys (``extra``) and values
 the typed columns could not hold (``raw``) restored, polygons as polygons, uncompressed
-crowd RLE as the same run lengths, compressed RLE as the same string. Records are built
+crowd RLE as the same run lengths, compressed RLE as the same string, and for the
+official files each number the int or float it was (``_area_bbox_values``). Records are built
 per Arrow batch and written with orjson straight to the file, so memory is bounded by the
 batch, not the subset. When several source files land in one output file (``split_ratio``)
 the first file's top level is used, categories and licenses are merged by id and an
@@ -21,7 +22,9 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..jsontext import dumps, loads
 from .options import ExportError
@@ -72,10 +75,13 @@ def _records(batch: pa.RecordBatch, keys: tuple[str, ...], values: dict | None =
     return out
 
 
-def segmentation_values(batch: pa.RecordBatch) -> list:
-    """The source's ``segmentation`` per row (None: the source had none)."""
+def segmentation_values(batch: pa.RecordBatch, whole_as_int: bool = False) -> list:
+    """The source's ``segmentation`` per row (None: the source had none); with ``whole_as_int``
+    each whole polygon coordinate is an int (a person_keypoints file's rule, see ``_area_bbox_values``)."""
     fmts = batch.column("segmentation_format").to_pylist()
     polys = batch.column("polygons").to_pylist()
+    if whole_as_int:
+        _whole_coordinates_as_ints(batch.column("polygons"), polys)
     counts = batch.column("rle_counts").to_pylist()
     sizes = batch.column("rle_size").to_pylist()
     out = []
@@ -93,10 +99,58 @@ def segmentation_values(batch: pa.RecordBatch) -> list:
     return out
 
 
+def _integral(x: float | None) -> int | float | None:
+    """``x`` as an int when it is a whole number a double holds exactly, else unchanged."""
+    return int(x) if x is not None and x.is_integer() and abs(x) <= 2**53 else x
+
+
 def _keypoint_values(batch: pa.RecordBatch) -> list:
     # stored as doubles; COCO writes integer pixel positions and visibility flags as ints
-    return [None if kp is None else [int(x) if x.is_integer() else x for x in kp]
-            for kp in batch.column("keypoints").to_pylist()]
+    return [None if kp is None else [_integral(x) for x in kp] for kp in batch.column("keypoints").to_pylist()]
+
+
+# `area` and `bbox` are stored as doubles, so a source's 9476 and 9476.0 read back the same.
+# The official COCO files tell them apart by rules of their own, which this gives back
+# (coco-mini, cut from them, holds every case; tests/export/test_coco.py checks each number's
+# type):
+# - a crowd annotation (iscrowd 1): its area is the mask's pixel count and its bbox the
+#   mask's pixel edges, ints in every file (`"area": 104752, "bbox": [1, 1, 638, 267]`);
+# - a person_keypoints file writes every whole number as an int, as it does its keypoints
+#   (`"bbox": [464.46, 0, 175.54, 423]`, polygons with `0` and `640`);
+# - any other annotation keeps its floats: an instances file writes that same box as
+#   `[464.46, 0.0, 175.54, 423.0]`, and a polygon's area is a float even when whole.
+# A crowd flag the column could not hold (`"iscrowd": true`, kept in `raw`) counts as not crowd.
+def _area_bbox_values(batch: pa.RecordBatch, kind: str) -> tuple[list, list]:
+    areas = batch.column("area").to_pylist()
+    boxes = batch.column("bbox").to_pylist()
+    if kind == "person_keypoints":
+        rows = range(batch.num_rows)
+    else:
+        rows = [i for i, crowd in enumerate(batch.column("iscrowd").to_pylist()) if crowd == 1]
+    for i in rows:
+        areas[i] = _integral(areas[i])
+        if boxes[i] is not None:
+            boxes[i] = [_integral(x) for x in boxes[i]]
+    return areas, boxes
+
+
+def _whole_coordinates_as_ints(column: pa.Array, polygons: list) -> None:
+    """In place: each whole coordinate of ``polygons`` (``column.to_pylist()``) as an int.
+
+    numpy finds them over the batch's flat coordinates, so Python touches only those few.
+    """
+    rings = pc.list_flatten(column)
+    coords = pc.list_flatten(rings).to_numpy(zero_copy_only=False)
+    whole = np.flatnonzero((coords == np.trunc(coords)) & (np.abs(coords) <= 2**53))
+    if not whole.size:
+        return
+    lengths = pc.fill_null(pc.list_value_length(rings), 0).to_numpy(zero_copy_only=False)
+    starts = np.cumsum(lengths) - lengths
+    # an empty ring starts where the next one does; side="right" picks the one holding i
+    ring_of = np.searchsorted(starts, whole, side="right") - 1
+    ring_lists = [ring for poly in polygons if poly is not None for ring in poly]
+    for r, i in zip(ring_of.tolist(), (whole - starts[ring_of]).tolist()):
+        ring_lists[r][i] = int(ring_lists[r][i])
 
 
 def image_records(batch: pa.RecordBatch) -> list[dict]:
@@ -107,7 +161,8 @@ def annotation_records(batch: pa.RecordBatch, kind: str, cmap=None) -> list[dict
     """Records of annotation rows; with a ``ClassMap`` their category ids are the target ids."""
     if kind == "captions":
         return _records(batch, CAPTION_KEYS)
-    values = {"segmentation": segmentation_values(batch)}
+    values = {"segmentation": segmentation_values(batch, whole_as_int=kind == "person_keypoints")}
+    values["area"], values["bbox"] = _area_bbox_values(batch, kind)
     if cmap is not None:
         values["category_id"] = [cmap.of_source.get(c, c) for c in batch.column("category_id").to_pylist()]
     if kind == "person_keypoints":

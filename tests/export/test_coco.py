@@ -110,6 +110,33 @@ def test_export_of_everything_gives_back_each_source_file(full_export, coco_mini
     assert exported == original
 
 
+def _typed(value):
+    """``value`` with each number tagged int or float: json.load-equal is blind to 104752 vs 104752.0."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if type(value) in (int, float):
+        return (type(value).__name__, value)
+    return value
+
+
+@pytest.mark.parametrize("name", SOURCE_FILES)
+def test_export_of_everything_gives_back_each_number_as_the_int_or_float_it_was(full_export, coco_mini, name):
+    out, _ = full_export
+    original = _load(coco_mini / "annotations" / name)
+    exported = _load(out / "annotations" / name)
+
+    def areas(doc):
+        return [(a["id"], type(a["area"]).__name__, a["area"]) for a in doc["annotations"] if "area" in a]
+
+    if not name.startswith("captions"):
+        # the crowd annotations' areas are ints, the others floats (e.g. "area": 104752 and 702.1057499999998)
+        assert {t for _, t, _ in areas(original)} == {"int", "float"}
+    assert areas(exported) == areas(original)
+    assert _typed(exported) == _typed(original)
+
+
 def test_export_of_everything_writes_only_the_source_files(full_export):
     out, report = full_export
     assert sorted(p.name for p in (out / "annotations").iterdir()) == sorted(SOURCE_FILES)
