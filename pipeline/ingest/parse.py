@@ -7,28 +7,25 @@ read by ``jsontext.loads`` (orjson, Python's parser for NaN and big integers); b
 polygon segmentations and bboxes of annotation records straight from the bytes into flat
 float64 arrays (``Geometry``, by the C extension ``pipeline._jsonpoly``), so that no Python
 float is made per coordinate. ``parse_document`` reads a whole small document (a per-image
-set's file: gzip and a BOM handled). ``no_cyclic_gc`` wraps the task functions that parse
-and flatten. Imports the shared core (errors, jsontext), ``scan``'s record limit and
-``sources``' BOM.
+set's file, decompressed by ``sources.read_whole``). ``no_cyclic_gc`` wraps the task functions
+that parse and flatten. Imports the shared core (errors, jsontext), ``scan``'s record limit and
+``sources``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import gzip
-import io
 import json
 import sys
-import zlib
 from typing import Callable, NamedTuple
 
 import numpy as np
 
 from ..errors import BadFileError
 from ..jsontext import loads
+from . import sources
 from .scan import MAX_RECORD_BYTES
-from .sources import BOM
 
 try:
     from .. import _jsonpoly
@@ -124,15 +121,9 @@ def parse_chunk(buf: bytes, *, source: str, section: str, offset: int) -> list:
 
 
 def parse_document(data: bytes, name: str, max_bytes: int = MAX_RECORD_BYTES):
-    """The JSON value of a whole (small) document: gzip and a UTF-8 BOM are handled.
-
-    A gzip document may decompress to at most ``max_bytes``: a few MB of gzip can hold
-    gigabytes of JSON, which are refused before they are held in memory.
-    """
-    if data[:2] == b"\x1f\x8b":
-        data = _gunzip(data, name, max_bytes)
-    if data.startswith(BOM):
-        data = data[len(BOM):]
+    """The JSON value of a whole (small) document: gzip and a UTF-8 BOM are handled, a gzip
+    document may decompress to at most ``max_bytes`` (``sources.read_whole``)."""
+    data = sources.read_whole(data, name, max_bytes)
     if not data.strip():
         raise BadFileError(name, "the file is empty; expected a COCO JSON object")
     try:
@@ -156,18 +147,3 @@ def _refusal(err: ValueError | RecursionError, source: str, *, where: tuple[str,
     else:  # int() refuses more than sys.get_int_max_str_digits() digits
         problem = f"a number{near} has more digits than Python reads ({sys.get_int_max_str_digits()})"
     return BadFileError(source, prefix + problem)
-
-
-def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
-    parts, size = [], 0
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
-            while piece := f.read(1 << 20):
-                size += len(piece)
-                if size > max_bytes:
-                    raise BadFileError(name, f"decompresses to more than {max_bytes >> 20} MB; a per-image "
-                                       "document that large is not supported")
-                parts.append(piece)
-    except (OSError, EOFError, zlib.error) as err:
-        raise BadFileError(name, f"corrupt or truncated compressed data: {err}") from None
-    return b"".join(parts)

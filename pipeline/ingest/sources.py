@@ -4,7 +4,8 @@ Input: URLs or paths: a ``.json`` / ``.json.gz`` / ``.zip`` file, a directory of
 level of sub-directories included), ``zip://member::archive-url``, any fsspec protocol
 (``http(s)://``, ``s3://``, ...). Relative paths are relative to the working directory.
 Output: ``SourceFile`` records, one per JSON document, and two ways to read one:
-``open_document`` (sequential) and ``read_range`` (bytes ``[start, end)``).
+``open_document`` (sequential) and ``read_range`` (bytes ``[start, end)``); ``read_whole``
+makes a document of a file's bytes read at once (a per-image set's, at most a bound).
 
 What a document is: the decompressed bytes of the file or zip member, *without* a leading
 UTF-8 byte-order mark. ``bom`` says how many bytes were skipped (0 or 3); offsets, ``size``
@@ -346,7 +347,7 @@ def _open_raw(sf: SourceFile) -> BinaryIO:
             f = fs.open(path, "rb", **({"block_size": 0} if is_http(sf.url) else {}))
         if sf.compression == "gzip":
             owners.append(f)
-            f = gzip.GzipFile(fileobj=f, mode="rb")
+            f = _gunzipped(f)
         elif sf.compression is not None:
             raise SourceError(sf.url, f"unknown compression {sf.compression!r}")
     except FileNotFoundError as err:
@@ -358,6 +359,28 @@ def _open_raw(sf: SourceFile) -> BinaryIO:
             o.close()
         raise BadFileError(sf.url, f"cannot open the zip member: {err}") from None
     return io.BufferedReader(_Stream(f, owners, sf.url), buffer_size=_BLOCK)
+
+
+def _gunzipped(f) -> gzip.GzipFile:
+    """The one gzip reader: the decompressed bytes of the gzip stream ``f``."""
+    return gzip.GzipFile(fileobj=f, mode="rb")
+
+
+def read_whole(data: bytes, url: str, max_bytes: int) -> bytes:
+    """A file read whole (a per-image set's document) as a document: gzip data decompressed,
+    a BOM skipped. It may decompress to at most ``max_bytes``: a few MB of gzip can hold
+    gigabytes of JSON, which are refused before they are held in memory."""
+    if data.startswith(_GZIP_MAGIC):
+        parts, size = [], 0
+        with _Stream(_gunzipped(io.BytesIO(data)), [], url) as f:
+            while piece := f.read(_BLOCK):
+                size += len(piece)
+                if size > max_bytes:
+                    raise BadFileError(url, f"decompresses to more than {max_bytes >> 20} MB; a per-image "
+                                       "document that large is not supported")
+                parts.append(piece)
+        data = b"".join(parts)
+    return data[len(BOM):] if data.startswith(BOM) else data
 
 
 def open_document(sf: SourceFile) -> BinaryIO:

@@ -195,6 +195,22 @@ def test_corrupt_gzip_is_a_bad_file(tmp_path):
         _read_all(sf)  # small files are found corrupt already while sniffing
 
 
+@pytest.mark.parametrize("data", [DOC, BOM + DOC, gzip.compress(DOC), gzip.compress(BOM + DOC)],
+                         ids=["plain", "bom", "gzip", "gzip-bom"])
+def test_a_file_read_whole_is_its_document(data):
+    assert sources.read_whole(data, "sa_1.json", 1 << 20) == DOC
+
+
+def test_a_file_read_whole_is_refused_when_it_decompresses_beyond_the_bound_or_is_corrupt():
+    bomb = gzip.compress(b"[" + b" " * (3 << 20) + b"]")
+    assert len(sources.read_whole(bomb, "sa_1.json", 4 << 20)) == (3 << 20) + 2
+    with pytest.raises(BadFileError, match=r"^sa_1\.json: decompresses to more than 2 MB; a per-image document "
+                       "that large is not supported$"):
+        sources.read_whole(bomb, "sa_1.json", 2 << 20)
+    with pytest.raises(BadFileError, match=r"^sa_1\.json: corrupt or truncated compressed data: "):
+        sources.read_whole(gzip.compress(DOC)[:-40], "sa_1.json", 1 << 20)
+
+
 def test_local_checksum_is_verified(tmp_path):
     path = tmp_path / "instances_val2017.json"
     path.write_bytes(DOC)
