@@ -6,7 +6,8 @@ for settings; the config object is passed down.
 
 Guarantees: unknown keys are rejected, choices are ``Literal``s, and every error is a
 ``ConfigError`` naming the file and the dotted key, e.g.
-``configs/x.yaml: sources[0].url: field required``.
+``configs/x.yaml: sources[0].url: field required`` (``describe``, which the class-map file's
+errors use too).
 
 Relative paths (source paths, ``warehouse``, ``cache_dir``, ``synth.out``, ``image_root``)
 are relative to the current working directory, not to the config file: the shipped configs
@@ -125,7 +126,7 @@ class Config(_Frozen):
         try:
             return Config.model_validate(data)
         except ValidationError as err:
-            raise ConfigError(_describe(err, "command line")) from None
+            raise ConfigError(describe(err, "command line", Config)) from None
 
 
 def read_yaml_mapping(path: str | Path, *, expected: str, missing: str | None = None) -> dict:
@@ -156,22 +157,26 @@ def load_config(path: str | Path) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_describe(err, str(path))) from None
+        raise ConfigError(describe(err, str(path), Config)) from None
 
 
-def _describe(err: ValidationError, where: str) -> str:
-    """``file: dotted.key[0]: problem`` for each error, joined with '; '."""
+def describe(err: ValidationError, where: str, model: type[BaseModel], *, lower: bool = True) -> str:
+    """``file: dotted.key[0]: problem`` for each error of validating ``model``, joined with '; '
+    (the one wording of the YAML files' errors). ``lower`` starts pydantic's messages in lower
+    case, mid-sentence."""
     lines = []
     for e in err.errors(include_url=False):
         key = _dotted(e["loc"])
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = f"unknown key; allowed here: {', '.join(_allowed_keys(e['loc']))}"
+            allowed = "allowed here" if _nested(model) else "allowed"
+            msg = f"unknown key; {allowed}: {', '.join(_allowed_keys(model, e['loc']))}"
         elif e["type"] == "missing":
             msg = "field required"
         else:
             msg = msg.removeprefix("Value error, ")
-            msg = msg[:1].lower() + msg[1:]
+            if lower:
+                msg = msg[:1].lower() + msg[1:]
             value = e.get("input")
             if not isinstance(value, (dict, list)) and "got " not in msg:
                 msg += f"; got {value!r}"
@@ -189,8 +194,12 @@ def _dotted(loc: tuple) -> str:
     return out
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
-    model: type[BaseModel] = Config
+def _nested(model: type[BaseModel]) -> bool:
+    """Whether a field of ``model`` holds a model (its unknown keys are then allowed "here")."""
+    return any(_model_in(f.annotation) is not None for f in model.model_fields.values())
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from ..config import read_yaml_mapping
+from ..config import describe, read_yaml_mapping
 from ..errors import ConfigError
 
 
@@ -45,21 +45,4 @@ def load_class_file(path: str | Path) -> ClassFile:
     try:
         return ClassFile.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_describe(err, str(path))) from None
-
-
-def _describe(err: ValidationError, where: str) -> str:
-    lines = []
-    for e in err.errors(include_url=False):
-        key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            msg = f"unknown key; allowed: {', '.join(ClassFile.model_fields)}"
-        elif e["type"] == "missing":
-            msg = "field required"
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            value = e.get("input")
-            if not isinstance(value, (dict, list)):
-                msg += f"; got {value!r}"
-        lines.append(f"{where}: {key}: {msg}")
-    return "; ".join(lines)
+        raise ConfigError(describe(err, str(path), ClassFile, lower=False)) from None
