@@ -191,23 +191,26 @@ def gather_polygons(geometry, listed: list[int], seg_value: list):
         return listed_coords, np.array(part_offsets, np.int64), np.array(ann_parts, np.int64)
     if not listed:
         return geometry.coords, geometry.part_offsets, geometry.ann_parts
-    # both kinds in one chunk (rare): gather the rows' parts in row order
-    sources = [(int(i), k, geometry) for k, i in enumerate(geometry.rows.tolist())]
-    sources += [(i, k, None) for k, i in enumerate(listed)]
+    # both kinds in one chunk (rare): the rows' parts in row order, gathered by index arrays
     listed_po, listed_ap = np.array(part_offsets, np.int64), np.array(ann_parts, np.int64)
-    pieces, lengths, nparts = [], [], []
-    for _, k, src in sorted(sources, key=lambda t: t[0]):
-        coords, po, ap = (geometry.coords, geometry.part_offsets, geometry.ann_parts) if src is not None else (
-            listed_coords, listed_po, listed_ap)
-        bounds = po[ap[k]:ap[k + 1] + 1]
-        pieces.append(coords[bounds[0]:bounds[-1]])
-        lengths.append(np.diff(bounds))
-        nparts.append(len(bounds) - 1)
-    offsets = np.zeros(sum(map(len, lengths)) + 1, np.int64)
-    np.cumsum(np.concatenate(lengths), out=offsets[1:])
-    ann = np.zeros(len(nparts) + 1, np.int64)
-    np.cumsum(nparts, out=ann[1:])
-    return np.concatenate(pieces), offsets, ann
+    part_start = np.concatenate([geometry.part_offsets[:-1], listed_po[:-1] + len(geometry.coords)])
+    part_len = np.concatenate([np.diff(geometry.part_offsets), np.diff(listed_po)])
+    ann_start = np.concatenate([geometry.ann_parts[:-1], listed_ap[:-1] + (len(geometry.part_offsets) - 1)])
+    ann_len = np.concatenate([np.diff(geometry.ann_parts), np.diff(listed_ap)])
+    order = np.argsort(np.concatenate([geometry.rows, np.asarray(listed, np.int64)]), kind="stable")
+    parts = _ranges(ann_start[order], ann_len[order])  # every part, in row order
+    offsets = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum(part_len[parts], out=offsets[1:])
+    ann = np.zeros(len(order) + 1, np.int64)
+    np.cumsum(ann_len[order], out=ann[1:])
+    coords = np.concatenate([geometry.coords, listed_coords])
+    return coords[_ranges(part_start[parts], part_len[parts])], offsets, ann
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices starts[k], ..., starts[k] + lengths[k] - 1 of every k, one after another."""
+    ends = np.cumsum(lengths)
+    return np.arange(ends[-1] if len(ends) else 0, dtype=np.int64) + np.repeat(starts - (ends - lengths), lengths)
 
 
 def bbox_values(records: list, geometry) -> np.ndarray | None:
