@@ -2,7 +2,7 @@
 
 Input: a connection from ``views.connect`` (the views and the mask functions) and,
 optionally, an image root (a directory, a ``.zip`` or a URL prefix, found as ``export``
-finds images). Output: ``<out>/index.html``.
+finds images). Output: ``<out>/index.html``, or ``<out>`` when it is named ``*.html``.
 
 Guarantees: the page needs nothing but itself. Plots are inline SVG drawn here (no
 JavaScript, no fonts, no stylesheets fetched), sample images are JPEG ``data:`` URIs drawn
@@ -16,6 +16,7 @@ category, false positives, confusions, samples with their matches).
 
 from __future__ import annotations
 
+import mimetypes
 import pathlib
 
 from ..errors import ConfigError
@@ -53,15 +54,43 @@ def render(con, *, title: str, meta: str, image_root: str | None = None, samples
             f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{esc(title)}</h1><p class=\"meta\">{esc(meta)}</p>{''.join(s for s in sections if s)}"
             "</body></html>\n")
+
+
+HTML_SUFFIXES = (".html", ".htm")
+
+
+def page_path(out: str) -> pathlib.Path:
+    """Where ``--out`` puts the page: ``<out>/index.html``, or ``out`` itself when it names an HTML file.
+
+    An existing directory is always a directory. A name ending in ``.html``/``.htm`` is the
+    page's file (replaced if it exists). A name that ends in another file type's suffix
+    (``report.json``, ``plots.png``: a type Python's built-in table knows, so the answer is
+    the same on every machine) is refused, since the report is only HTML and a directory of
+    that name would surprise; any other name (``report``, ``run-2024.12``) is a directory.
+    An existing file that is not HTML is refused, and left untouched.
+    """
+    target = pathlib.Path(out)
+    if target.is_dir():
+        return target / "index.html"
+    if target.suffix.lower() in HTML_SUFFIXES:
+        return target
+    if target.exists():
+        raise ConfigError(f"--out {out}: is a file, not a directory; the report is written to DIR/index.html "
+                          "or to a file named *.html")
+    kind = mimetypes.MimeTypes().guess_type(target.name, strict=False)[0]
+    if kind is not None:
+        raise ConfigError(f"--out {out}: the report is an HTML page, not {kind}; give a directory "
+                          f"(DIR/index.html is written) or a file named *.html")
+    return target / "index.html"
+
+
 def write_report(warehouse: str, dataset: str, out: str, *, image_root: str | None = None,
                  samples: int = 12) -> pathlib.Path:
-    """Render the report of ``<warehouse>/<dataset>`` into ``<out>/index.html``."""
+    """Render the report of ``<warehouse>/<dataset>`` into ``<out>/index.html`` or ``<out>`` (``page_path``)."""
     from ..query.views import connect
     from ..warehouse import Warehouse
 
-    target = pathlib.Path(out)
-    if target.exists() and not target.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a directory; the report is written to DIR/index.html")
+    path = page_path(out)
     manifest = Warehouse(warehouse, dataset).require_manifest()
     con = connect(warehouse, dataset, restrict=True)
     try:
@@ -69,10 +98,9 @@ def write_report(warehouse: str, dataset: str, out: str, *, image_root: str | No
         page = render(con, title=f"cocolake report: {dataset}", meta=meta, image_root=image_root, samples=samples)
     finally:
         con.close()
-    path = target / "index.html"
-    tmp = target / ".index.html.tmp"
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        target.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(page, encoding="utf-8")
         tmp.replace(path)
     except OSError as err:

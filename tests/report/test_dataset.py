@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -51,6 +53,32 @@ def test_without_image_root_masks_on_grey(mini_warehouse, tmp_path):
     page = path.read_text()
     assert page.count("image file not available: masks on grey") == 2
     assert "no image root given" in page
+
+
+def test_out_is_a_directory_or_an_html_file_and_never_a_json_directory(mini_warehouse, tmp_path):
+    """The real command: `--out x.json` once made a directory named x.json."""
+    exe = pathlib.Path(sys.executable).with_name("cocolake")
+
+    def run(out):
+        return subprocess.run([str(exe), "report", "--warehouse", mini_warehouse[0], "--dataset", mini_warehouse[1],
+                               "--out", out, "--samples", "0"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+
+    refused = run("stats.json")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr == ("cocolake report: error: --out stats.json: the report is an HTML page, not "
+                              "application/json; give a directory (DIR/index.html is written) or a file named *.html\n")
+    assert os.listdir(tmp_path) == []
+    for _ in range(2):  # the second run replaces the page
+        done = run("page.html")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "wrote page.html\n"
+        assert (tmp_path / "page.html").read_text().startswith("<!doctype html>")
+        assert sorted(os.listdir(tmp_path)) == ["page.html"]
+    done = run("runs/2024.12")  # a dotted name that is no file type is a directory, as before
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"wrote {pathlib.Path('runs/2024.12/index.html')}\n"
+    assert os.listdir(tmp_path / "runs" / "2024.12") == ["index.html"]
 
 
 def test_numbers_in_the_page(report, coco_mini):
