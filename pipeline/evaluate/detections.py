@@ -19,9 +19,10 @@ Guarantees:
   ``BadRecordError`` naming file, position and problem, or becomes a ``rejects`` row with
   ``--on-bad-record skip``.
 
-The file is scanned once for record boundaries (``ingest.scan.StructureScanner``) and cut into
-chunks of whole records; each chunk is one Dask task that reads its byte range, validates,
-encodes and writes its own part, so memory stays bounded by the chunk size.
+The file is scanned once and cut into chunks of whole records by ``ingest.scan.scan_list``
+(the chunker of documents' record arrays, with its limits); each chunk is one Dask task that
+reads its byte range, validates, encodes and writes its own part, so memory stays bounded by
+the chunk size.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from ..ingest.records import (
 )
 from ..id_types import words
 from ..schema import schema_for
-from ..ingest.scan import StructureScanner, iter_blocks
+from ..ingest.scan import iter_blocks, scan_list
 from ..query.views import raw_relation_sql, register_filesystem
 from ..warehouse import Part, Transaction, Warehouse, write_part
 
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 KIND = "results"
 SECTION = "detection"  # how errors and rejects name a record: "detection #3"
 KNOWN_KEYS = ("image_id", "category_id", "score", "bbox", "segmentation", "keypoints")
-_WS = b" \t\r\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,67 +94,6 @@ class ResultsReport:
         if self.rejects:
             out.append(f"  {self.rejects} bad records skipped (see the rejects table)")
         return out
-
-
-# ---------------------------------------------------------------------------- scanning
-
-
-def scan_results(blocks, *, source: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[list[tuple[int, int, int]], int]:
-    """Chunks ``(start, end, first_index)`` of whole records of a top-level JSON list, and the record count."""
-    scanner = StructureScanner()
-    started = False
-    open_at = close_at = -1
-    bounds: list[int] = []
-    first_index: list[int] = []
-    records = 0
-    for block in blocks:
-        if not block:
-            continue
-        block_start = scanner.offset
-        if close_at >= 0 and block.strip(_WS):
-            raise BadFileError(source, f"unexpected data after the top-level list at byte {close_at + 1}")
-        if not started:
-            head = block.lstrip(_WS)
-            if head:
-                if head[:1] != b"[":
-                    what = "an object (a ground-truth file?)" if head[:1] == b"{" else "not a JSON list"
-                    raise BadFileError(source, f"the top level is {what}; a results file is a JSON list "
-                                       "of detections [{\"image_id\", \"category_id\", \"score\", ...}, ...]")
-                started = True
-        positions, depth_after, delta, _ = scanner.feed(block)
-        if depth_after.size and depth_after.min() < 0:
-            raise BadFileError(source, f"unbalanced brackets at byte {int(positions[np.argmax(depth_after < 0)])}")
-        if open_at < 0 and positions.size:
-            open_at = int(positions[0])
-            bounds, first_index = [open_at + 1], [0]
-        ends = positions[(depth_after == 1) & (delta < 0)]
-        top_close = positions[(depth_after == 0) & (delta < 0)]
-        if top_close.size:
-            close_at = int(top_close[0])
-            ends = ends[ends < close_at]
-            if block[close_at + 1 - block_start:].strip(_WS):
-                raise BadFileError(source, f"unexpected data after the top-level list at byte {close_at + 1}")
-        start = bounds[-1] if bounds else 0
-        while ends.size:
-            k = int(np.searchsorted(ends, start + chunk_bytes - 1))
-            if k >= ends.size:
-                break
-            start = int(ends[k]) + 1
-            bounds.append(start)
-            first_index.append(records + k + 1)
-            records += k + 1
-            ends = ends[k + 1:]
-        records += int(ends.size)
-    if not started:
-        raise BadFileError(source, "the file is empty; expected a JSON list of detections")
-    if scanner.in_string or scanner.depth != 0 or close_at < 0:
-        raise BadFileError(source, f"the file ends at byte {scanner.offset} inside an unfinished value; "
-                           "it is truncated or not JSON")
-    if bounds[-1] < close_at:
-        bounds.append(close_at)
-    else:
-        first_index.pop()
-    return [(a, b, i) for a, b, i in zip(bounds[:-1], bounds[1:], first_index)], records
 
 
 # ---------------------------------------------------------------------------- one chunk
@@ -398,7 +337,10 @@ def _ingest_results(txn: Transaction, url: str, *, run, split, workers, schedule
     if not sf.seekable:
         chunk_bytes *= 8  # streamed sources are re-read up to each chunk: fewer, larger chunks
     with sources.open_document(sf) as f:
-        chunks, n_records = scan_results(iter_blocks(f), source=sf.name, chunk_bytes=chunk_bytes)
+        listed = scan_list(iter_blocks(f), source=sf.name, chunk_bytes=chunk_bytes)
+    n_records = listed.records
+    # an empty list is one empty chunk, which needs no task
+    chunks = [(a, b, first) for (a, b), first in zip(listed.chunks(), listed.first_index) if b > a]
     gt = _gt_split(wh, manifest, split, _first_image_ids(sf, chunks[0] if chunks else None))
     id_types = manifest.id_types()  # detections join the ground truth: its types, space by space
     id_type = id_types.text()

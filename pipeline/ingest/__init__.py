@@ -2,7 +2,8 @@
 
 Modules, in the order a record meets them: ``sources`` (resolve and open any fsspec URL,
 read ranges), ``download`` (the verified cache and the one retry loop), ``filesets``
-(directories of per-image documents), ``scan`` (JSON structure → record spans), ``plan``
+(directories of per-image documents), ``structure`` (where strings and brackets are),
+``scan`` (a document's record arrays or a results file's list → record spans), ``plan``
 (a document's shape, kind, split, id types and chunks), ``tasks`` (run a chunk: read,
 parse, flatten, write its parts), ``parse`` (a chunk's bytes → records), ``flatten``
 (records → Arrow columns, by ``records``' checks and ``encode``'s mask columns), ``graph``

@@ -1,29 +1,23 @@
-"""scan: cut one COCO JSON document into independent chunks without parsing it.
+"""scan: cut a COCO JSON file into chunks of whole records without parsing it.
 
-Input: the bytes of a document, read block by block (any size, any source).
-Output: a ``DocumentLayout``: where each top-level record array (``images``,
-``annotations``, ``categories``, ``licenses``) starts and ends, byte ranges that each hold
-whole records (the chunks tasks parse), record counts, and the *skeleton*: the document
-with those arrays emptied, which keeps ``info``, the top-level key order and every
-unknown top-level key.
+Input: the bytes of a file, read block by block (any size, any source). ``scan_document``
+reads a document (``{...}``) into a ``DocumentLayout``: where each top-level record array
+(``RECORD_SECTIONS``) starts and ends, byte ranges that each hold whole records (the chunks
+tasks parse), record counts, and the *skeleton*: the document with those arrays emptied,
+which keeps ``info``, the top-level key order and every unknown top-level key. ``scan_list``
+reads a file whose top level is a list of records (a results file) into one ``Section``,
+cut into chunks the same way. Both use ``structure.StructureScanner`` (one block in memory).
 
-How: a structural scan, one block at a time, by the C extension ``pipeline._jsonscan``
-(NumPy when it is not built: ``COMPILED`` is False; both give the same results). Quotes
-preceded by an odd run of backslashes are escaped; the parity of the remaining quotes says
-which bytes are inside strings; brackets and braces outside strings give the nesting depth.
-A record of a top-level array ends where a closing bracket brings the depth back to 2.
-Only the few depth-1 events (section starts and ends) are handled in Python, so the scan
-runs at memory bandwidth rather than Python speed, and its memory is one block.
-
-Guarantees: chunk boundaries fall between records; a document that is not a JSON object,
-is truncated, has a record larger than ``max_record_bytes`` (default ``MAX_RECORD_BYTES``,
-256 MB), top-level values other than the record arrays larger than ``max_skeleton_bytes``
-(64 MB), or brackets nested deeper than ``max_depth`` (default ``MAX_DEPTH``, 128 levels
-counting the top-level object) raises ``BadFileError`` naming the byte offset. Each is
-found while the bytes stream past, so hostile input (a gigabyte string, a billion-element
-array, nesting thousands deep) fails in the memory of one block, before any parser sees it.
-Real COCO nests 5 levels deep (object, ``annotations``, record, ``segmentation``,
-polygon); 128 keeps every record within what orjson reads and writes (1024 and 254 levels).
+Guarantees: chunk boundaries fall between records; a file whose top level is not the
+expected value, is truncated, has a record larger than ``max_record_bytes`` (default
+``MAX_RECORD_BYTES``, 256 MB), top-level values other than the record arrays larger than
+``max_skeleton_bytes`` (64 MB), or brackets nested deeper than ``max_depth`` (default
+``MAX_DEPTH``, 128 levels counting the top-level value) raises ``BadFileError`` naming the
+byte offset. Each is found while the bytes stream past, so hostile input (a gigabyte string,
+a billion-element array, nesting thousands deep) fails in the memory of one block, before
+any parser sees it. Real COCO nests 5 levels deep (object, ``annotations``, record,
+``segmentation``, polygon); 128 keeps every record within what orjson reads and writes
+(1024 and 254 levels).
 """
 
 from __future__ import annotations
@@ -35,32 +29,20 @@ import numpy as np
 
 from ..defaults import DEFAULT_CHUNK_BYTES
 from ..errors import BadFileError
-
-try:
-    from .. import _jsonscan
-except ImportError:  # not built (a source tree used without installing): the NumPy scan
-    _jsonscan = None
-
-COMPILED = _jsonscan is not None
+from .structure import StructureScanner
 
 RECORD_SECTIONS = ("images", "annotations", "categories", "licenses")
 
-_C_QUOTE, _C_BACKSLASH, _C_OPEN, _C_CLOSE = 1, 2, 3, 4
-_CLASS = np.zeros(256, dtype=np.uint8)
-_CLASS[ord('"')] = _C_QUOTE
-_CLASS[ord("\\")] = _C_BACKSLASH
-_CLASS[ord("{")] = _CLASS[ord("[")] = _C_OPEN
-_CLASS[ord("}")] = _CLASS[ord("]")] = _C_CLOSE
 _WHITESPACE = b" \t\r\n"
 _KEY_TAIL = 1 << 16  # bytes kept from the previous block to read a section's key
 _HEAD_BYTES = 1 << 20  # bytes kept from the start of each section (to sniff its first record)
 MAX_RECORD_BYTES = 256 << 20  # default limit on one record (SA-1B-sized RLE records are a few MB)
-MAX_DEPTH = 128  # default limit on bracket nesting, the top-level object counting as 1
+MAX_DEPTH = 128  # default limit on bracket nesting, the top-level value counting as 1
 
 
 @dataclasses.dataclass
 class Section:
-    """A top-level record array: ``[open, close]`` are the offsets of its brackets."""
+    """A top-level record array, or a results file's list: ``[open, close]`` are its brackets' offsets."""
 
     name: str
     open: int
@@ -86,91 +68,73 @@ class DocumentLayout:
     bom: int = 0
 
 
-class StructureScanner:
-    """Incremental scan of JSON bytes: string state, depth and the depth-2 closings.
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """What the top level of a scanned file must be, and the refusals that say so."""
 
-    ``feed(block)`` returns the structural positions (absolute offsets), their depth after
-    the byte, and the delta (+1 open, -1 close) for the bytes of ``block`` outside strings.
-    """
+    opener: bytes  # b"{" or b"["
+    noun: str  # "unexpected data after the top-level <noun>"
+    other: str  # what the top level is when it opens with the other bracket
+    wrong: str  # what it is otherwise
+    expected: str  # follows "the top level is ...; "
+    empty: str  # follows "the file is empty; expected "
 
-    def __init__(self, offset: int = 0, depth: int = 0, compiled: bool | None = None):
-        if compiled and not COMPILED:
-            raise RuntimeError("pipeline._jsonscan is not built")
-        self.compiled = COMPILED if compiled is None else compiled
-        self.offset = offset
-        self.depth = depth
-        self.in_string = False
-        self.backslash_run = 0  # length of the backslash run that ended the previous block
-        self.last_quotes: list[int] = []  # absolute offsets of the last two real quotes
-        self.quotes_before_block: list[int] = []
 
-    def feed(self, block: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        self.quotes_before_block = list(self.last_quotes)
-        if self.compiled:
-            return self._feed_compiled(block)
-        arr = np.frombuffer(block, dtype=np.uint8)
-        n = arr.size
-        # one pass over the bytes: the positions of every quote, backslash and bracket
-        hits = np.flatnonzero(_CLASS[arr])
-        cls = _CLASS[arr[hits]]
-        quotes = hits[cls == _C_QUOTE]
-        backslashes = hits[cls == _C_BACKSLASH]
-        if backslashes.size or self.backslash_run:
-            quotes = self._drop_escaped(quotes, backslashes, n)
-        else:
-            self.backslash_run = 0
-        is_struct = cls >= _C_OPEN
-        structural = hits[is_struct]
-        delta = np.where(cls[is_struct] == _C_OPEN, 1, -1).astype(np.int64)
-        if quotes.size:
-            inside = (np.searchsorted(quotes, structural) + int(self.in_string)) & 1
-            outside = inside == 0
-            structural, delta = structural[outside], delta[outside]
-        elif self.in_string:
-            structural, delta = structural[:0], delta[:0]
-        depth_after = self.depth + np.cumsum(delta)
-        if quotes.size:
-            self.in_string = bool((int(self.in_string) + quotes.size) & 1)
-            tail = (quotes[-2:] + self.offset).tolist()
-            self.last_quotes = (self.last_quotes + tail)[-2:]
-        if depth_after.size:
-            self.depth = int(depth_after[-1])
-        abs_quotes = quotes + self.offset
-        positions = structural + self.offset
-        self.offset += n
-        return positions, depth_after, delta, abs_quotes
+_OBJECT = _Shape(b"{", "object", "a list", "not a JSON object", "expected a COCO JSON object {...}",
+                 "a COCO JSON object")
+# the one list-shaped input is a results file (pycocotools' loadRes format)
+_LIST = _Shape(b"[", "list", "an object (a ground-truth file?)", "not a JSON list",
+               'a results file is a JSON list of detections [{"image_id", "category_id", "score", ...}, ...]',
+               "a JSON list of detections")
 
-    def _feed_compiled(self, block: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        out = _jsonscan.feed(block, self.offset, self.depth, self.in_string, self.backslash_run)
-        positions, depth_after, delta, quotes = (np.frombuffer(a, dtype=np.int64) for a in out[:4])
-        self.depth, self.in_string, self.backslash_run = out[4], bool(out[5]), out[6]
-        if quotes.size:
-            self.last_quotes = (self.last_quotes + quotes[-2:].tolist())[-2:]
-        self.offset += len(block)
+
+class _TopLevel:
+    """A file's one top-level value: how it opens, its nesting, nothing after its close, its end."""
+
+    def __init__(self, shape: _Shape, source: str, max_depth: int):
+        self.shape, self.source, self.max_depth = shape, source, max_depth
+        self.started = False
+        self.closed_at = -1
+        self.bom = 0
+
+    def feed(self, scanner: StructureScanner, block: bytes):
+        """``scanner.feed(block)``, refusing a wrong first byte, data after the value's close,
+        a close without its open and nesting deeper than ``max_depth``."""
+        if self.closed_at >= 0 and block.strip(_WHITESPACE):
+            self._after(self.closed_at + 1)
+        if not self.started:
+            if scanner.offset == 0 and block.startswith(b"\xef\xbb\xbf"):
+                self.bom = 3
+            first = block[self.bom if scanner.offset == 0 else 0:].lstrip(_WHITESPACE)[:1]
+            if first and first != self.shape.opener:
+                what = self.shape.other if first in b"{[" else self.shape.wrong
+                raise BadFileError(self.source, f"the top level is {what}; {self.shape.expected}")
+            self.started = bool(first)
+        positions, depth_after, delta, quotes = scanner.feed(block)
+        if depth_after.size and depth_after.min() < 0:
+            bad = int(positions[np.argmax(depth_after < 0)])
+            raise BadFileError(self.source, f"unbalanced brackets at byte {bad}; not valid JSON")
+        if depth_after.size and depth_after.max() > self.max_depth:
+            bad = int(positions[np.argmax(depth_after > self.max_depth)])
+            raise BadFileError(self.source, f"brackets nested deeper than {self.max_depth} levels at byte "
+                               f"{bad}; nesting that deep is not supported")
         return positions, depth_after, delta, quotes
 
-    def _drop_escaped(self, quotes: np.ndarray, backslashes: np.ndarray, n: int) -> np.ndarray:
-        escaped: list[int] = []
-        carry = self.backslash_run
-        if backslashes.size == 0:
-            if carry & 1:
-                escaped.append(0)
-            self.backslash_run = 0
-        else:
-            breaks = np.flatnonzero(np.diff(backslashes) != 1)
-            starts = np.concatenate(([backslashes[0]], backslashes[breaks + 1]))
-            ends = np.concatenate((backslashes[breaks], [backslashes[-1]]))
-            lengths = ends - starts + 1
-            if starts[0] == 0:
-                lengths[0] += carry
-            elif carry & 1:
-                escaped.append(0)
-            odd = (lengths & 1) == 1
-            escaped.extend((ends[odd] + 1).tolist())
-            self.backslash_run = int(lengths[-1]) if ends[-1] == n - 1 else 0
-        if not escaped or quotes.size == 0:
-            return quotes
-        return quotes[~np.isin(quotes, np.asarray(escaped))]
+    def close(self, block: bytes, block_start: int, pos: int) -> None:
+        """The top-level value closes at ``pos``: only whitespace may follow."""
+        self.closed_at = pos
+        if block[pos + 1 - block_start:].strip(_WHITESPACE):
+            self._after(pos + 1)
+
+    def finish(self, scanner: StructureScanner) -> None:
+        if not self.started:
+            raise BadFileError(self.source, f"the file is empty; expected {self.shape.empty}")
+        if scanner.in_string or scanner.depth != 0 or self.closed_at < 0:
+            raise BadFileError(self.source, f"the file ends at byte {scanner.offset} inside an unfinished "
+                               "value; it is truncated or not JSON")
+
+    def _after(self, at: int):
+        raise BadFileError(self.source, f"unexpected data after the top-level {self.shape.noun} at byte {at}")
 
 
 def scan_document(
@@ -188,43 +152,19 @@ def scan_document(
     ``compiled``: None uses the C scan when it is built; False and True force one.
     """
     scanner = StructureScanner(compiled=compiled)
+    top = _TopLevel(_OBJECT, source, max_depth)
     sections: dict[str, Section] = {}
     skeleton = bytearray()
     current: Section | None = None  # the section whose interior we are in (record arrays only)
     last_end = -1  # offset of the last record end in the current section
     prev_tail = b""
     prev_tail_start = 0
-    started = False
-    closed_at = -1
-    bom = 0
-    size = 0
 
     for block in blocks:
         if not block:
             continue
         block_start = scanner.offset
-        if not started:
-            if block_start == 0 and block.startswith(b"\xef\xbb\xbf"):
-                bom = 3
-            stripped = block[bom:].lstrip(_WHITESPACE)
-            if stripped:
-                if stripped[:1] != b"{":
-                    what = "a list" if stripped[:1] == b"[" else "not a JSON object"
-                    raise BadFileError(source, f"the top level is {what}; expected a COCO JSON object {{...}}")
-                started = True
-        if closed_at >= 0 and block.strip(_WHITESPACE):
-            raise BadFileError(source, f"unexpected data after the top-level object at byte {closed_at + 1}")
-        positions, depth_after, delta, quotes = scanner.feed(block)
-        size = scanner.offset
-        if depth_after.size and depth_after.min() < 0:
-            bad = int(positions[np.argmax(depth_after < 0)])
-            raise BadFileError(source, f"unbalanced brackets at byte {bad}; not valid JSON")
-        if depth_after.size and depth_after.max() > max_depth:
-            bad = int(positions[np.argmax(depth_after > max_depth)])
-            raise BadFileError(
-                source, f"brackets nested deeper than {max_depth} levels at byte {bad}; "
-                "nesting that deep is not supported"
-            )
+        positions, depth_after, delta, quotes = top.feed(scanner, block)
 
         # depth-1 events: a top-level value opens (depth 1 -> 2) or closes (2 -> 1)
         opens = np.flatnonzero((depth_after == 2) & (delta > 0))
@@ -264,21 +204,12 @@ def scan_document(
                     current = None
                 seg_start = pos
             else:  # end of the top-level object
-                closed_at = pos
-                rest = block[pos + 1 - block_start:]
-                if rest.strip(_WHITESPACE):
-                    raise BadFileError(
-                        source, f"unexpected data after the top-level object at byte {pos + 1}"
-                    )
+                top.close(block, block_start, pos)
         if current is not None:
             last_end = _add_records(current, rec_positions, seg_start, scanner.offset, last_end, chunk_bytes, source)
             _keep_head(current, block, block_start, scanner.offset)
-            if scanner.offset - last_end > max_record_bytes:
-                raise BadFileError(
-                    source,
-                    f"{current.name}: a record starting near byte {last_end + 1} is larger than "
-                    f"{max_record_bytes >> 20} MB; records that large are not supported",
-                )
+            _check_open_record(current, scanner.offset, last_end, max_record_bytes, source)
+        closed_at = top.closed_at
         if cursor is not None and (closed_at < 0 or closed_at >= block_start):
             end = closed_at + 1 if closed_at >= 0 else scanner.offset
             skeleton += block[cursor - block_start: end - block_start]
@@ -291,14 +222,50 @@ def scan_document(
         prev_tail = (prev_tail + block)[-_KEY_TAIL:]
         prev_tail_start = scanner.offset - len(prev_tail)
 
-    if not started:
-        raise BadFileError(source, "the file is empty; expected a COCO JSON object")
-    if scanner.in_string or scanner.depth != 0 or closed_at < 0:
-        raise BadFileError(
-            source, f"the file ends at byte {size} inside an unfinished value; it is truncated or not JSON"
-        )
-    return DocumentLayout(skeleton=bytes(skeleton[bom:] if skeleton.startswith(b"\xef\xbb\xbf") else skeleton),
-                          sections=sections, size=size, bom=bom)
+    top.finish(scanner)
+    return DocumentLayout(skeleton=bytes(skeleton[top.bom:] if skeleton.startswith(b"\xef\xbb\xbf") else skeleton),
+                          sections=sections, size=scanner.offset, bom=top.bom)
+
+
+def scan_list(
+    blocks: Iterable[bytes],
+    *,
+    source: str,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+    max_depth: int = MAX_DEPTH,
+    compiled: bool | None = None,
+) -> Section:
+    """Scan a file whose top level is a list of records (a results file) into one section.
+
+    The section is the list itself (``name`` "results"), cut into chunks as a document's
+    record arrays are, with the same limits; the file's shape is refused in the same way.
+    """
+    scanner = StructureScanner(compiled=compiled)
+    top = _TopLevel(_LIST, source, max_depth)
+    section: Section | None = None
+    last_end = -1
+    for block in blocks:
+        if not block:
+            continue
+        block_start = scanner.offset
+        positions, depth_after, delta, _ = top.feed(scanner, block)
+        if section is None and positions.size:  # the first structural byte is the list's "["
+            section = Section(name="results", open=int(positions[0]), bounds=[int(positions[0]) + 1])
+            last_end = section.open
+        if section is None:
+            continue
+        rec_positions = positions[(depth_after == 1) & (delta < 0)]
+        closes = positions[(depth_after == 0) & (delta < 0)]
+        hi = int(closes[0]) if closes.size else scanner.offset
+        last_end = _add_records(section, rec_positions, block_start - 1, hi, last_end, chunk_bytes, source)
+        if closes.size:
+            top.close(block, block_start, hi)
+            _finish_section(section, hi, last_end, max_record_bytes, source)
+        else:
+            _check_open_record(section, scanner.offset, last_end, max_record_bytes, source)
+    top.finish(scanner)
+    return section
 
 
 def _key_before(pos, quotes, block, block_start, prev_tail, prev_tail_start, scanner, source) -> str:
@@ -356,6 +323,16 @@ def _keep_head(section: Section, block: bytes, block_start: int, hi: int) -> Non
         lo = max(section.open + 1, block_start)
         hi = min(hi, lo + _HEAD_BYTES - len(section.head))
         section.head += block[lo - block_start: hi - block_start]
+
+
+def _check_open_record(section: Section, offset: int, last_end: int, max_record_bytes: int, source: str) -> None:
+    """At the end of a block inside ``section``: the record still open must stay bounded."""
+    if offset - last_end > max_record_bytes:
+        raise BadFileError(
+            source,
+            f"{section.name}: a record starting near byte {last_end + 1} is larger than "
+            f"{max_record_bytes >> 20} MB; records that large are not supported",
+        )
 
 
 def _finish_section(section: Section, close: int, last_end: int, max_record_bytes: int, source: str) -> None:

@@ -22,7 +22,7 @@ from ..errors import BadFileError
 from .plan import FilePlan
 from .records import FileContext, ImageSizes, rejects_table
 from ..schema import schema_for
-from .scan import StructureScanner
+from .structure import StructureScanner
 from ..warehouse import write_part
 
 log = logging.getLogger(__name__)

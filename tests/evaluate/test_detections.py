@@ -1,4 +1,4 @@
-"""results: scanning results files, loadRes semantics per detection, bad records, runs in the manifest."""
+"""detections: loadRes semantics per detection, bad records, runs in the manifest, files that are no results list."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pipeline.evaluate import detections as results, metrics as evaluate, store
 from pipeline.cli import main
 from pipeline.errors import BadFileError, BadRecordError, CocolakeError, WarehouseError
 from pipeline.ingest.records import FileContext, ImageSizes
-from pipeline.ingest.scan import iter_blocks
 from pipeline.query.views import connect
 from pipeline.warehouse import Warehouse
 
@@ -30,43 +29,6 @@ KEYPOINTS = {"image_id": 7, "category_id": 1, "keypoints": [3, 4, 1, 13, 24, 2],
 def flat(records, on_bad_record="error", first_index=0):
     ctx = FileContext(**{**CTX.__dict__, "on_bad_record": on_bad_record})
     return results.flatten_detections(records, ctx, SIZES, "val2017", first_index)
-
-
-# ---------------------------------------------------------------------------- scanning
-
-
-def scan(data: bytes, chunk_bytes=64):
-    return results.scan_results(iter_blocks(__import__("io").BytesIO(data), 7), source="dets.json",
-                                chunk_bytes=chunk_bytes)
-
-
-def test_scan_cuts_chunks_of_whole_records():
-    recs = [dict(BOX, score=i / 10) for i in range(9)]
-    data = json.dumps(recs, indent=1).encode()
-    chunks, n = scan(data)
-    assert n == 9 and len(chunks) > 2
-    got = []
-    for start, end, first in chunks:
-        assert first == len(got)
-        got += json.loads(b"[" + data[start:end].strip(b" \n,") + b"]")
-    assert got == recs
-
-
-@pytest.mark.parametrize("data", [b" [ ] ", b"[]", b"[\n]\n"])
-def test_scan_empty_list(data):
-    chunks, n = scan(data)
-    assert n == 0 and all(not data[a:b].strip() for a, b, _ in chunks)
-
-
-@pytest.mark.parametrize("data, message", [
-    (b'{"images": []}', "the top level is an object"),
-    (b'[{"image_id": 1}', "truncated"),
-    (b"[] []", "unexpected data after the top-level list"),
-    (b"", "empty"),
-])
-def test_scan_rejects_what_is_not_a_results_list(data, message):
-    with pytest.raises(BadFileError, match=message):
-        scan(data)
 
 
 # ---------------------------------------------------------------------------- one chunk, loadRes semantics
@@ -226,6 +188,32 @@ def test_results_and_matches_fail_at_once_while_another_run_writes(coco_mini, wa
         with pytest.raises(WarehouseError, match="another run is writing this dataset"):
             store.save_matches(root, dataset, result)
     assert store.save_matches(root, dataset, result) > 0
+
+
+def test_a_file_that_is_no_results_list_is_refused_before_anything_is_written(coco_mini, warehouse, tmp_path):
+    root, dataset = warehouse
+    gt = coco_mini / "annotations" / "instances_val2017.json"
+    before = Warehouse(root, dataset).require_manifest().version
+    with pytest.raises(BadFileError, match=r"^instances_val2017.json: the top level is an object \(a ground-truth "
+                       r"file\?\); a results file is a JSON list of detections"):
+        results.run_ingest_results(str(gt), run="m1", warehouse=root, dataset=dataset)
+    cut = tmp_path / "cut.json"
+    cut.write_text(json.dumps(_val_detections(coco_mini, 3))[:-30])
+    with pytest.raises(BadFileError, match=r"^cut.json: the file ends at byte \d+ inside an unfinished value"):
+        results.run_ingest_results(str(cut), run="m1", warehouse=root, dataset=dataset)
+    assert Warehouse(root, dataset).require_manifest().version == before
+    assert not (tmp_path / dataset / "predictions").exists()
+
+
+@pytest.mark.parametrize("text", ["[]", " [\n ] "])
+def test_an_empty_results_list_is_a_run_without_detections(warehouse, tmp_path, text):
+    root, dataset = warehouse
+    path = tmp_path / "empty.json"
+    path.write_text(text)
+    report = results.run_ingest_results(str(path), run="m0", warehouse=root, dataset=dataset, split="val2017")
+    assert (report.detections, report.rejects) == (0, 0)
+    manifest = Warehouse(root, dataset).require_manifest()
+    assert manifest.files("predictions") == [] and not (tmp_path / dataset / "predictions").exists()
 
 
 def test_cli_ingest_results(coco_mini, warehouse, tmp_path, capsys):

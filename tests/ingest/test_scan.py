@@ -1,4 +1,4 @@
-"""split: structural scan → sections, chunks and skeleton, checked against json.loads."""
+"""scan: documents → sections, chunks and skeleton, and results lists → chunks, checked against json.loads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import BadFileError
-from pipeline.ingest.scan import record_spans, scan_document
+from pipeline.ingest.scan import record_spans, scan_document, scan_list
 
 
 def _blocks(raw: bytes, size: int):
@@ -139,3 +139,69 @@ def test_nesting_up_to_the_limit_is_accepted():
     assert _records(raw, layout.sections["images"]) == [json.loads(b'{"id": 1, "x": ' + inner + b"}")]
     with pytest.raises(BadFileError, match="deeper than 127 levels"):
         scan_document(_blocks(raw, 7), source="ok.json", max_depth=127)
+
+
+# ---------------------------------------------------------------------------- a top-level list (results files)
+
+
+DETECTION = {"image_id": 7, "category_id": 2, "bbox": [1.5, 2, 10, 4], "score": 0.9, "note": "] } [ { \\\" ,"}
+
+
+def _list(raw: bytes, block: int = 7, **kw):
+    return scan_list(_blocks(raw, block), source="dets.json", **kw)
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=json_records, block=st.integers(1, 300), chunk=st.integers(1, 500), indent=st.sampled_from([None, 1]))
+def test_a_list_is_cut_into_chunks_of_whole_records_as_a_record_array_is(records, block, chunk, indent):
+    raw = json.dumps(records, indent=indent).encode()
+    section = _list(raw, block, chunk_bytes=chunk)
+    assert _records(raw, section) == records and section.records == len(records)
+    # the same chunk bounds as the same records in a document's array, shifted by the key
+    doc = b'{"images": ' + raw + b"}"
+    images = scan_document(_blocks(doc, block), source="h.json", chunk_bytes=chunk).sections["images"]
+    shift = len(b'{"images": ')
+    assert [(a - shift, b - shift) for a, b in images.chunks()] == section.chunks()
+    assert images.first_index == section.first_index
+
+
+def test_a_list_of_detections_with_brackets_in_strings():
+    recs = [dict(DETECTION, score=i / 10) for i in range(9)]
+    raw = json.dumps(recs, indent=1).encode()
+    section = _list(raw, 5, chunk_bytes=64)
+    assert section.records == 9 and len(section.chunks()) > 2
+    assert _records(raw, section) == recs
+
+
+@pytest.mark.parametrize("raw", [b" [ ] ", b"[]", b"[\n]\n"])
+def test_an_empty_list_has_no_records(raw):
+    section = _list(raw)
+    assert section.records == 0 and all(not raw[a:b].strip() for a, b in section.chunks())
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b'{"images": []}', r"the top level is an object \(a ground-truth file\?\); a results file is a JSON list "
+                        r'of detections \[\{"image_id", "category_id", "score", \.\.\.\}, \.\.\.\]$'),
+    (b'"text"', "the top level is not a JSON list; a results file is a JSON list of detections"),
+    (b'[{"image_id": 1}', r"the file ends at byte 16 inside an unfinished value; it is truncated or not JSON$"),
+    (b"[] []", r"unexpected data after the top-level list at byte 2$"),
+    (b"[{}]\n\n\n\n\n\n\n\nx", r"unexpected data after the top-level list at byte 4$"),
+    (b"[{}]]", r"unbalanced brackets at byte 4"),
+    (b"", r"the file is empty; expected a JSON list of detections$"),
+    (b" \n\t", r"the file is empty; expected a JSON list of detections$"),
+])
+def test_what_is_not_a_list_of_records_is_refused_naming_the_file(raw, message):
+    with pytest.raises(BadFileError, match="^dets.json: " + message):
+        _list(raw, 3)
+
+
+def test_a_list_has_the_limits_of_a_record_array():
+    with pytest.raises(BadFileError, match=r"results: a record starting near byte \d+ is larger than 0 MB"):
+        _list(b"[" + b"0," * 5000 + b"0]", 1000, max_record_bytes=1000)
+    with pytest.raises(BadFileError, match="results: a record is larger than 0 MB"):
+        _list(b"[" + b"0," * 400 + b"0]", 1000, max_record_bytes=500)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(BadFileError, match=r"^dets.json: brackets nested deeper than 128 levels at byte \d+"):
+        _list(b'[{"image_id": 1, "segmentation": ' + deep + b"}]", 4096)
+    inner = b"[" * 126 + b"]" * 126  # + the list and the record: 128 levels
+    assert _list(b'[{"x": ' + inner + b"}]").records == 1

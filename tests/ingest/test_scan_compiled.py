@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import BadFileError
-from pipeline.ingest import scan
-from pipeline.ingest.scan import StructureScanner, scan_document
+from pipeline.ingest import structure
+from pipeline.ingest.scan import scan_document, scan_list
+from pipeline.ingest.structure import StructureScanner
 
-needs_scan = pytest.mark.skipif(not scan.COMPILED, reason="pipeline._jsonscan is not built")
+needs_scan = pytest.mark.skipif(not structure.COMPILED, reason="pipeline._jsonscan is not built")
 EXAMPLES = int(os.environ.get("COCOLAKE_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -24,7 +25,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[Hea
 def test_extension_is_built_in_ci():
     if os.environ.get("CI") != "true":
         pytest.skip("only CI guarantees an installed build")
-    assert scan.COMPILED, "pipeline._jsonscan did not build; the scan fell back to NumPy"
+    assert structure.COMPILED, "pipeline._jsonscan did not build; the scan fell back to NumPy"
 
 
 def _state(s: StructureScanner):
@@ -43,12 +44,12 @@ def assert_same_feed(raw: bytes, cuts: list[int], depth: int = 0):
         assert _state(c) == _state(n), (a, b)
 
 
-def _scan_both(raw: bytes, block: int, **kw):
+def _scan_both(raw: bytes, block: int, scan=scan_document, **kw):
     out = []
     for compiled in (True, False):
         blocks = (raw[i: i + block] for i in range(0, len(raw), block))
         try:
-            out.append(scan_document(blocks, source="f.json", compiled=compiled, **kw))
+            out.append(scan(blocks, source="f.json", compiled=compiled, **kw))
         except BadFileError as err:
             out.append(str(err))
     return out
@@ -112,10 +113,13 @@ def test_fuzzed_documents_give_the_same_layout(records, block, chunk, indent, in
 def test_broken_documents_fail_with_the_same_message(raw, block, max_depth):
     compiled, numpy = _scan_both(raw, block, chunk_bytes=8, max_record_bytes=64, max_depth=max_depth)
     assert compiled == numpy
+    # and read as a results list (a top-level list of records)
+    compiled, numpy = _scan_both(b"[" + raw, block, scan_list, chunk_bytes=8, max_record_bytes=64, max_depth=max_depth)
+    assert compiled == numpy
 
 
 def test_a_scanner_cannot_be_forced_onto_a_missing_extension(monkeypatch):
-    monkeypatch.setattr(scan, "COMPILED", False)  # as in a source tree used without building
+    monkeypatch.setattr(structure, "COMPILED", False)  # as in a source tree used without building
     with pytest.raises(RuntimeError, match="not built"):
         StructureScanner(compiled=True)
     assert StructureScanner().compiled is False  # the default falls back to NumPy
