@@ -10,8 +10,8 @@ records in the source order (``record_index``), unknown record keys (``extra``) 
 the typed columns could not hold (``raw``) restored, polygons as polygons, uncompressed
 crowd RLE as the same run lengths, compressed RLE as the same string, and for the
 official files each number the int or float it was (``_area_bbox_values``). Records are built
-per Arrow batch and written with orjson straight to the file, so memory is bounded by the
-batch, not the subset. When several source files land in one output file (``split_ratio``)
+per batch of rows (DuckDB's own for a small section, Arrow's for a large one) and written with
+orjson straight to the file, so memory is bounded by the batch, not the subset. When several source files land in one output file (``split_ratio``)
 the first file's top level is used, categories and licenses are merged by id and an
 annotation id that two files share is an error.
 """
@@ -22,10 +22,6 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from ..jsontext import dumps, loads
 from .options import ExportError
 from .select import arrow_batches
@@ -33,6 +29,8 @@ from .select import arrow_batches
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 20_000
+# a section of at most this many rows is read without Arrow (see ``_batches``)
+PLAIN_ROWS = 20_000
 RECORD_SECTIONS = ("images", "annotations", "categories", "licenses")
 
 # the key order of the official COCO files; unknown keys (extra) follow
@@ -48,12 +46,12 @@ LICENSE_KEYS = ("url", "id", "name")
 # ---------------------------------------------------------------------------- records
 
 
-def _records(batch: pa.RecordBatch, keys: tuple[str, ...], values: dict | None = None) -> list[dict]:
+def _records(batch: Batch, keys: tuple[str, ...], values: dict | None = None) -> list[dict]:
     """One dict per row: ``keys`` from the columns (or ``values`` overrides), then ``raw``, ``extra``."""
     n = batch.num_rows
-    cols = [values[k] if values and k in values else batch.column(k).to_pylist() for k in keys]
-    raws = batch.column("raw").to_pylist()
-    extras = batch.column("extra").to_pylist()
+    cols = [values[k] if values and k in values else batch.values(k) for k in keys]
+    raws = batch.values("raw")
+    extras = batch.values("extra")
     out = []
     for i in range(n):
         raw = raws[i]
@@ -75,15 +73,15 @@ def _records(batch: pa.RecordBatch, keys: tuple[str, ...], values: dict | None =
     return out
 
 
-def segmentation_values(batch: pa.RecordBatch, whole_as_int: bool = False) -> list:
+def segmentation_values(batch: Batch, whole_as_int: bool = False) -> list:
     """The source's ``segmentation`` per row (None: the source had none); with ``whole_as_int``
     each whole polygon coordinate is an int (a person_keypoints file's rule, see ``_area_bbox_values``)."""
-    fmts = batch.column("segmentation_format").to_pylist()
-    polys = batch.column("polygons").to_pylist()
+    fmts = batch.values("segmentation_format")
+    polys = batch.values("polygons")
     if whole_as_int:
-        _whole_coordinates_as_ints(batch.column("polygons"), polys)
-    counts = batch.column("rle_counts").to_pylist()
-    sizes = batch.column("rle_size").to_pylist()
+        batch.whole_coordinates_as_ints("polygons", polys)
+    counts = batch.values("rle_counts")
+    sizes = batch.values("rle_size")
     out = []
     for fmt, poly, c, size in zip(fmts, polys, counts, sizes):
         if fmt == "polygon":
@@ -104,9 +102,9 @@ def _integral(x: float | None) -> int | float | None:
     return int(x) if x is not None and x.is_integer() and abs(x) <= 2**53 else x
 
 
-def _keypoint_values(batch: pa.RecordBatch) -> list:
+def _keypoint_values(batch: Batch) -> list:
     # stored as doubles; COCO writes integer pixel positions and visibility flags as ints
-    return [None if kp is None else [_integral(x) for x in kp] for kp in batch.column("keypoints").to_pylist()]
+    return [None if kp is None else [_integral(x) for x in kp] for kp in batch.values("keypoints")]
 
 
 # `area` and `bbox` are stored as doubles, so a source's 9476 and 9476.0 read back the same.
@@ -120,13 +118,13 @@ def _keypoint_values(batch: pa.RecordBatch) -> list:
 # - any other annotation keeps its floats: an instances file writes that same box as
 #   `[464.46, 0.0, 175.54, 423.0]`, and a polygon's area is a float even when whole.
 # A crowd flag the column could not hold (`"iscrowd": true`, kept in `raw`) counts as not crowd.
-def _area_bbox_values(batch: pa.RecordBatch, kind: str) -> tuple[list, list]:
-    areas = batch.column("area").to_pylist()
-    boxes = batch.column("bbox").to_pylist()
+def _area_bbox_values(batch: Batch, kind: str) -> tuple[list, list]:
+    areas = batch.values("area")
+    boxes = batch.values("bbox")
     if kind == "person_keypoints":
         rows = range(batch.num_rows)
     else:
-        rows = [i for i, crowd in enumerate(batch.column("iscrowd").to_pylist()) if crowd == 1]
+        rows = [i for i, crowd in enumerate(batch.values("iscrowd")) if crowd == 1]
     for i in rows:
         areas[i] = _integral(areas[i])
         if boxes[i] is not None:
@@ -134,11 +132,14 @@ def _area_bbox_values(batch: pa.RecordBatch, kind: str) -> tuple[list, list]:
     return areas, boxes
 
 
-def _whole_coordinates_as_ints(column: pa.Array, polygons: list) -> None:
-    """In place: each whole coordinate of ``polygons`` (``column.to_pylist()``) as an int.
+def _whole_coordinates_as_ints(column, polygons: list) -> None:
+    """In place: each whole coordinate of ``polygons`` (``column.to_pylist()``, an Arrow array) as an int.
 
     numpy finds them over the batch's flat coordinates, so Python touches only those few.
     """
+    import numpy as np
+    import pyarrow.compute as pc
+
     rings = pc.list_flatten(column)
     coords = pc.list_flatten(rings).to_numpy(zero_copy_only=False)
     whole = np.flatnonzero((coords == np.trunc(coords)) & (np.abs(coords) <= 2**53))
@@ -153,25 +154,25 @@ def _whole_coordinates_as_ints(column: pa.Array, polygons: list) -> None:
         ring_lists[r][i] = int(ring_lists[r][i])
 
 
-def image_records(batch: pa.RecordBatch) -> list[dict]:
+def image_records(batch: Batch) -> list[dict]:
     return _records(batch, IMAGE_KEYS)
 
 
-def annotation_records(batch: pa.RecordBatch, kind: str, cmap=None) -> list[dict]:
+def annotation_records(batch: Batch, kind: str, cmap=None) -> list[dict]:
     """Records of annotation rows; with a ``ClassMap`` their category ids are the target ids."""
     if kind == "captions":
         return _records(batch, CAPTION_KEYS)
     values = {"segmentation": segmentation_values(batch, whole_as_int=kind == "person_keypoints")}
     values["area"], values["bbox"] = _area_bbox_values(batch, kind)
     if cmap is not None:
-        values["category_id"] = [cmap.of_source.get(c, c) for c in batch.column("category_id").to_pylist()]
+        values["category_id"] = [cmap.of_source.get(c, c) for c in batch.values("category_id")]
     if kind == "person_keypoints":
         values["keypoints"] = _keypoint_values(batch)
         return _records(batch, KEYPOINT_KEYS, values)
     return _records(batch, INSTANCE_KEYS, values)
 
 
-def category_records(batch: pa.RecordBatch) -> list[dict]:
+def category_records(batch: Batch) -> list[dict]:
     return _records(batch, CATEGORY_KEYS)
 
 
@@ -192,7 +193,7 @@ def mapped_categories(records: list[dict], cmap, emitted: set) -> list[dict]:
     return out
 
 
-def license_records(batch: pa.RecordBatch) -> list[dict]:
+def license_records(batch: Batch) -> list[dict]:
     return _records(batch, LICENSE_KEYS)
 
 
@@ -228,8 +229,56 @@ _CAPTION_SQL = (
 _SMALL_SQL = "SELECT * FROM raw_{table} WHERE split = ? AND source_file = ? ORDER BY record_index"
 
 
-def _batches(con, sql: str, params: list) -> Iterator[pa.RecordBatch]:
-    return arrow_batches(con, sql, params, BATCH_ROWS)
+class Batch:
+    """Up to ``BATCH_ROWS`` rows of a query, a column's Python values at a time (``values``):
+    an Arrow record batch's, or DuckDB's own rows."""
+
+    def __init__(self, names: list[str], rows: list[tuple] | None = None, arrow=None):
+        self.names, self._rows, self._arrow = names, rows, arrow
+        self.num_rows = len(rows) if arrow is None else arrow.num_rows
+
+    def values(self, name: str) -> list:
+        if self._arrow is not None:
+            return self._arrow.column(name).to_pylist()
+        i = self.names.index(name)
+        return [r[i] for r in self._rows]
+
+    def whole_coordinates_as_ints(self, name: str, polygons: list) -> None:
+        """In place: each whole coordinate of ``polygons`` (``values(name)``) as an int."""
+        if self._arrow is not None:
+            _whole_coordinates_as_ints(self._arrow.column(name), polygons)
+            return
+        for poly in polygons:
+            for ring in poly or ():
+                if ring is not None:
+                    ring[:] = [_integral(x) for x in ring]
+
+
+def _batches(con, sql: str, params: list, expected: int | None = None) -> Iterator[Batch]:
+    """The rows of ``sql`` in batches; ``expected``: how many there are (None: a few).
+
+    Up to ``PLAIN_ROWS`` rows come as DuckDB's Python values (for these column types the
+    values Arrow's ``to_pylist`` gives), which spares importing pyarrow and NumPy: a fifth
+    of a second, most of the time of a small subset's export. More come through Arrow,
+    whose conversion is the faster one per row.
+    """
+    if expected is not None and expected > PLAIN_ROWS:
+        for batch in arrow_batches(con, sql, params, BATCH_ROWS):
+            yield Batch(batch.schema.names, arrow=batch)
+        return
+    result = con.execute(sql, params)
+    names = [d[0] for d in result.description]
+    while True:
+        rows = result.fetchmany(BATCH_ROWS)
+        if not rows:
+            return
+        yield Batch(names, rows)
+
+
+def _expected(con, table: str, params: list) -> int:
+    """The rows of an ``export_*`` table that one output file's section takes from one source file."""
+    return con.execute(f"SELECT count(*) FROM {table} WHERE out_split = $1 AND split = $2 AND source_file = $3",
+                       params).fetchall()[0][0]
 
 
 # ---------------------------------------------------------------------------- writing
@@ -289,14 +338,16 @@ def _write_section(con, out: _ArrayWriter, key, out_split, kind, sources, merged
     seen: set | None = set() if merged else None
     emitted: set = set()
     for split, source_file, _ in sources:
+        params = [out_split, split, source_file]
         if key == "images":
             build: Callable = image_records
-            batches = _batches(con, _IMAGE_SQL, [out_split, split, source_file])
+            batches = _batches(con, _IMAGE_SQL, params, _expected(con, "export_images", params))
         elif key == "annotations":
             def build(b, kind=kind):
                 return annotation_records(b, kind, cmap)
             sql = {"captions": _CAPTION_SQL, "person_keypoints": _KEYPOINT_SQL}.get(kind, _ANNOTATION_SQL)
-            batches = _batches(con, sql, [out_split, split, source_file])
+            table = "export_captions" if kind == "captions" else "export_annotations"
+            batches = _batches(con, sql, params, _expected(con, table, params))
         elif key == "categories" and cmap is not None:
             def build(b):
                 return mapped_categories(category_records(b), cmap, emitted)

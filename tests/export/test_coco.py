@@ -157,6 +157,27 @@ def test_round_trip_keeps_extra_fields_raw_values_and_every_segmentation_form(ti
     assert exported["images"][2]["height"] == 8.0 and exported["images"][1]["license"] is None
 
 
+def test_rows_read_through_arrow_write_the_same_bytes(full_export, tiny_warehouse, mini_warehouse, tmp_path,
+                                                      monkeypatch):
+    # a small section is read as DuckDB's Python values, a large one through Arrow: both
+    # must write the same files (here every section takes the Arrow path)
+    from pipeline.export import coco
+
+    monkeypatch.setattr(coco, "PLAIN_ROWS", 0)
+    out, _ = full_export
+    wh, ds = mini_warehouse
+    export(tmp_path / "mini", warehouse=wh, dataset=ds, images="none")
+    for name in SOURCE_FILES:
+        assert (tmp_path / "mini" / "annotations" / name).read_bytes() == (out / "annotations" / name).read_bytes()
+    wh, ds, src = tiny_warehouse
+    export(tmp_path / "tiny", warehouse=wh, dataset=ds, images="none")
+    monkeypatch.setattr(coco, "PLAIN_ROWS", 10**9)
+    export(tmp_path / "tiny-plain", warehouse=wh, dataset=ds, images="none")
+    name = "annotations/instances_tiny.json"
+    assert (tmp_path / "tiny" / name).read_bytes() == (tmp_path / "tiny-plain" / name).read_bytes()
+    assert _load(tmp_path / "tiny" / name) == TINY
+
+
 def test_pycocotools_masks_of_the_export_equal_the_originals(full_export, coco_mini):
     out, _ = full_export
     checked = 0
