@@ -2,7 +2,7 @@
 
 Input: the first records of a file (``decide``), then what every source of an ingest and
 the warehouse's manifest say (``merge``, ``complete``; ``ingest.validate.resolve_id_types``
-runs them over the files of an ingest, ``filesets.check_sets`` over per-image sets).
+runs them over the files of an ingest, ``ingest.validate.check_sets`` over per-image sets).
 Output: the ``schema.IdTypes`` of each source, complete (every space int64 or string).
 
 A file's image, annotation and category ids are typed apart: converted datasets often

@@ -48,7 +48,7 @@ from ..schema import IdTypes, schema_for
 from .scan import RECORD_SECTIONS
 from .plan import check_categories, check_shape, detect_kind
 from .tasks import TaskMeta
-from .validate import check_unique_ids, duplicate_ids
+from .validate import check_unique_ids
 from ..warehouse import write_part
 
 log = logging.getLogger(__name__)
@@ -350,32 +350,6 @@ def _per_image_records(name: str, image: dict, annotations) -> tuple[list, list]
 def _check_unique(name: str, table: str, t: pa.Table) -> None:
     if table in ("images", "annotations", "captions", "categories") and t.num_rows > 1:
         check_unique_ids(name, table, [t.column("id").to_pylist()])
-
-
-def check_sets(sets: list[FileSet], meta: list[TaskMeta], results: list,
-               resolved: id_types.Resolved | None = None) -> dict[str, str]:
-    """Check each set across its batches: one type per id space, that of the other sources
-    of the dataset (``resolved``, see ``id_types``), and image ids unique among the files of
-    a kind (annotations find their image by id). Returns each set's id types as text."""
-    by_set: dict[str, list[BatchResult]] = {}
-    for m, res in zip(meta, results):
-        if m.what == "batch":
-            by_set.setdefault(m.source_file, []).append(res)
-    types = {}
-    for s in sets:
-        done = by_set.get(s.name, [])
-        decided = dict(resolved or {})
-        for r in done:
-            decided = id_types.merge([id_types.Decided(name, r.id_types, {space: origin})
-                                      for space, (name, origin) in r.id_origins.items()], decided)
-        types[s.name] = id_types.complete(id_types.Decided(s.name, IdTypes(), {}), decided).text()
-        for kind in sorted({k for r in done for k in r.image_ids}):
-            count, examples = duplicate_ids([r.image_ids[kind] for r in done if len(r.image_ids.get(kind, ()))])
-            if count:
-                raise BadFileError(s.name, f"{count} image id(s) appear in more than one file "
-                                   f"({', '.join(map(repr, examples))}); image ids must be unique within a "
-                                   "per-image set")
-    return types
 
 
 def describe_sets(sets: list[FileSet], meta: list[TaskMeta], results: list, set_types: dict[str, str], now: str) -> list[dict]:

@@ -34,7 +34,7 @@ from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, OnBadRecord
 from ..errors import ClusterError, CocolakeError, ConfigError
 from .graph import ingest_graph, plan_graph
 from .plan import IngestOptions
-from .validate import check_duplicates, check_unique_files, resolve_id_types
+from .validate import check_duplicates, check_sets, check_unique_files, resolve_id_types
 from ..warehouse import Part, Warehouse
 
 log = logging.getLogger(__name__)
@@ -369,7 +369,7 @@ def run_ingest(
             txn.will_write(graph.planned_paths)
             results = compute(graph.tasks, client, progress, "ingest")
         # the client (and a local cluster) is closed: no task of this run runs any more
-        set_types = per_image.check_sets(sets, graph.meta, results, resolved)
+        set_types = check_sets([s.name for s in sets], graph.meta, results, resolved)
         parts, rows, file_rows, rejects = _collect(graph, results, plans, set_types)
         check_duplicates(graph, results)
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

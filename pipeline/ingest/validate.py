@@ -2,8 +2,9 @@
 
 Two sources that give one file name for one split; each id space's type, over the files of
 the run and those the dataset keeps (``resolve_id_types``, before any chunk runs); ids
-that repeat within one file's section, over the ids its chunks return. Per-image sets are
-checked by ``filesets.check_sets`` (through ``duplicate_ids``). Imports the core and ``plan``.
+that repeat within one file's section, over the ids its chunks return; a per-image set's
+id types and image ids across its batches (``check_sets``, over what the batches return).
+Imports the core and ``plan``; tasks' and batches' results are read by their fields.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from .. import id_types
 from ..errors import BadFileError, ConfigError
-from ..schema import SECTION_NOUNS
+from ..schema import SECTION_NOUNS, IdTypes
 from .plan import FilePlan
 
 
@@ -69,3 +70,29 @@ def duplicate_ids(parts: list) -> tuple[int, list]:
     seen: set = set()
     dups = [x for part in parts for x in part if x in seen or seen.add(x)]
     return len(dups), dups[:5]
+
+
+def check_sets(set_names: list[str], meta, results, resolved: id_types.Resolved | None = None) -> dict[str, str]:
+    """Check each per-image set across its batches (the ``results`` whose ``meta`` says
+    "batch"): one type per id space, that of the other sources of the dataset (``resolved``,
+    see ``id_types``), and image ids unique among the files of a kind (annotations find
+    their image by id). Returns each set's id types as text."""
+    by_set: dict[str, list] = {}
+    for m, res in zip(meta, results):
+        if m.what == "batch":
+            by_set.setdefault(m.source_file, []).append(res)
+    types = {}
+    for set_name in set_names:
+        done = by_set.get(set_name, [])
+        decided = dict(resolved or {})
+        for r in done:
+            decided = id_types.merge([id_types.Decided(name, r.id_types, {space: origin})
+                                      for space, (name, origin) in r.id_origins.items()], decided)
+        types[set_name] = id_types.complete(id_types.Decided(set_name, IdTypes(), {}), decided).text()
+        for kind in sorted({k for r in done for k in r.image_ids}):
+            count, examples = duplicate_ids([r.image_ids[kind] for r in done if len(r.image_ids.get(kind, ()))])
+            if count:
+                raise BadFileError(set_name, f"{count} image id(s) appear in more than one file "
+                                   f"({', '.join(map(repr, examples))}); image ids must be unique within a "
+                                   "per-image set")
+    return types
