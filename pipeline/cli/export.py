@@ -44,8 +44,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="re-split the subset into train (fraction R) and val, by a hash of the image id")
     p.add_argument("--seed", type=int, default=0, help="seed of the --split-ratio hash (default: 0)")
     p.add_argument("--image-root", metavar="R",
-                   help="directory, .zip or URL prefix holding <split>/<file_name> (default: the --config file's "
-                   "image_root, else each coco_url)")
+                   help="where the image files are: a directory or .zip holding <split>/<file_name> or <file_name>, "
+                   "or a URL prefix followed by <split>/<file_name>; {split} in R is replaced by the image's split "
+                   "(default: the --config file's image_root, else each coco_url)")
     p.add_argument("--task", default="detect", choices=("detect", "segment"),
                    help="YOLO labels: boxes or polygons (default: detect)")
     p.add_argument("--include-crowd", action="store_true", help="YOLO: keep iscrowd=1 annotations as objects")

@@ -1,7 +1,8 @@
 """``cocolake sql "SELECT ..."`` (or ``--file q.sql``): run SQL over the warehouse views.
 
-The connection only reads: statements other than SELECT/EXPLAIN are refused, and DuckDB
-may open no file but the parts the manifest lists, unless ``--allow-external-access``.
+The connection only reads: statements other than queries (SELECT, WITH, FROM, DESCRIBE,
+SHOW, SUMMARIZE, EXPLAIN) are refused, and DuckDB may open no file but the parts the
+manifest lists, unless ``--allow-external-access``.
 The output options and writers are ``cli.common``'s.
 """
 
@@ -24,7 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="run SQL over the warehouse views",
         description="Run SQL over the views of sql/views (images, annotations, annotations_enriched, "
         "category_stats, ...) with the mask functions (rle_area, rle_bbox, rle_iou, rle_decode, ...). "
-        "Read-only: only SELECT/EXPLAIN statements run and no file but the warehouse's parts is opened. "
+        "Read-only: only queries (SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) run and no file "
+        "but the warehouse's parts is opened. "
         "Columns with the same name (SELECT a.id, b.id ...) come out as id, id_1 in every format, "
         "as DuckDB's own clients name them.",
     )

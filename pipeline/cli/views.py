@@ -32,7 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "views",
         help="write a DuckDB database file with the warehouse views",
-        description="Write FILE.duckdb holding the views of sql/views over the warehouse's Parquet files "
+        description="Write the DuckDB database FILE (e.g. coco.duckdb, the name as given) holding the views "
+        "of sql/views over the warehouse's Parquet files "
         "(by absolute path) and the pure-SQL macros, in DuckDB 1.0's storage format: any DuckDB client "
         "from 1.1 on (CLI, Python, R, JDBC/DBeaver) opens it, read-only too, and queries every view; "
         "the Python mask functions (rle_area, rle_iou, ...) exist only in cocolake sql.",
