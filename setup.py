@@ -11,6 +11,8 @@ bracket depth) over one block at a time; it is built with the same flags.
 pipeline._jsonpoly reads polygon segmentations from a chunk's JSON text into flat float64
 arrays (see pipeline/_jsonpoly.c); built with the same flags, its one-operation fast path
 relies on IEEE double arithmetic without extended precision or fast-math.
+
+The three include pipeline/_cvec.h, their one growable buffer.
 """
 
 import sys
@@ -22,8 +24,10 @@ if sys.platform == "win32":
 else:
     STRICT_FP = ["-O2", "-ffp-contract=off", "-fno-fast-math"]
 
+# the growable buffer the three share (header only); setuptools puts depends into the sdist
+DEPENDS = ["pipeline/_cvec.h"]
+
 setup(ext_modules=[
-    Extension("pipeline._rlekernel", ["pipeline/_rlekernel.c"], extra_compile_args=STRICT_FP),
-    Extension("pipeline._jsonscan", ["pipeline/_jsonscan.c"], extra_compile_args=STRICT_FP),
-    Extension("pipeline._jsonpoly", ["pipeline/_jsonpoly.c"], extra_compile_args=STRICT_FP),
+    Extension(f"pipeline.{name}", [f"pipeline/{name}.c"], depends=DEPENDS, extra_compile_args=STRICT_FP)
+    for name in ("_rlekernel", "_jsonscan", "_jsonpoly")
 ])

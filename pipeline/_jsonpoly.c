@@ -31,6 +31,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_cvec.h"
+
 #if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
 #define FAST_PATH 1
 #else
@@ -38,28 +40,6 @@
 #endif
 
 typedef const unsigned char *ptr;
-
-typedef struct {
-    char *data;
-    size_t len, cap; /* in bytes */
-} Vec;
-
-static int vec_push(Vec *v, const void *item, size_t size) {
-    if (v->len + size > v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 4096;
-        while (cap < v->len + size) cap *= 2;
-        char *d = realloc(v->data, cap);
-        if (!d) return -1;
-        v->data = d;
-        v->cap = cap;
-    }
-    memcpy(v->data + v->len, item, size);
-    v->len += size;
-    return 0;
-}
-
-static int push_i64(Vec *v, int64_t x) { return vec_push(v, &x, sizeof x); }
-static int push_f64(Vec *v, double x) { return vec_push(v, &x, sizeof x); }
 
 static inline ptr ws(ptr p, ptr end) {
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
@@ -217,8 +197,8 @@ static int parse_number(ptr p, ptr end, double *out, ptr *next) {
 }
 
 typedef struct {
-    Vec rows, coords, parts, anns, spans; /* int64, float64, int64, int64, (int64 start, end) */
-    Vec box_rows, boxes;                  /* int64, float64 x 4 */
+    CVec rows, coords, parts, anns, spans; /* int64, float64, int64, int64, (int64 start, end) */
+    CVec box_rows, boxes;                  /* int64, float64 x 4 */
 } Out;
 
 /* p at '[' of a bbox value: 1 with its 4 numbers in box and *next after the value when it
@@ -252,7 +232,7 @@ static int strict_polygons(ptr p, ptr end, Out *o, ptr *next) {
             ptr after;
             int r = parse_number(p, end, &v, &after);
             if (r <= 0) return r;
-            if (push_f64(&o->coords, v) < 0) goto nomem;
+            if (cvec_push_f64(&o->coords, v) < 0) goto nomem;
             p = ws(after, end);
             if (p < end && *p == ',') {
                 p = ws(p + 1, end);
@@ -261,7 +241,7 @@ static int strict_polygons(ptr p, ptr end, Out *o, ptr *next) {
             if (p < end && *p == ']') break;
             return 0;
         }
-        if (push_i64(&o->parts, (int64_t)(o->coords.len / sizeof(double))) < 0) goto nomem;
+        if (cvec_push_i64(&o->parts, (int64_t)(o->coords.len / sizeof(double))) < 0) goto nomem;
         p = ws(p + 1, end);
         if (p < end && *p == ',') {
             p = ws(p + 1, end);
@@ -341,8 +321,10 @@ static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next)
     }
     *next = p + 1;
     if (strict && seen == 1 && !escaped_key) {
-        if (push_i64(&o->rows, row) < 0 || push_i64(&o->anns, (int64_t)(o->parts.len / sizeof(int64_t) - 1)) < 0 ||
-            push_i64(&o->spans, (int64_t)(seg_start - base)) < 0 || push_i64(&o->spans, (int64_t)(seg_end - base)) < 0) {
+        if (cvec_push_i64(&o->rows, row) < 0 ||
+            cvec_push_i64(&o->anns, (int64_t)(o->parts.len / sizeof(int64_t) - 1)) < 0 ||
+            cvec_push_i64(&o->spans, (int64_t)(seg_start - base)) < 0 ||
+            cvec_push_i64(&o->spans, (int64_t)(seg_end - base)) < 0) {
             PyErr_NoMemory();
             return -1;
         }
@@ -351,8 +333,9 @@ static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next)
         o->parts.len = nparts;
     }
     if (box_strict && box_seen == 1 && !escaped_key) {
-        if (push_i64(&o->box_rows, row) < 0 || vec_push(&o->boxes, box, sizeof box) < 0 ||
-            push_i64(&o->spans, (int64_t)(box_start - base)) < 0 || push_i64(&o->spans, (int64_t)(box_end - base)) < 0) {
+        if (cvec_push_i64(&o->box_rows, row) < 0 || cvec_push(&o->boxes, box, sizeof box) < 0 ||
+            cvec_push_i64(&o->spans, (int64_t)(box_start - base)) < 0 ||
+            cvec_push_i64(&o->spans, (int64_t)(box_end - base)) < 0) {
             PyErr_NoMemory();
             return -1;
         }
@@ -389,7 +372,7 @@ static int walk(ptr base, ptr end, Out *o) {
     }
 }
 
-static PyObject *as_bytes(Vec *v) { return PyBytes_FromStringAndSize(v->data ? v->data : "", (Py_ssize_t)v->len); }
+static PyObject *as_bytes(CVec *v) { return PyBytes_FromStringAndSize(v->data ? v->data : "", (Py_ssize_t)v->len); }
 
 PyDoc_STRVAR(extract_doc,
              "extract(chunk) -> (text, polygons) or None\n\n"
@@ -431,7 +414,7 @@ static PyObject *extract(PyObject *self, PyObject *arg) {
     Out o;
     memset(&o, 0, sizeof o);
     PyObject *found = NULL, *res = NULL;
-    int r = push_i64(&o.parts, 0) < 0 || push_i64(&o.anns, 0) < 0 ? -2 : walk(base, base + (b - a + 2), &o);
+    int r = cvec_push_i64(&o.parts, 0) < 0 || cvec_push_i64(&o.anns, 0) < 0 ? -2 : walk(base, base + (b - a + 2), &o);
     if (r == -2) {
         PyErr_NoMemory();
     } else if (r == 0 || (r == 1 && o.rows.len == 0 && o.box_rows.len == 0)) {
@@ -446,7 +429,7 @@ static PyObject *extract(PyObject *self, PyObject *arg) {
             s[1] = ']';
             memset(s + 2, ' ', (size_t)(e - s - 2));
         }
-        Vec *vecs[6] = {&o.rows, &o.coords, &o.parts, &o.anns, &o.box_rows, &o.boxes};
+        CVec *vecs[6] = {&o.rows, &o.coords, &o.parts, &o.anns, &o.box_rows, &o.boxes};
         PyObject *items[6];
         int ok = 1;
         for (int k = 0; k < 6; k++) ok &= (items[k] = as_bytes(vecs[k])) != NULL;
@@ -456,13 +439,7 @@ static PyObject *extract(PyObject *self, PyObject *arg) {
     if (found) res = PyTuple_Pack(2, text, found);
     Py_XDECREF(found);
     Py_DECREF(text);
-    free(o.rows.data);
-    free(o.coords.data);
-    free(o.parts.data);
-    free(o.anns.data);
-    free(o.spans.data);
-    free(o.box_rows.data);
-    free(o.boxes.data);
+    CVEC_FREE(&o.rows, &o.coords, &o.parts, &o.anns, &o.spans, &o.box_rows, &o.boxes);
     return res;
 }
 

@@ -13,8 +13,9 @@
 #include <Python.h>
 
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
+
+#include "_cvec.h"
 
 #if defined(__SSE2__) && defined(__GNUC__)
 #include <emmintrin.h>
@@ -22,23 +23,7 @@
 #endif
 
 typedef struct {
-    int64_t *data;
-    Py_ssize_t len, cap;
-} Vec;
-
-static int vec_reserve(Vec *v, Py_ssize_t need) {
-    if (need <= v->cap) return 0;
-    Py_ssize_t cap = v->cap ? v->cap : 1024;
-    while (cap < need) cap *= 2;
-    int64_t *data = realloc(v->data, (size_t)cap * sizeof(int64_t));
-    if (!data) return -1;
-    v->data = data;
-    v->cap = cap;
-    return 0;
-}
-
-typedef struct {
-    Vec pos, depth, delta, quotes;
+    CVec pos, depth, delta, quotes; /* int64 each */
     int64_t cur_depth;
     int in_string;
     Py_ssize_t run;     /* length of the current backslash run */
@@ -55,22 +40,15 @@ static inline int step(State *s, const unsigned char *buf, Py_ssize_t i, int64_t
     }
     if (c == '"') {
         if (s->run && s->run_end == i - 1 && (s->run & 1)) return 0; /* escaped */
-        Vec *q = &s->quotes;
-        if (q->len == q->cap && vec_reserve(q, q->len + 1)) return -1;
-        q->data[q->len++] = offset + i;
+        if (cvec_push_i64(&s->quotes, offset + i)) return -1;
         s->in_string ^= 1;
         return 0;
     }
     if (s->in_string) return 0;
     int64_t d = (c == '[' || c == '{') ? 1 : -1;
-    if (s->pos.len == s->pos.cap) {
-        Py_ssize_t need = s->pos.len + 1;
-        if (vec_reserve(&s->pos, need) || vec_reserve(&s->depth, need) || vec_reserve(&s->delta, need)) return -1;
-    }
     s->cur_depth += d;
-    s->pos.data[s->pos.len++] = offset + i;
-    s->depth.data[s->depth.len++] = s->cur_depth;
-    s->delta.data[s->delta.len++] = d;
+    if (cvec_push_i64(&s->pos, offset + i) || cvec_push_i64(&s->depth, s->cur_depth) || cvec_push_i64(&s->delta, d))
+        return -1;
     return 0;
 }
 
@@ -102,9 +80,7 @@ static int scan(State *s, const unsigned char *buf, Py_ssize_t n, int64_t offset
     return 0;
 }
 
-static PyObject *vec_array(Vec *v) {
-    return PyByteArray_FromStringAndSize((const char *)v->data, v->len * (Py_ssize_t)sizeof(int64_t));
-}
+static PyObject *vec_array(CVec *v) { return PyByteArray_FromStringAndSize(v->data, (Py_ssize_t)v->len); }
 
 static PyObject *py_feed(PyObject *self, PyObject *args) {
     Py_buffer view;
@@ -120,9 +96,9 @@ static PyObject *py_feed(PyObject *self, PyObject *args) {
     Py_ssize_t n = view.len;
     int failed;
     /* a first guess of the output sizes; grown when COCO's ~1 bracket per 100 bytes is exceeded */
-    Py_ssize_t guess = n / 64 + 16;
-    failed = vec_reserve(&s.pos, guess) || vec_reserve(&s.depth, guess) || vec_reserve(&s.delta, guess)
-             || vec_reserve(&s.quotes, guess);
+    size_t guess = ((size_t)n / 64 + 16) * sizeof(int64_t);
+    failed = cvec_reserve(&s.pos, guess) || cvec_reserve(&s.depth, guess) || cvec_reserve(&s.delta, guess) ||
+             cvec_reserve(&s.quotes, guess);
     if (!failed) {
         Py_BEGIN_ALLOW_THREADS
         failed = scan(&s, (const unsigned char *)view.buf, n, (int64_t)offset);
@@ -143,10 +119,7 @@ static PyObject *py_feed(PyObject *self, PyObject *args) {
         Py_XDECREF(c);
         Py_XDECREF(d);
     }
-    free(s.pos.data);
-    free(s.depth.data);
-    free(s.delta.data);
-    free(s.quotes.data);
+    CVEC_FREE(&s.pos, &s.depth, &s.delta, &s.quotes);
     return out;
 }
 

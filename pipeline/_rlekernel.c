@@ -46,44 +46,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_cvec.h"
+
 /* pycocotools' scaled coordinates are C ints: |5x + .5| must stay far inside them */
 #define COORD_LIMIT 1e8
 #define PIXEL_LIMIT (((int64_t)1 << 31) - 1)
 
-/* ------------------------------------------------------------------ growable buffers */
 typedef struct {
-    void *p;
-    size_t cap; /* in bytes */
-} Buf;
-
-static int reserve(Buf *b, size_t bytes) {
-    if (bytes <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < bytes) cap *= 2;
-    void *p = realloc(b->p, cap);
-    if (!p) return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-typedef struct {
-    Buf col, row;     /* boundary crossings of one part: pixel column and row */
+    CVec col, row;    /* boundary crossings of one part: pixel column and row */
     size_t n;
-    Buf count;        /* counting sort: one slot per column of the part's range */
-    Buf keys;         /* sorted boundary positions col*h + row, then h*w */
-    Buf runs;         /* runs of every part of the annotation, one after another */
-    Buf parts;        /* (start, length) of each part in runs */
-    Buf merge_a, merge_b;
-    Buf text;         /* the output strings */
+    CVec count;       /* counting sort: one slot per column of the part's range */
+    CVec keys;        /* sorted boundary positions col*h + row, then h*w */
+    CVec runs;        /* runs of every part of the annotation, one after another */
+    CVec parts;       /* (start, length) of each part in runs */
+    CVec merge_a, merge_b;
+    CVec text;        /* the output strings */
     size_t text_len;
-    Buf vx, vy;       /* scaled vertices of one part */
+    CVec vx, vy;      /* scaled vertices of one part */
 } Work;
 
 static void work_free(Work *w) {
-    Buf *all[] = {&w->col, &w->row, &w->count, &w->keys, &w->runs, &w->parts,
-                  &w->merge_a, &w->merge_b, &w->text, &w->vx, &w->vy};
-    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) free(all[i]->p);
+    CVEC_FREE(&w->col, &w->row, &w->count, &w->keys, &w->runs, &w->parts, &w->merge_a, &w->merge_b, &w->text,
+              &w->vx, &w->vy);
 }
 
 /* ------------------------------------------------------------------ boundary crossings */
@@ -114,10 +98,10 @@ static int row_exact(int y, int h) {
 }
 
 static int push(Work *wk, int col, int row) {
-    if (reserve(&wk->col, (wk->n + 1) * sizeof(int)) || reserve(&wk->row, (wk->n + 1) * sizeof(int)))
+    if (cvec_reserve(&wk->col, (wk->n + 1) * sizeof(int)) || cvec_reserve(&wk->row, (wk->n + 1) * sizeof(int)))
         return -1;
-    ((int *)wk->col.p)[wk->n] = col;
-    ((int *)wk->row.p)[wk->n] = row;
+    ((int *)wk->col.data)[wk->n] = col;
+    ((int *)wk->row.data)[wk->n] = row;
     wk->n++;
     return 0;
 }
@@ -242,8 +226,8 @@ static int cmp_int(const void *a, const void *b) {
 /* Runs of one polygon part (k vertices at xy), appended to wk->runs; returns the count
  * of runs or -1 when out of memory. */
 static long part_runs(Work *wk, const Image *im, const double *xy, size_t k, size_t runs_at, int walk_all) {
-    if (reserve(&wk->vx, (k + 1) * sizeof(int)) || reserve(&wk->vy, (k + 1) * sizeof(int))) return -1;
-    int *x = wk->vx.p, *y = wk->vy.p;
+    if (cvec_reserve(&wk->vx, (k + 1) * sizeof(int)) || cvec_reserve(&wk->vy, (k + 1) * sizeof(int))) return -1;
+    int *x = wk->vx.data, *y = wk->vy.data;
     const double scale = 5;
     for (size_t j = 0; j < k; j++) x[j] = (int)(scale * xy[j * 2 + 0] + .5);
     for (size_t j = 0; j < k; j++) y[j] = (int)(scale * xy[j * 2 + 1] + .5);
@@ -272,19 +256,19 @@ static long part_runs(Work *wk, const Image *im, const double *xy, size_t k, siz
 
     /* counting sort of the crossings by column, rows sorted inside each column */
     size_t n = wk->n;
-    int *col = wk->col.p, *row = wk->row.p;
+    int *col = wk->col.data, *row = wk->row.data;
     int cmin = INT_MAX, cmax = -1;
     for (size_t i = 0; i < n; i++) {
         if (col[i] < cmin) cmin = col[i];
         if (col[i] > cmax) cmax = col[i];
     }
-    if (reserve(&wk->keys, (n + 1) * sizeof(uint32_t))) return -1;
-    uint32_t *keys = wk->keys.p;
+    if (cvec_reserve(&wk->keys, (n + 1) * sizeof(uint32_t))) return -1;
+    uint32_t *keys = wk->keys.data;
     uint32_t hh = (uint32_t)im->h;
     if (n) {
         size_t span = (size_t)(cmax - cmin) + 2;
-        if (reserve(&wk->count, span * sizeof(size_t))) return -1;
-        size_t *start = wk->count.p;
+        if (cvec_reserve(&wk->count, span * sizeof(size_t))) return -1;
+        size_t *start = wk->count.data;
         memset(start, 0, span * sizeof(size_t));
         for (size_t i = 0; i < n; i++) start[col[i] - cmin + 1]++;
         for (size_t c = 1; c < span; c++) start[c] += start[c - 1];
@@ -314,8 +298,8 @@ static long part_runs(Work *wk, const Image *im, const double *xy, size_t k, siz
 
     /* differences, a zero difference joining the two runs around it (as rleFrPoly) */
     size_t total = n + 1;
-    if (reserve(&wk->runs, (runs_at + total) * sizeof(uint32_t))) return -1;
-    uint32_t *out = (uint32_t *)wk->runs.p + runs_at;
+    if (cvec_reserve(&wk->runs, (runs_at + total) * sizeof(uint32_t))) return -1;
+    uint32_t *out = (uint32_t *)wk->runs.data + runs_at;
     size_t m = 0, j = 0;
     out[m++] = keys[j++];
     while (j < total) {
@@ -397,8 +381,8 @@ typedef char arithmetic_shift_required[((int64_t)-33 >> 5) == -2 ? 1 : -1];
 
 /* Append the compressed string of r to wk->text. */
 static int write_string(Work *wk, const uint32_t *r, size_t m) {
-    if (reserve(&wk->text, wk->text_len + 7 * m + 1)) return -1;
-    char *s = (char *)wk->text.p + wk->text_len;
+    if (cvec_reserve(&wk->text, wk->text_len + 7 * m + 1)) return -1;
+    char *s = (char *)wk->text.data + wk->text_len;
     size_t p = 0;
     for (size_t i = 0; i < m; i++) {
         int64_t x = (int64_t)r[i] - (i > 2 ? (int64_t)r[i - 2] : 0);
@@ -468,8 +452,8 @@ static Status encode_polygons(const double *coords, size_t ncoords, const int64_
         size_t a = (size_t)ao[i], k = (size_t)(ao[i + 1] - ao[i]);
         if (k == 0) return bad("segmentation has no polygons", i);
         Image im = {(int)hs[i], (int)ws[i], 5 * (ws[i] - 1) + 2};
-        if (reserve(&wk->parts, 2 * k * sizeof(size_t))) return nomem;
-        size_t *parts = wk->parts.p, used = 0;
+        if (cvec_reserve(&wk->parts, 2 * k * sizeof(size_t))) return nomem;
+        size_t *parts = wk->parts.data, used = 0;
         for (size_t j = 0; j < k; j++) {
             int64_t s = po[a + j], e = po[a + j + 1];
             if (s < 0 || e < s || (size_t)e > ncoords)
@@ -479,18 +463,18 @@ static Status encode_polygons(const double *coords, size_t ncoords, const int64_
                 if (!(fabs(coords[c]) <= COORD_LIMIT)) return bad("coordinate is not finite or beyond 1e8", i);
             long m = part_runs(wk, &im, coords + s, (size_t)(e - s) / 2, used, walk_all);
             if (m < 0) return nomem;
-            parts = wk->parts.p;
+            parts = wk->parts.data;
             parts[2 * j] = used;
             parts[2 * j + 1] = (size_t)m;
             used += (size_t)m;
         }
-        const uint32_t *runs = wk->runs.p, *r = runs + parts[0];
+        const uint32_t *runs = wk->runs.data, *r = runs + parts[0];
         size_t m = parts[1];
         if (k > 1) {
-            if (reserve(&wk->merge_a, (used + 1) * sizeof(uint32_t)) ||
-                reserve(&wk->merge_b, (used + 1) * sizeof(uint32_t)))
+            if (cvec_reserve(&wk->merge_a, (used + 1) * sizeof(uint32_t)) ||
+                cvec_reserve(&wk->merge_b, (used + 1) * sizeof(uint32_t)))
                 return nomem;
-            uint32_t *acc = wk->merge_a.p, *next = wk->merge_b.p;
+            uint32_t *acc = wk->merge_a.data, *next = wk->merge_b.data;
             memcpy(acc, r, m * sizeof(uint32_t));
             for (size_t j = 1; j < k; j++) {
                 m = union_runs(acc, m, runs + parts[2 * j], parts[2 * j + 1], next);
@@ -514,8 +498,8 @@ static Status encode_runs(const int64_t *counts, size_t ncounts, const int64_t *
         if (skip && skip[i]) { skipped(wk, o, i); continue; }
         if (!size_ok(hs[i], ws[i])) return bad("RLE size is not positive or has more than 2**31 - 1 pixels", i);
         size_t a = (size_t)ro[i], m = (size_t)(ro[i + 1] - ro[i]);
-        if (reserve(&wk->runs, (m + 1) * sizeof(uint32_t))) return nomem;
-        uint32_t *r = wk->runs.p;
+        if (cvec_reserve(&wk->runs, (m + 1) * sizeof(uint32_t))) return nomem;
+        uint32_t *r = wk->runs.data;
         int64_t total = 0;
         for (size_t j = 0; j < m; j++) {
             int64_t c = counts[a + j];
@@ -552,7 +536,7 @@ static PyObject *result(Status st, Work *wk, Py_buffer *views, int nviews) {
     PyObject *ret = NULL;
     if (st.nomem) PyErr_NoMemory();
     else if (st.problem) PyErr_Format(PyExc_ValueError, "item #%zu in batch: %s", st.index, st.problem);
-    else ret = PyBytes_FromStringAndSize(wk->text.p ? wk->text.p : "", (Py_ssize_t)wk->text_len);
+    else ret = PyBytes_FromStringAndSize(wk->text.data ? wk->text.data : "", (Py_ssize_t)wk->text_len);
     release(wk, views, nviews);
     return ret;
 }

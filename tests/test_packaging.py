@@ -7,9 +7,11 @@ Building and installing a real wheel (which needs the package index) is ``.ci/sm
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -89,3 +91,17 @@ def test_pyproject_ships_every_sql_file_and_every_subpackage():
     # setuptools matches package-data patterns against the path below the package directory
     assert [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)] == []
     assert [p for p in (ROOT / "sql").rglob("*") if p.is_file() and p.suffix != ".sql"] == []
+
+
+def test_every_header_the_extensions_include_is_in_their_depends():
+    """setuptools puts an extension's ``depends`` into the sdist: a header that a C file of
+    pipeline/ includes but setup.py does not list would be missing there, and building a
+    wheel from the sdist would fail."""
+    setup = ast.parse((ROOT / "setup.py").read_text())
+    [depends] = [ast.literal_eval(node.value) for node in ast.walk(setup) if isinstance(node, ast.Assign)
+                 and [getattr(t, "id", None) for t in node.targets] == ["DEPENDS"]]
+    included = {f"pipeline/{name}" for c in (ROOT / "pipeline").glob("*.c")
+                for name in re.findall(r'^#include "([^"]+)"', c.read_text(), re.M)}
+    assert included == set(depends) == {"pipeline/_cvec.h"}
+    assert all((ROOT / d).is_file() for d in depends)
+    assert "depends=DEPENDS" in (ROOT / "setup.py").read_text()
