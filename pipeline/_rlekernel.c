@@ -36,6 +36,12 @@
  * The union of the parts of an annotation, the area, the bbox and the string follow the
  * definitions of pycocotools' rleMerge, rleArea, rleToBbox (2.0.x, per foreground run) and
  * rleToString, written here without the h*w scratch buffer rleMerge allocates.
+ *
+ * pair_iou is pycocotools' rleIou for a list of pairs (mask a_index[k] of one parsed batch
+ * with mask b_index[k] of another) instead of every dt with every gt: the same bbIou test
+ * on the same rleToBbox boxes (runs_bbox, which gives them for any runs summing to h*w,
+ * runs of length 0 and masks without foreground included), the same run walk, the same
+ * division, so the same doubles.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -513,6 +519,83 @@ static Status encode_runs(const int64_t *counts, size_t ncounts, const int64_t *
     return ok;
 }
 
+/* ------------------------------------------------------------------ paired mask IoU */
+/* One mask of a parsed batch: its runs, size, and (once it is first used) box and area. */
+typedef struct {
+    const uint32_t *runs;
+    const int64_t *off, *hs, *ws;
+    size_t n, nruns;
+    double *box;     /* 4 per mask */
+    uint32_t *area;
+    uint8_t *ready;  /* 1: box and area computed and the mask checked */
+} Masks;
+
+/* Check mask i (offsets in range, a valid size, runs summing to h*w, without which the
+ * run walk below would not end) and compute its box and area; 0 when it is good. */
+static int mask_ready(Masks *k, size_t i) {
+    if (k->ready[i]) return 0;
+    int64_t s = k->off[i], e = k->off[i + 1], h = k->hs[i], w = k->ws[i];
+    if (s < 0 || e < s || (size_t)e > k->nruns) return -1;
+    if (!size_ok(h, w)) return -2;
+    int64_t total = 0;
+    uint32_t area = 0;
+    for (int64_t j = s; j < e; j++) {
+        total += k->runs[j];
+        if ((j - s) % 2) area += k->runs[j];
+    }
+    if (total != h * w) return -3;
+    runs_bbox(k->runs + s, (size_t)(e - s), (uint32_t)h, (uint32_t)w, k->box + 4 * i);
+    k->area[i] = area;
+    k->ready[i] = 1;
+    return 0;
+}
+
+/* pycocotools' rleIou for one pair: bbIou of the boxes first, -1 for masks of different
+ * sizes whose boxes overlap, then the runs of both walked together as rleIou walks them. */
+static double pair_iou(const Masks *A, size_t d, const Masks *B, size_t g, int crowd) {
+    const double *D = A->box + 4 * d, *G = B->box + 4 * g;
+    double da = D[2] * D[3], ga = G[2] * G[3], bw, bh, bi, bu;
+    bw = fmin(D[2] + D[0], G[2] + G[0]) - fmax(D[0], G[0]);
+    if (bw <= 0) return 0;
+    bh = fmin(D[3] + D[1], G[3] + G[1]) - fmax(D[1], G[1]);
+    if (bh <= 0) return 0;
+    bi = bw * bh; bu = crowd ? da : da + ga - bi;
+    if (!(bi / bu > 0)) return 0;
+    if (A->hs[d] != B->hs[g] || A->ws[d] != B->ws[g]) return -1;
+    const uint32_t *a_runs = A->runs + A->off[d], *b_runs = B->runs + B->off[g];
+    size_t ka = (size_t)(A->off[d + 1] - A->off[d]), kb = (size_t)(B->off[g + 1] - B->off[g]);
+    size_t a = 1, b = 1;
+    uint32_t c, ca = a_runs[0], cb = b_runs[0], ct = 1, i = 0, u = 0;
+    int va = 0, vb = 0;
+    while (ct > 0) {
+        c = ca < cb ? ca : cb;
+        if (va || vb) { u += c; if (va && vb) i += c; }
+        ct = 0;
+        ca -= c; if (!ca && a < ka) { ca = a_runs[a++]; va = !va; } ct += ca;
+        cb -= c; if (!cb && b < kb) { cb = b_runs[b++]; vb = !vb; } ct += cb;
+    }
+    if (i == 0) u = 1; else if (crowd) u = A->area[d];
+    return (double)i / (double)u;
+}
+
+static const char *MASK_PROBLEMS[] = {"", "run offsets are not non-decreasing indexes into the runs",
+                                      "RLE size is not positive or has more than 2**31 - 1 pixels",
+                                      "RLE counts do not sum to h*w"};
+
+static Status pair_ious(Masks *A, Masks *B, const int64_t *ia, const int64_t *ib, const uint8_t *crowd,
+                        size_t np, double *out) {
+    Status ok = {NULL, 0, 0};
+    for (size_t p = 0; p < np; p++) {
+        int64_t d = ia[p], g = ib[p];
+        if (d < 0 || (size_t)d >= A->n || g < 0 || (size_t)g >= B->n) return bad("mask index out of range", p);
+        int r = mask_ready(A, (size_t)d);
+        if (!r) r = mask_ready(B, (size_t)g);
+        if (r) return bad(MASK_PROBLEMS[-r], p);
+        out[p] = pair_iou(A, (size_t)d, B, (size_t)g, crowd[p] != 0);
+    }
+    return ok;
+}
+
 /* ------------------------------------------------------------------ Python binding */
 static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, const char *name) {
     if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0) return -1;
@@ -624,6 +707,74 @@ static PyObject *py_rows_differ(PyObject *self, PyObject *args) {
     return PyLong_FromLongLong(differ);
 }
 
+/* Buffers of one parsed batch: runs (uint32), offsets, heights, widths (int64). */
+static int masks_of(PyObject *runs, PyObject *off, PyObject *hs, PyObject *ws, Py_buffer *v, Masks *k) {
+    if (get(runs, &v[0], 0, 4, "runs") || get(off, &v[1], 0, 8, "offsets") || get(hs, &v[2], 0, 8, "heights") ||
+        get(ws, &v[3], 0, 8, "widths"))
+        return -1;
+    k->n = (size_t)v[2].len / 8;
+    if ((size_t)v[3].len / 8 != k->n || (size_t)v[1].len / 8 != k->n + 1) {
+        PyErr_SetString(PyExc_ValueError, "expected n heights, n widths and n + 1 run offsets");
+        return -1;
+    }
+    k->runs = v[0].buf;
+    k->nruns = (size_t)v[0].len / 4;
+    k->off = v[1].buf;
+    k->hs = v[2].buf;
+    k->ws = v[3].buf;
+    k->box = malloc(4 * sizeof(double) * (k->n + 1));
+    k->area = malloc(sizeof(uint32_t) * (k->n + 1));
+    k->ready = calloc(k->n + 1, 1);
+    if (!k->box || !k->area || !k->ready) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void masks_free(Masks *k) {
+    free(k->box);
+    free(k->area);
+    free(k->ready);
+}
+
+#define NIOU 12
+
+static PyObject *py_pair_iou(PyObject *self, PyObject *args) {
+    PyObject *ar, *ao, *ah, *aw, *br, *bo, *bh, *bw, *ia, *ib, *crowd, *out;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOO", &ar, &ao, &ah, &aw, &br, &bo, &bh, &bw, &ia, &ib, &crowd, &out))
+        return NULL;
+    Py_buffer v[NIOU];
+    memset(v, 0, sizeof(v));
+    Masks A, B;
+    memset(&A, 0, sizeof(A));
+    memset(&B, 0, sizeof(B));
+    PyObject *ret = NULL;
+    if (masks_of(ar, ao, ah, aw, v, &A) || masks_of(br, bo, bh, bw, v + 4, &B) ||
+        get(ia, &v[8], 0, 8, "a_index") || get(ib, &v[9], 0, 8, "b_index") || get(crowd, &v[10], 0, 1, "crowd") ||
+        get(out, &v[11], 1, 8, "out"))
+        goto done;
+    size_t np = (size_t)v[8].len / 8;
+    if ((size_t)v[9].len / 8 != np || (size_t)v[10].len != np || (size_t)v[11].len / 8 != np) {
+        PyErr_SetString(PyExc_ValueError, "expected as many b indexes, crowd flags and outputs as a indexes");
+        goto done;
+    }
+    Status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = pair_ious(&A, &B, v[8].buf, v[9].buf, v[10].buf, np, v[11].buf);
+    Py_END_ALLOW_THREADS
+    if (st.problem) PyErr_Format(PyExc_ValueError, "pair #%zu in batch: %s", st.index, st.problem);
+    else {
+        Py_INCREF(Py_None);
+        ret = Py_None;
+    }
+done:
+    for (int j = 0; j < NIOU; j++) if (v[j].obj) PyBuffer_Release(&v[j]);
+    masks_free(&A);
+    masks_free(&B);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"rows_differ", py_rows_differ, METH_VARARGS,
      "rows_differ(lo, hi, h) -> how many y in [lo, hi] get a different row from the integer\n"
@@ -636,10 +787,14 @@ static PyMethodDef methods[] = {
     {"encode_runs", py_encode_runs, METH_VARARGS,
      "encode_runs(runs, run_offsets, heights, widths, skip, offsets, areas, bboxes) -> bytes\n"
      "Uncompressed RLE runs (int64) to counts strings, like encode_polygons."},
+    {"pair_iou", py_pair_iou, METH_VARARGS,
+     "pair_iou(a_runs, a_offsets, a_heights, a_widths, b_runs, b_offsets, b_heights, b_widths, a_index, b_index,\n"
+     "crowd, out) -> None. uint32 runs, int64 offsets/sizes/indexes, uint8 crowd; out[k] (float64) = pycocotools'\n"
+     "rleIou of mask a_index[k] of a with mask b_index[k] of b, crowd[k] saying that b's is a crowd region."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rlekernel",
-                                    "Batch polygon / run-list to COCO compressed RLE kernel.", -1, methods};
+                                    "Batch polygon / run-list to COCO compressed RLE kernel; paired mask IoU.", -1, methods};
 
 PyMODINIT_FUNC PyInit__rlekernel(void) { return PyModule_Create(&module); }

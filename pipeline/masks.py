@@ -2,11 +2,11 @@
 
 Input: polygons (batches of flat coordinate buffers), uncompressed RLE (lists of run
 lengths), compressed RLE strings and binary masks. Output: the compressed counts string
-stored in ``rle_counts`` (an ASCII ``str``), and area, bbox, iou and pixels computed from
-such strings. Guarantee: for valid input the string equals what pycocotools 2.0.x
-``COCO.annToRLE(ann)['counts']`` gives for the same annotation and image size; invalid
-input raises ``InvalidMask`` (what is wrong, and for batches which item) before any
-pycocotools C code sees it.
+stored in ``rle_counts`` (an ASCII ``str``), and area, bbox and pixels computed from such
+strings (their IoU is ``pipeline.iou``). Guarantee: for valid input the string equals what
+pycocotools 2.0.x ``COCO.annToRLE(ann)['counts']`` gives for the same annotation and image
+size; invalid input raises ``InvalidMask`` (what is wrong, and for batches which item)
+before any pycocotools C code sees it.
 
 The RLE format
 --------------
@@ -34,18 +34,19 @@ install time that works on a whole batch of flat arrays without the GIL (about 4
 than pycocotools' own C functions on COCO polygons; ``_rlekernel.c`` explains why it is
 exact, and the tests hold it to pycocotools on every coco-mini annotation and on fuzzed
 polygons). Strings are decoded and measured by pycocotools' own C code (``rleFrString``,
-``rleDecode``, ``rleEncode``, ``rleArea``, ``rleToBbox``, ``rleIou``), called through
-ctypes on numpy buffers (``pipeline.rle`` holds that binding and the string parser). Where the extension was not built (a source tree used without
-installing), polygons go through pycocotools' ``rleFrPoly``, ``rleMerge`` and
-``rleToString`` the same way: exact by construction, without pycocotools' per-object Python
-work (its polygon path encodes every part to a string, parses it back, merges and encodes
-again). Two C functions are fenced off: ``rleFrString`` reads past the end of a string cut
-in the middle of a number, so strings are checked byte by byte first; ``rleToString``
-reserves 6 bytes per run and writes one byte past them when every number needs 6
-characters, so it is only used below 2**24 pixels (numbers then fit in 5) and vectorised
-numpy builds the string otherwise, as it does for uncompressed RLE without the extension
-(the tests hold both to pycocotools). If pycocotools' extension does not export the C
-symbols, its slower Python API is used instead (same results).
+``rleDecode``, ``rleEncode``, ``rleArea``, ``rleToBbox``), called through ctypes on numpy
+buffers (``pipeline.rle`` holds that binding and the string parser). Where the extension
+was not built (a source tree used without installing), polygons go through pycocotools'
+``rleFrPoly``, ``rleMerge`` and ``rleToString`` the same way: exact by construction,
+without pycocotools' per-object Python work (its polygon path encodes every part to a
+string, parses it back, merges and encodes again). Two C functions are fenced off:
+``rleFrString`` reads past the end of a string cut in the middle of a number, so strings
+are checked byte by byte first; ``rleToString`` reserves 6 bytes per run and writes one
+byte past them when every number needs 6 characters, so it is only used below 2**24 pixels
+(numbers then fit in 5) and vectorised numpy builds the string otherwise, as it does for
+uncompressed RLE without the extension (the tests hold both to pycocotools). If
+pycocotools' extension does not export the C symbols, its slower Python API is used instead
+(same results).
 
 Limits, each chosen to keep the C code inside what it handles correctly:
 
@@ -392,7 +393,11 @@ def area(counts_list, sizes) -> np.ndarray:
 
 def bbox(counts_list, sizes) -> np.ndarray:
     """[x, y, width, height] per mask, (n, 4) float64, as pycocotools ``mask.toBbox``."""
-    r = rle.parse(counts_list, sizes)
+    return rles_bbox(rle.parse(counts_list, sizes))
+
+
+def rles_bbox(r: rle.Rles) -> np.ndarray:
+    """``bbox`` of a parsed batch (``parse_batch``)."""
     if rle.C is None:
         from pycocotools import mask as cmask
 
@@ -402,26 +407,4 @@ def bbox(counts_list, sizes) -> np.ndarray:
     return out
 
 
-def iou(dt_counts, dt_sizes, gt_counts, gt_sizes, iscrowd) -> np.ndarray:
-    """(n_dt, n_gt) intersection over union, as pycocotools ``mask.iou``.
-
-    For a crowd gt the denominator is the dt area; masks of different sizes give -1.
-    Unlike pycocotools, an empty side gives an empty (n_dt, n_gt) array, not [].
-    """
-    dt, gt = rle.parse(dt_counts, dt_sizes, "dt mask"), rle.parse(gt_counts, gt_sizes, "gt mask")
-    crowd = np.ascontiguousarray(iscrowd, dtype=np.uint8).reshape(-1)
-    m, n = len(dt.heights), len(gt.heights)
-    if len(crowd) != n:
-        raise InvalidMask(f"iscrowd has {len(crowd)} flags for {n} gt masks")
-    if m == 0 or n == 0:
-        return np.zeros((m, n))
-    if rle.C is None:
-        from pycocotools import mask as cmask
-
-        return np.asarray(cmask.iou(dt.dicts(), gt.dicts(), crowd.tolist()))
-    out = np.zeros(m * n)
-    dts, gts = dt.structs(), gt.structs()
-    rle.C.rleIou(dts.ctypes.data, gts.ctypes.data, m, n, crowd.ctypes.data, out.ctypes.data)
-    return out.reshape((m, n), order="F")
-
-parse_batch = rle.parse  # the public name: query.functions parses its SQL vectors with it
+parse_batch = rle.parse  # the public name: query.functions and iou parse their batches with it

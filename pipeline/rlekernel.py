@@ -1,4 +1,4 @@
-"""Batch polygon and run-list encoder: COCO compressed RLE, area and bbox per mask.
+"""Batch polygon and run-list encoder: COCO compressed RLE, area and bbox per mask; paired mask IoU.
 
 Input: a whole chunk as flat arrays (coordinates with part and annotation offsets, or runs
 with run offsets) and the image size of every item. Output: a ``Batch`` holding the counts
@@ -9,7 +9,8 @@ Guarantee: byte for byte what pycocotools gives (``merge(frPyObjects(parts, h, w
 
 The work is done by the C extension ``pipeline._rlekernel``, built at install time.
 ``AVAILABLE`` is False when it was not built (a source tree used without installing);
-``pipeline.masks`` then uses pycocotools' own C functions instead, with the same results.
+``pipeline.masks`` then uses pycocotools' own C functions instead, with the same results,
+and ``pipeline.iou`` its NumPy pair IoU in place of ``pair_iou`` (``rleIou`` over pairs).
 The inputs are validated by ``pipeline.masks`` first; the kernel re-checks what it needs to
 stay memory-safe and raises ValueError naming the item.
 """
@@ -85,3 +86,16 @@ def encode_runs(runs, run_offsets, heights, widths, skip=None) -> Batch:
     offsets, areas, bboxes = _outputs(n)
     data = _ext.encode_runs(_i64(runs), _i64(run_offsets), h, w, _skip(skip, n), offsets, areas, bboxes)
     return Batch(data, offsets, areas, bboxes)
+
+
+def pair_iou(a_runs, a_offsets, a_heights, a_widths, b_runs, b_offsets, b_heights, b_widths,
+             a_index, b_index, crowd) -> np.ndarray:
+    """pycocotools' ``rleIou`` of mask a_index[k] of batch a with mask b_index[k] of batch b
+    (runs as uint32 with n + 1 offsets, as ``rle.Rles`` holds them); ``crowd[k]``: b's mask
+    of pair k is a crowd region (the union is then a's area)."""
+    ia = _i64(a_index)
+    out = np.empty(len(ia), np.float64)
+    _ext.pair_iou(np.ascontiguousarray(a_runs, np.uint32), _i64(a_offsets), _i64(a_heights), _i64(a_widths),
+                  np.ascontiguousarray(b_runs, np.uint32), _i64(b_offsets), _i64(b_heights), _i64(b_widths),
+                  ia, _i64(b_index), np.ascontiguousarray(crowd, dtype=bool).view(np.uint8).reshape(-1), out)
+    return out

@@ -120,22 +120,6 @@ def test_area_and_bbox_equal_pycocotools(cocos):
     np.testing.assert_array_equal(masks.bbox(strings, sizes), cmask.toBbox(dicts))
 
 
-def test_iou_equals_pycocotools_with_crowd(cocos):
-    rles = all_rles(cocos)
-    crowd = [r for r in rles if r[2]]
-    gt = rles[:60] + crowd  # several image sizes: pairs of different sizes give -1
-    dt = rles[:80]
-    flags = [g[2] for g in gt]
-    got = masks.iou([d[0] for d in dt], [d[1] for d in dt],
-                    [g[0] for g in gt], [g[1] for g in gt], flags)
-    want = cmask.iou([{"counts": d[0].encode(), "size": d[1]} for d in dt],
-                     [{"counts": g[0].encode(), "size": g[1]} for g in gt], flags)
-    assert got.shape == (len(dt), len(gt))
-    np.testing.assert_array_equal(got, want)
-    assert (got > 0).any() and (got == -1).any() and (got[:, len(rles[:60]):] > 0).any()
-    assert masks.iou([], [], [g[0] for g in gt], [g[1] for g in gt], flags).shape == (0, len(gt))
-
-
 def test_decode_equals_pycocotools(cocos):
     for counts, size, _ in all_rles(cocos)[::50]:
         got = masks.decode(counts, size)
@@ -160,7 +144,6 @@ def test_python_api_fallback_gives_the_same_results(cocos, monkeypatch):
     rles = all_rles(cocos)[:40]
     strings, sizes = [s for s, _, _ in rles], [z for _, z, _ in rles]
     want_bbox = masks.bbox(strings, sizes)
-    want_iou = masks.iou(strings, sizes, strings, sizes, [0, 1] * 20)
     want_mask = masks.decode(strings[0], sizes[0])
     want_area = masks.area(strings, sizes)
     want_runs = [masks.counts_to_list(s) for s in strings]
@@ -170,7 +153,6 @@ def test_python_api_fallback_gives_the_same_results(cocos, monkeypatch):
         want = coco.annToRLE(ann)["counts"].decode()
         assert masks.encode_segmentation(ann["segmentation"], *image_size(coco, ann)) == want
     np.testing.assert_array_equal(masks.bbox(strings, sizes), want_bbox)
-    np.testing.assert_array_equal(masks.iou(strings, sizes, strings, sizes, [0, 1] * 20), want_iou)
     np.testing.assert_array_equal(masks.decode(strings[0], sizes[0]), want_mask)
     assert masks.encode_mask(want_mask) == strings[0]
     np.testing.assert_array_equal(masks.area(strings, sizes), want_area)
@@ -355,10 +337,6 @@ def test_inconsistent_batch_arrays_are_rejected():
     (lambda: masks.area(["5"], [[5, 5]]),
      r"^mask #0 in batch: RLE counts sum to 5, expected h\*w=25$"),
     (lambda: masks.area(["5"], pa.array([[5, 0]])), r"^mask #0 in batch: RLE size \[5, 0\] is not"),
-    (lambda: masks.iou([SQUARE_5X5], [[5, 5]], [SQUARE_5X5, "5"], [[5, 5]] * 2, [0, 0]),
-     r"^gt mask #1 in batch: RLE counts sum to 5"),
-    (lambda: masks.iou([SQUARE_5X5], [[5, 5]], [SQUARE_5X5], [[5, 5]], [0, 1]),
-     r"iscrowd has 2 flags for 1 gt masks"),
     (lambda: masks.encode_mask(np.zeros((2, 3, 1))),
      r"mask has shape \(2, 3, 1\); expected \(height, width\)"),
     (lambda: masks.encode_mask(np.zeros((0, 3))), r"mask has shape \(0, 3\)"),

@@ -5,8 +5,8 @@ that can match (``pair_ious``), each detection's rank (``rank_detections``) and 
 at every IoU threshold (``match``). Imports the core (``masks``, ``iou``) only.
 
 1. IoU of every detection with every ground truth of its image: boxes with ``iou.box_iou``
-   (pycocotools' ``bbIou``), masks with ``masks.iou`` (pycocotools' C ``rleIou``)
-   one call per image, keypoints' OKS in NumPy;
+   (pycocotools' ``bbIou``), masks with ``iou.rles_iou`` (its ``rleIou``) over the same
+   pairs, each mask parsed once per batch, keypoints' OKS in NumPy;
 2. greedy matching only looks at pairs with IoU >= 0.5; it runs in rounds, round r taking
    the detection of rank r of every (image, category) at once, for all 10 thresholds: each
    takes the first available ground truth in COCOeval's order of preference (not ignored,
@@ -20,11 +20,12 @@ import dataclasses
 import numpy as np
 
 from .. import masks
-from ..iou import box_iou
+from ..iou import box_iou, rles_iou
 
 # pycocotools' per-joint OKS constants for the 17 COCO person keypoints
 COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10.0
 _PAIR_BATCH = 1 << 20  # detection x ground-truth pairs per IoU batch (bounds the temporaries)
+_MASK_CHARS = 1 << 18  # characters of detection masks parsed at once (a run takes at least one)
 
 
 @dataclasses.dataclass
@@ -100,12 +101,13 @@ def pair_ious(dt: Objects, gt: Objects, n_img: int, iou_type: str, min_iou: floa
         cnt = per_dt[d0:d1]
         pd = np.repeat(np.arange(d0, d1), cnt)
         within = np.arange(len(pd)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        pg = g_order[np.repeat(g_bounds[dt.img[d0:d1]], cnt) + within]
+        pos = np.repeat(g_bounds[dt.img[d0:d1]], cnt) + within  # of the gt in g_order
+        pg = g_order[pos]
         same = dt.cat[pd] == gt.cat[pg]
         if iou_type == "bbox":
             iou = box_iou(dt.bbox[pd], gt.bbox[pg], gt.crowd[pg])
         elif iou_type == "segm":
-            iou = _mask_ious(dt, gt, d0, d1, g_order, g_bounds)
+            iou = _mask_ious(dt, gt, d0, d1, pd, pos, g_order, g_bounds)
         else:
             iou = np.full(len(pd), -1.0)
             iou[same] = oks(dt.keypoints[pd[same]], gt.keypoints[pg[same]], gt.bbox[pg[same]], gt.area[pg[same]],
@@ -137,17 +139,25 @@ def _segment_max(v, pd, pg, best, best_g) -> None:
     best_g[d[better]] = pg[first][better]
 
 
-def _mask_ious(dt: Objects, gt: Objects, d0: int, d1: int, g_order, g_bounds) -> np.ndarray:
-    """Mask IoU of each detection in [d0, d1) with each ground truth of its image, one C call per image."""
-    out = []
-    cuts = np.flatnonzero(np.diff(dt.img[d0:d1])) + d0 + 1
-    for d, e in zip(np.concatenate(([d0], cuts)).tolist(), np.concatenate((cuts, [d1])).tolist()):
-        i = dt.img[d]
-        g = g_order[g_bounds[i]:g_bounds[i + 1]]
-        if len(g):
-            m = masks.iou(dt.rle_counts[d:e], dt.rle_size[d:e], gt.rle_counts[g], gt.rle_size[g], gt.crowd[g])
-            out.append(np.asarray(m, dtype=float).reshape(-1))
-    return np.concatenate(out) if out else np.zeros(0)
+def _mask_ious(dt: Objects, gt: Objects, d0: int, d1: int, pd, pos, g_order, g_bounds) -> np.ndarray:
+    """Mask IoU of the pairs (detection ``pd``, ground truth ``g_order[pos]``) of the detections
+    [d0, d1), in groups of whole images of about ``_MASK_CHARS`` characters of detection
+    masks: a group's detections and the ground truths of its images are parsed once each."""
+    out = np.empty(len(pd))
+    ends = np.cumsum(np.fromiter(map(len, dt.rle_counts[d0:d1]), np.int64, d1 - d0))
+    s = d0
+    while s < d1:
+        e = max(d0 + int(np.searchsorted(ends, (ends[s - d0 - 1] if s > d0 else 0) + _MASK_CHARS)), s + 1)
+        e = min(int(np.searchsorted(dt.img, dt.img[e - 1], side="right")), d1)  # whole images
+        p0, p1 = np.searchsorted(pd, (s, e))
+        lo, hi = g_bounds[dt.img[s]], g_bounds[dt.img[e - 1] + 1]
+        if p1 > p0:
+            d_rles = masks.parse_batch(dt.rle_counts[s:e], dt.rle_size[s:e], "dt mask")
+            g = g_order[lo:hi]
+            g_rles = masks.parse_batch(gt.rle_counts[g], gt.rle_size[g], "gt mask")
+            out[p0:p1] = rles_iou(d_rles, g_rles, gt.crowd[g_order[pos[p0:p1]]], pd[p0:p1] - s, pos[p0:p1] - lo)
+        s = e
+    return out
 
 
 def rank_detections(dt: Objects, n_cat: int, max_det: int) -> tuple[Objects, np.ndarray]:

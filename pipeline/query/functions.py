@@ -24,7 +24,8 @@ Input: a DuckDB connection. Output: the same connection with
   Python, so ``cocolake views --db`` stores them in the database file it writes.
 
 NULL in any argument gives NULL. An invalid RLE fails the query with what is wrong and
-the offending value. The RLE arithmetic is ``pipeline.masks`` (pycocotools' C code).
+the offending value. The RLE arithmetic is ``pipeline.masks`` (pycocotools' C code) and
+``pipeline.iou``.
 """
 
 from __future__ import annotations
@@ -49,9 +50,6 @@ FUNCTIONS_DIR = SQL_DIR / "functions"
 
 # names of the Python-backed functions (a plain DuckDB client does not have them)
 PYTHON_FUNCTIONS = ("rle_area", "rle_bbox", "rle_iou", "rle_decode", "rle_runs", "rle_from_polygons")
-
-# each pair's positions are shifted by this much so that one sorted array holds a batch;
-# larger than any mask (masks.MAX_PIXELS)
 
 # ------------------------------------------------------------------ Arrow plumbing
 def _combine(arr) -> pa.Array:
@@ -105,13 +103,10 @@ def _runs(name: str, counts, sizes):
 
 
 def rle_iou(a_counts, a_sizes, b_counts, b_sizes, iscrowd) -> pa.Array:
-    """pycocotools ``rleIou`` pair by pair (``iou.mask_iou``); a bad mask names the function."""
-    a_sz, b_sz = _sizes(a_sizes), _sizes(b_sizes)
-    box_a = np.asarray(_checked("rle_iou", lambda: masks.bbox(a_counts, a_sz), a_counts, a_sizes)).reshape(-1, 4)
-    box_b = np.asarray(_checked("rle_iou", lambda: masks.bbox(b_counts, b_sz), b_counts, b_sizes)).reshape(-1, 4)
+    """pycocotools ``rleIou`` pair by pair (``iou.rles_iou``); a bad mask names the function."""
+    a, b = _runs("rle_iou", a_counts, a_sizes), _runs("rle_iou", b_counts, b_sizes)
     crowd = _combine(iscrowd).to_numpy(zero_copy_only=False).astype(bool)
-    out = iou.mask_iou(_combine(a_counts), a_sz, _combine(b_counts), b_sz, crowd, box_a, box_b)
-    return pa.array(out, pa.float64())
+    return pa.array(iou.rles_iou(a, b, crowd), pa.float64())
 
 
 def rle_runs(counts, sizes) -> pa.Array:
