@@ -146,6 +146,7 @@ def connect(
     ``for_sql``: the SQL the connection is opened for. Only the views it names (and those
     they read), the raw relations these name, and the mask functions only when it calls a
     function DuckDB does not have: a one-query command then starts in about half the time.
+    SQL that reads the catalog (``reads_catalog``: ``SHOW TABLES``, ``duckdb_views()``) gets everything.
 
     ``durable=False``: ``database`` is a scratch file, written without waiting for the disk
     (fsync), which on a busy disk costs more than creating the views.
@@ -170,7 +171,7 @@ def connect(
     con.execute("SET parquet_metadata_cache = true")
     register_filesystem(con, wh)
     raw_for = None
-    if for_sql is not None:
+    if for_sql is not None and not reads_catalog(for_sql):
         raw_for = mentioned_names(for_sql)
         only = raw_for if only is None else set(only) | raw_for
         functions = functions and calls_unknown_function(con, for_sql)
@@ -231,6 +232,18 @@ _CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 def mentioned_names(text: str) -> set[str]:
     """Every identifier in ``text`` (lower case): a superset of the views it reads."""
     return {w.lower() for w in _NAME.findall(text)}
+
+
+# names of DuckDB's catalog: SQL naming one (SHOW TABLES, duckdb_views(), information_schema.columns)
+# asks what the warehouse holds, so its connection gets every view and function
+CATALOG_NAMES = frozenset({"show", "show_tables", "show_tables_expanded", "information_schema", "pg_catalog",
+                           "duckdb_views", "duckdb_tables", "duckdb_columns", "duckdb_functions",
+                           "duckdb_dependencies", "duckdb_macros"})
+
+
+def reads_catalog(text: str) -> bool:
+    """Whether ``text`` lists what the connection holds (views, columns, functions)."""
+    return not CATALOG_NAMES.isdisjoint(mentioned_names(text))
 
 
 def calls_unknown_function(con, text: str) -> bool:

@@ -264,6 +264,20 @@ def test_a_connection_for_one_query_has_what_it_needs_and_gives_the_same_rows(mi
     c.close()
 
 
+@pytest.mark.parametrize("sql", ["SHOW TABLES", "SELECT view_name AS name FROM duckdb_views() WHERE NOT internal",
+                                 "SELECT DISTINCT table_name AS name FROM information_schema.columns"])
+def test_a_connection_for_sql_that_lists_the_catalog_has_every_view(mini_con, mini_warehouse, sql):
+    every = {r[0] for r in mini_con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    c = connect(*mini_warehouse, for_sql=sql)
+    try:
+        listed = {r[0] for r in c.execute(sql).fetchall()}
+        functions = {r[0] for r in c.execute("SELECT function_name FROM duckdb_functions() "
+                                             "WHERE function_name = 'rle_area'").fetchall()}
+    finally:
+        c.close()
+    assert "annotations_enriched" in every and every <= listed and functions == {"rle_area"}
+
+
 # ------------------------------------------------------------------ read-only user SQL
 def test_restricted_connection_reads_views_only(tiny, tmp_path):
     outside = tmp_path / "outside.csv"
