@@ -321,7 +321,8 @@ def run_ingest_results(
 
 def _ingest_results(txn: Transaction, url: str, *, run, split, workers, scheduler, chunk_bytes, on_bad_record,
                     cache_dir, progress) -> ResultsReport:
-    from ..ingest.run import compute, dask_client
+    from ..ingest.cluster import dask_client
+    from ..ingest.run import compute
 
     t0 = time.perf_counter()
     wh = txn.warehouse

@@ -1,9 +1,10 @@
 """run: picks a scheduler, computes the ingest graphs, validates, commits.
 
-The only place (with the CLI) that chooses where the graph runs:
+The only place (with the CLI) that chooses where the graph runs (``cluster`` connects):
 ``workers=1`` → Dask's synchronous scheduler (debuggable, no processes);
 ``scheduler="tcp://host:port"`` → an existing distributed cluster;
-otherwise a local cluster of one single-threaded worker process per core.
+otherwise a local cluster of one single-threaded worker process per core. The scan runs
+on the workers of an existing cluster, else in this process (while a local cluster starts).
 
 A run either commits a new warehouse version or leaves the previous one as it was
 (``Warehouse.transaction``): on any error the parts it wrote are removed and nothing is
@@ -14,17 +15,13 @@ Imports the core, ``query`` (the summary's counts) and the modules of ``ingest``
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
 import logging
 import os
-import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from multiprocessing import resource_tracker
 
 import dask
 
@@ -32,8 +29,9 @@ from . import filesets as per_image, sources
 from ..query import views
 from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, OnBadRecord
 from ..errors import ClusterError, CocolakeError, ConfigError
+from .cluster import starting_client
 from .graph import ingest_graph, plan_graph
-from .plan import IngestOptions
+from .plan import FilePlan, IngestOptions, plan_file
 from .validate import check_duplicates, check_sets, check_unique_files, resolve_id_types
 from ..warehouse import Part, Warehouse
 
@@ -88,148 +86,6 @@ def _table(head: str, columns, rows: list[tuple[str, list[int]]]) -> list[str]:
     return lines
 
 
-@contextlib.contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None):
-    """None for the synchronous scheduler, else a ``distributed.Client``.
-
-    A local cluster is ours: it is closed (its worker processes joined) before this exits,
-    also on an error or Ctrl-C, so that no task of it runs afterwards. Unless the log level
-    is DEBUG (``cocolake -v``), it says nothing: its workers and scheduler log nothing, its
-    workers never see the terminal's Ctrl-C (the command stops them), and its HTTP server
-    takes a free port on 127.0.0.1 instead of warning that 8787 is in use.
-    """
-    if scheduler:
-        from distributed import Client
-
-        try:
-            client = Client(scheduler, timeout="20s", set_as_default=False)
-        except OSError as err:
-            raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    n = workers or os.cpu_count() or 1
-    if n <= 1:
-        with dask.config.set(scheduler="synchronous"):
-            yield None
-        return
-    from distributed import Client, LocalCluster
-
-    verbose = log.getEffectiveLevel() <= logging.DEBUG
-    cluster = client = None
-    with contextlib.ExitStack() as quiet:
-        if not verbose:
-            quiet.enter_context(quiet_cluster_logs())
-        quiet.enter_context(dask.config.set({
-            "distributed.worker.daemon": False, **_WORKER_MALLOC, **_NO_DASHBOARD,
-            "distributed.worker.preload": [*dask.config.get("distributed.worker.preload", []), _WARM],
-        }))
-        # multiprocessing starts its resource tracker on first use, from the thread that
-        # needs it, and then unblocks SIGINT in that thread (resource_tracker.py): started
-        # here, before the mask, so that the cluster's threads keep SIGINT blocked
-        resource_tracker.ensure_running()
-        try:
-            with sigint_held():  # the processes and threads started here inherit SIGINT blocked
-                cluster = LocalCluster(
-                    n_workers=n,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    # no dashboard, but the scheduler's HTTP server (health, metrics) still
-                    # binds, by default at 8787, with a warning when that is taken
-                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                    silence_logs=False if verbose else _SILENT,
-                )
-                client = Client(cluster, set_as_default=False)
-            yield client
-        finally:
-            with sigint_held():  # a Ctrl-C now would leave the workers running; it is raised after
-                if client is not None:
-                    client.close()
-                if cluster is not None:
-                    cluster.close()
-
-
-_SILENT = logging.CRITICAL + 1  # a level no record has
-
-
-@contextlib.contextmanager
-def quiet_cluster_logs():
-    """Drop the records of distributed (and of the asyncio/tornado loops it runs) in this process.
-
-    The CLI sends them to the root handler, so only logger levels stop them; every logger
-    under ``distributed`` that already has a level is set too (children keep their own).
-    """
-    names = ("distributed", "asyncio", "tornado")
-    loggers = [logging.getLogger(n) for n in names] + [
-        logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
-        if n.startswith(tuple(f"{p}." for p in names)) and logging.getLogger(n).level
-    ]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(_SILENT)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-@contextlib.contextmanager
-def sigint_held():
-    """Hold Ctrl-C back for the duration; raise ``KeyboardInterrupt`` at the end if it came.
-
-    SIGINT is blocked in this thread, so the threads and processes started meanwhile (the
-    cluster's event loop, its worker processes) inherit the mask and never receive it: a
-    terminal's Ctrl-C goes to the whole process group, and a worker it interrupts prints
-    its own tracebacks and may die after the run removed its parts. A SIGINT delivered to
-    another thread of this process meanwhile is recorded by a handler instead of raised.
-    Outside the main thread (where signals cannot be handled) this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending one is handled here
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-    if caught and callable(previous):
-        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
-    elif caught and previous != signal.SIG_IGN:
-        raise KeyboardInterrupt
-
-
-# Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers (to hand freed memory back to the
-# system), and setting any malloc threshold turns off glibc's adaptive mmap threshold. Then
-# every buffer above 128 kB is a fresh mmap: pycocotools' rleMerge allocates 4 bytes per
-# image pixel (1.2 MB for 640x480) for each multi-part polygon, and the page faults cost
-# ~10 s of CPU (mostly system time) per train2017. 32 MB is where the adaptive threshold would settle
-# (what a single process gets); measured: -15% CPU, +0.15 GB peak on train2017 scale.
-# https://distributed.dask.org/en/stable/worker-memory.html#automatically-trim-memory
-_WORKER_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 << 20}
-
-
-# What only a dashboard shows, off in a local cluster that has none: every worker's
-# statistical profiler samples its threads' stacks every 10 ms (3% of a core per idle
-# worker, more while a task runs), and the scheduler and nannies sample the system and
-# their event loop's latency several times a second.
-_NO_DASHBOARD = {
-    "distributed.worker.profile.enabled": False,
-    "distributed.admin.system-monitor.interval": "2s",
-    "distributed.admin.tick.interval": "1s",
-}
-
-
-_WARM = "pipeline.ingest.warm"  # imported by each worker as it starts (see there)
-
-
 def _test_pause(stage: str) -> None:
     """Nothing, unless ``COCOLAKE_TEST_PAUSE_AT`` names ``stage``: then write the file named by
     ``COCOLAKE_TEST_PAUSE_FILE`` and wait until it is deleted, so that a test can kill the run
@@ -244,6 +100,18 @@ def _test_pause(stage: str) -> None:
         f.write(stage)
     while os.path.exists(marker):
         time.sleep(0.05)
+
+
+def plan_here(source_files: list, opts: IngestOptions, progress: Progress | None) -> list[FilePlan]:
+    """The scan phase in this process: ``plan_file`` for each document, with the progress of a compute."""
+    if progress:
+        progress("scan", 0, len(source_files))
+    plans = []
+    for i, sf in enumerate(source_files, 1):
+        plans.append(plan_file(sf, opts))
+        if progress:
+            progress("scan", i, len(source_files))
+    return plans
 
 
 def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
@@ -284,7 +152,7 @@ def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
         # the list (distributed 2026.7), and logs the AssertionError as two tracebacks
         for fut in futures:
             fut.release()
-        if client.cluster is None:  # a shared cluster's workers go on; a local one is closed by dask_client
+        if client.cluster is None:  # a shared cluster's workers go on; a local one is closed by cluster.starting_client
             _wait_for_running(client, {f.key for f in futures})
         if type(err).__name__ == "KilledWorker":  # distributed.KilledWorker
             raise ClusterError(
@@ -356,9 +224,12 @@ def run_ingest(
     # the transaction removes this run's parts on failure after the client (and a local
     # cluster) is closed, which ends or kills a task still running: no part is written after
     with wh.transaction() as txn:
-        with dask_client(workers, scheduler) as client:
+        with starting_client(workers, scheduler) as started:
             run_id = uuid.uuid4().hex[:12]  # task keys only (see graph); part names stay deterministic
-            plans = compute(plan_graph(source_files, opts, run_id), client, progress, "scan")
+            if scheduler:  # a shared cluster's workers scan: they may see sources this process does not
+                plans = compute(plan_graph(source_files, opts, run_id), started(), progress, "scan")
+            else:  # here, while a local cluster (if any) starts
+                plans = plan_here(source_files, opts, progress)
             _test_pause("scan")
             check_unique_files(plans, sets)
             manifest = wh.read_manifest()
@@ -367,7 +238,7 @@ def run_ingest(
             bases = {s: wh.next_part_number(s, manifest) for s in {p.split for p in plans} | {s.split for s in sets}}
             graph = ingest_graph(plans, wh, bases, opts, sets, run_id)
             txn.will_write(graph.planned_paths)
-            results = compute(graph.tasks, client, progress, "ingest")
+            results = compute(graph.tasks, started(), progress, "ingest")
         # the client (and a local cluster) is closed: no task of this run runs any more
         set_types = check_sets([s.name for s in sets], graph.meta, results, resolved)
         parts, rows, file_rows, rejects = _collect(graph, results, plans, set_types)

@@ -180,7 +180,7 @@ def test_the_command_runs_on_the_cluster(dask_cluster, coco_mini, mini_warehouse
 def test_local_cluster_workers_keep_the_adaptive_malloc_threshold():
     """Dask's MALLOC_TRIM_THRESHOLD_ stays; the mmap threshold is set so that pycocotools'
     per-polygon merge buffers come from the heap rather than a fresh mmap each."""
-    from pipeline.ingest.run import dask_client
+    from pipeline.ingest.cluster import dask_client
 
     def environ():
         return os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("MALLOC_TRIM_THRESHOLD_")
@@ -195,7 +195,7 @@ def test_local_cluster_workers_start_warm_and_without_the_dashboard_samplers():
     its first conversion) before its first task, and runs no statistical profiler."""
     import dask
 
-    from pipeline.ingest.run import dask_client
+    from pipeline.ingest.cluster import dask_client
 
     def state():
         return ("pipeline.ingest.tasks" in sys.modules, "pandas" in sys.modules,

@@ -1,0 +1,208 @@
+"""cluster: where an ingest's graphs run, as a client: none, a shared cluster, or our own.
+
+``dask_client`` gives ``None`` (Dask's synchronous scheduler, ``workers=1``), a client of an
+existing cluster (``scheduler=``), or one of a local cluster of single-threaded worker
+processes that it starts, keeps quiet and closes; ``starting_client`` does the same but
+starts a local cluster in a thread, so that the caller's own work overlaps the start.
+Imports the core only (and ``ingest.warm`` by name, in the workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
+
+import dask
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None):
+    """None for the synchronous scheduler, else a ``distributed.Client``.
+
+    A local cluster is ours: it is closed (its worker processes joined) before this exits,
+    also on an error or Ctrl-C, so that no task of it runs afterwards. Unless the log level
+    is DEBUG (``cocolake -v``), it says nothing: its workers and scheduler log nothing, its
+    workers never see the terminal's Ctrl-C (the command stops them), and its HTTP server
+    takes a free port on 127.0.0.1 instead of warning that 8787 is in use.
+    """
+    with starting_client(workers, scheduler) as started:
+        yield started()
+
+
+@contextlib.contextmanager
+def starting_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Callable]:
+    """As ``dask_client``, but yields at once a function that returns the client.
+
+    A local cluster starts in a thread meanwhile (its worker processes take about a second
+    to import Python, Dask and cocolake, mostly waiting), so that what the caller does before
+    its first task (an ingest scans its documents) runs at the same time; the function waits
+    for the start and raises what made it fail. On leaving, the start is waited for and the
+    cluster closed whatever happened, as ``dask_client`` does.
+    """
+    if scheduler:
+        from distributed import Client
+
+        try:
+            client = Client(scheduler, timeout="20s", set_as_default=False)
+        except OSError as err:
+            raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+        try:
+            yield lambda: client
+        finally:
+            client.close()
+        return
+    n = workers or os.cpu_count() or 1
+    if n <= 1:
+        with dask.config.set(scheduler="synchronous"):
+            yield lambda: None
+        return
+    import distributed  # noqa: F401 - here: its import configures the loggers that quiet_cluster_logs then silences
+
+    verbose = log.getEffectiveLevel() <= logging.DEBUG
+    with contextlib.ExitStack() as quiet:
+        if not verbose:
+            quiet.enter_context(quiet_cluster_logs())
+        quiet.enter_context(dask.config.set({
+            "distributed.worker.daemon": False, **_WORKER_MALLOC, **_NO_DASHBOARD,
+            "distributed.worker.preload": [*dask.config.get("distributed.worker.preload", []), _WARM],
+        }))
+        # multiprocessing starts its resource tracker on first use, from the thread that
+        # needs it, and then unblocks SIGINT in that thread (resource_tracker.py): started
+        # here, before the mask, so that the cluster's threads keep SIGINT blocked
+        resource_tracker.ensure_running()
+        start = _LocalStart(n, verbose)
+        try:
+            with sigint_held():  # the thread, and the threads and processes it starts, inherit SIGINT blocked
+                start.thread.start()
+            yield start.result
+        finally:
+            with sigint_held():  # a Ctrl-C now would leave the workers running; it is raised after
+                start.close()
+
+
+class _LocalStart:
+    """A local cluster and its client, started in a thread of their own."""
+
+    def __init__(self, n: int, verbose: bool):
+        self.n, self.verbose = n, verbose
+        self.cluster = self.client = self.error = None
+        self.thread = threading.Thread(target=self._start, name="cocolake-cluster-start", daemon=True)
+
+    def _start(self) -> None:
+        from distributed import Client, LocalCluster
+
+        try:
+            self.cluster = LocalCluster(
+                n_workers=self.n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                # no dashboard, but the scheduler's HTTP server (health, metrics) still
+                # binds, by default at 8787, with a warning when that is taken
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                silence_logs=False if self.verbose else _SILENT,
+            )
+            self.client = Client(self.cluster, set_as_default=False)
+        except BaseException as err:  # noqa: BLE001 - raised in the caller's thread, by result()
+            self.error = err
+
+    def result(self):
+        """The client, once the cluster is up (Ctrl-C interrupts the wait)."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.client
+
+    def close(self) -> None:
+        self.thread.join()
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+_SILENT = logging.CRITICAL + 1  # a level no record has
+
+
+@contextlib.contextmanager
+def quiet_cluster_logs():
+    """Drop the records of distributed (and of the asyncio/tornado loops it runs) in this process.
+
+    The CLI sends them to the root handler, so only logger levels stop them; every logger
+    under ``distributed`` that already has a level is set too (children keep their own).
+    """
+    names = ("distributed", "asyncio", "tornado")
+    loggers = [logging.getLogger(n) for n in names] + [
+        logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+        if n.startswith(tuple(f"{p}." for p in names)) and logging.getLogger(n).level
+    ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(_SILENT)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def sigint_held():
+    """Hold Ctrl-C back for the duration; raise ``KeyboardInterrupt`` at the end if it came.
+
+    SIGINT is blocked in this thread, so the threads and processes started meanwhile (the
+    cluster's event loop, its worker processes) inherit the mask and never receive it: a
+    terminal's Ctrl-C goes to the whole process group, and a worker it interrupts prints
+    its own tracebacks and may die after the run removed its parts. A SIGINT delivered to
+    another thread of this process meanwhile is recorded by a handler instead of raised.
+    Outside the main thread (where signals cannot be handled) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending one is handled here
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught and callable(previous):
+        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+    elif caught and previous != signal.SIG_IGN:
+        raise KeyboardInterrupt
+
+
+# Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers (to hand freed memory back to the
+# system), and setting any malloc threshold turns off glibc's adaptive mmap threshold. Then
+# every buffer above 128 kB is a fresh mmap: pycocotools' rleMerge allocates 4 bytes per
+# image pixel (1.2 MB for 640x480) for each multi-part polygon, and the page faults cost
+# ~10 s of CPU (mostly system time) per train2017. 32 MB is where the adaptive threshold would settle
+# (what a single process gets); measured: -15% CPU, +0.15 GB peak on train2017 scale.
+# https://distributed.dask.org/en/stable/worker-memory.html#automatically-trim-memory
+_WORKER_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 << 20}
+
+
+# What only a dashboard shows, off in a local cluster that has none: every worker's
+# statistical profiler samples its threads' stacks every 10 ms (3% of a core per idle
+# worker, more while a task runs), and the scheduler and nannies sample the system and
+# their event loop's latency several times a second.
+_NO_DASHBOARD = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.admin.tick.interval": "1s",
+}
+
+
+_WARM = "pipeline.ingest.warm"  # imported by each worker as it starts (see there)
