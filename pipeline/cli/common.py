@@ -138,14 +138,16 @@ _PLAIN_TYPES = {"BOOLEAN", "VARCHAR", "DOUBLE", "TINYINT", "SMALLINT", "INTEGER"
                 "USMALLINT", "UINTEGER", "UBIGINT"}
 
 
-def fetch(rel) -> Rows | pa.Table:
-    """A relation's result for the writers: ``Rows`` when every column is of a plain type, else Arrow."""
-    types = [str(t) for t in rel.types]
+def fetch(con) -> Rows | pa.Table:
+    """The result of the statement ``con`` just ran, for the writers: ``Rows`` when every
+    column is of a plain type, else Arrow."""
+    described = con.description
+    types = [str(d[1]) for d in described]
     if not all(t in _PLAIN_TYPES for t in types):
-        from ..query.compat import fetch_arrow
+        from ..query.compat import executed_arrow
 
-        return fetch_arrow(rel)
-    return Rows(list(rel.columns), [t not in ("BOOLEAN", "VARCHAR") for t in types], rel.fetchall())
+        return executed_arrow(con)
+    return Rows([d[0] for d in described], [t not in ("BOOLEAN", "VARCHAR") for t in types], con.fetchall())
 
 
 def _as_rows(result: Rows | pa.Table, limit: int | None = None) -> tuple[Rows, int]:

@@ -53,13 +53,13 @@ def read_query(args) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..query.compat import fetch_arrow
+    from ..query.compat import executed_arrow
     from ..query.views import run_sql
 
     text = read_query(args)
     free = args.allow_external_access
     # Parquet is written from Arrow; the text formats from plain rows when the types allow
-    rows = fetch_arrow if output_format(args.format, args.out) == "parquet" else fetch
+    rows = executed_arrow if output_format(args.format, args.out) == "parquet" else fetch
     if free:  # any statement: never run twice
         con = connect(args, restrict=False, for_sql=text)
         try:

@@ -33,11 +33,9 @@ import os
 import re
 import tempfile
 
-import duckdb
-
 from ..errors import ConfigError, QueryError
 from ..query import sandbox, views
-from ..query.compat import arrow_reader
+from ..query.compat import arrow_reader, engine
 from ..warehouse import Warehouse
 from .options import ExportOptions
 
@@ -74,7 +72,7 @@ def open_readonly(opts: ExportOptions):
                 _store_macros(con)
         finally:
             con.close()
-        ro = duckdb.connect(db, read_only=True)
+        ro = engine.connect(db, read_only=True)
         try:
             wh = Warehouse(opts.warehouse, opts.dataset, opts.storage_options)
             views.register_filesystem(ro, wh)
@@ -127,7 +125,7 @@ def _register_functions(con) -> None:
         return
     try:
         funcs.register(con)
-    except (QueryError, duckdb.Error) as err:
+    except (QueryError, engine.Error) as err:
         # the UDFs are registered first; re-creating the stored SQL macros is what a
         # read-only database refuses, and they are there already
         log.debug("mask functions on the read-only connection: %s", err)
@@ -136,7 +134,7 @@ def _register_functions(con) -> None:
 def _run(con, sql: str, params: list, what: str):
     try:
         return con.execute(sql, params)
-    except duckdb.Error as err:
+    except engine.Error as err:
         raise QueryError(f"{what}: {sandbox.short_error(err)}") from None
 
 
@@ -171,7 +169,7 @@ def select(con, opts: ExportOptions, splits: list[str]) -> Selection:
         sandbox.check_single_select(text, what)
         try:
             cols = [d[0].lower() for d in con.execute(f"DESCRIBE {text}").fetchall()]
-        except duckdb.Error as err:
+        except engine.Error as err:
             raise QueryError(f"{what}: {sandbox.short_error(err)}") from None
         if "annotation_id" in cols:
             column, mode = "annotation_id", "annotations"
@@ -308,6 +306,8 @@ def image_jobs(con) -> list:
 
 def arrow_batches(con, sql: str, params: list, rows: int):
     """Iterate the result as Arrow record batches of up to ``rows`` rows (no empty batches)."""
+    import duckdb  # noqa: F401  (the relation API, con.sql; see compat.engine)
+
     relation = con.sql(sql, params=params or None)
     for batch in arrow_reader(relation, rows):
         if batch.num_rows:

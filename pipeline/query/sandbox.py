@@ -13,11 +13,10 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import duckdb
 
 from ..errors import QueryError
 from ..warehouse import Manifest, Warehouse
-from .compat import fetch_arrow
+from .compat import engine, executed_arrow
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
 
 
-def restrict_to_warehouse(con: duckdb.DuckDBPyConnection, wh: Warehouse, manifest: Manifest) -> None:
+def restrict_to_warehouse(con: engine.DuckDBPyConnection, wh: Warehouse, manifest: Manifest) -> None:
     """Let the connection read the manifest's Parquet parts and no other file, for good.
 
     ``enable_external_access = false`` stops COPY, ATTACH, INSTALL/LOAD and every reader of
@@ -39,7 +38,7 @@ def restrict_to_warehouse(con: duckdb.DuckDBPyConnection, wh: Warehouse, manifes
         con.execute("SET allowed_paths = $1", [paths])
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
-    except duckdb.Error as err:
+    except engine.Error as err:
         raise QueryError(f"cannot restrict the connection to the warehouse: {err}") from None
 
 
@@ -69,10 +68,10 @@ def _message_and_line(err: Exception) -> tuple[str, str | None]:
 def check_single_select(sql: str, what: str) -> None:
     """Refuse ``sql`` (a user's predicate wrapped in a query) unless it is one SELECT statement."""
     try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as err:
+        statements = engine.extract_statements(sql)
+    except engine.Error as err:
         raise QueryError(f"{what}: {short_error(err)}") from None
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+    if len(statements) != 1 or statements[0].type != engine.StatementType.SELECT:
         raise QueryError(f"{what}: must be a single SELECT expression, got {len(statements)} statement(s)")
 
 
@@ -82,17 +81,19 @@ def _one_line(err: Exception) -> str:
     return f"{message} ({where})" if where else message
 
 
-def run_sql(con: duckdb.DuckDBPyConnection, text: str, *, read_only: bool = True,
-            fetch: Callable = fetch_arrow) -> pa.Table | None:
+def run_sql(con: engine.DuckDBPyConnection, text: str, *, read_only: bool = True,
+            fetch: Callable = executed_arrow) -> pa.Table | None:
     """Run one or more statements; the last one's rows (None when it returns none), as an
-    Arrow table or what ``fetch(relation)`` makes of them.
+    Arrow table or what ``fetch(con)`` makes of the rows of the statement ``con`` just ran.
+
+    Each statement runs with ``con.execute``, which needs no relation API (``compat.engine``).
 
     ``read_only``: every statement must be a SELECT or EXPLAIN, checked before any runs.
     Errors are one line: the statement's number when there are several, DuckDB's message.
     """
     try:
         statements = con.extract_statements(text)
-    except duckdb.Error as err:
+    except engine.Error as err:
         raise QueryError(_one_line(err)) from None
     if not statements:
         raise QueryError("no SQL statement given")
@@ -109,9 +110,9 @@ def run_sql(con: duckdb.DuckDBPyConnection, text: str, *, read_only: bool = True
     result = None
     for n, st in enumerate(statements, 1):
         try:
-            rel = con.sql(st.query)
-            result = fetch(rel) if rel is not None else None
-        except duckdb.Error as err:
+            con.execute(st.query)
+            result = fetch(con) if con.description is not None else None
+        except engine.Error as err:
             prefix = f"statement {n}: " if len(statements) > 1 else ""
             raise QueryError(prefix + _one_line(err)) from None
     return result

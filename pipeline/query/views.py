@@ -21,12 +21,11 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-import duckdb
 
 from ..errors import CocolakeError, QueryError, WarehouseError
 from ..schema import TABLES, columns_for, partition_key
 from ..warehouse import Manifest, Warehouse
-from .compat import fetch_arrow
+from .compat import engine, fetch_arrow
 from .sandbox import check_single_select, restrict_to_warehouse, run_sql, short_error
 from .sqlfiles import SQL_DIR, SqlFile, find_sql_dir, load_sql_dir
 
@@ -111,17 +110,17 @@ def _view_order(files: dict[str, SqlFile], only: Iterable[str] | None = None) ->
     return order
 
 
-def apply_views(con: duckdb.DuckDBPyConnection, files: dict[str, SqlFile],
+def apply_views(con: engine.DuckDBPyConnection, files: dict[str, SqlFile],
                 only: Iterable[str] | None = None) -> None:
     for name in _view_order(files, only):
         f = files[name]
         try:
             con.execute(f.text)
-        except duckdb.Error as err:
+        except engine.Error as err:
             raise QueryError(f"{f.path.name}: {err}") from None
 
 
-def register_filesystem(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
+def register_filesystem(con: engine.DuckDBPyConnection, wh: Warehouse) -> None:
     """Object-store warehouses are read through fsspec (the same filesystem the ingest wrote)."""
     if wh.protocol not in ("file", "local"):
         con.register_filesystem(wh.fs)
@@ -140,7 +139,7 @@ def connect(
     durable: bool = True,
     for_sql: str | None = None,
     storage_version: str | None = None,
-) -> duckdb.DuckDBPyConnection:
+) -> engine.DuckDBPyConnection:
     """A connection with the raw relations, the views and (optionally) the mask functions.
 
     ``for_sql``: the SQL the connection is opened for. Only the views it names (and those
@@ -199,7 +198,7 @@ def connect(
 VERSION_ATTEMPTS = 5
 
 
-def read_current(warehouse: str, dataset: str, work: Callable[[duckdb.DuckDBPyConnection], T], *,
+def read_current(warehouse: str, dataset: str, work: Callable[[engine.DuckDBPyConnection], T], *,
                  storage_options: dict | None = None, **options) -> T:
     """``work(con)`` on a connection (``connect(..., **options)``) at the current version.
 
@@ -217,7 +216,7 @@ def read_current(warehouse: str, dataset: str, work: Callable[[duckdb.DuckDBPyCo
         con = connect(warehouse, dataset, storage_options=storage_options, **options)
         try:
             return work(con)
-        except (duckdb.Error, CocolakeError):
+        except (engine.Error, CocolakeError):
             fresh = wh.read_manifest()
             if attempt == VERSION_ATTEMPTS or fresh is None or fresh.version == before:
                 raise
@@ -259,14 +258,14 @@ def calls_unknown_function(con, text: str) -> bool:
     return bool(set(called) - {r[0] for r in known})
 
 
-def _open(database: str, durable: bool, storage_version: str | None = None) -> duckdb.DuckDBPyConnection:
+def _open(database: str, durable: bool, storage_version: str | None = None) -> engine.DuckDBPyConnection:
     config = {} if storage_version is None else {"storage_compatibility_version": storage_version}
     if not durable:
         try:
-            return duckdb.connect(database, config={**config, "fsync_mode": "none"})
-        except duckdb.Error:  # a DuckDB without the fsync_mode setting
+            return engine.connect(database, config={**config, "fsync_mode": "none"})
+        except engine.Error:  # a DuckDB without the fsync_mode setting
             pass
-    return duckdb.connect(database, config=config)
+    return engine.connect(database, config=config)
 
 
 def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | None = None,
@@ -286,7 +285,7 @@ def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | Non
     for table in tables:
         try:
             con.execute(f"CREATE OR REPLACE VIEW raw_{table} AS {raw_relation_sql(wh, manifest, table)}")
-        except duckdb.Error as err:
+        except engine.Error as err:
             raise WarehouseError(f"{wh.url('')}: cannot read table {table}: {err}") from None
     apply_views(con, files, only)
 
@@ -312,7 +311,7 @@ def split_counts(warehouse: str, dataset: str, storage_options: dict | None = No
                   only=SPLIT_COUNTS)
     try:
         rows = con.execute(_SPLIT_COUNTS_SQL).fetchall()
-    except duckdb.Error as err:
+    except engine.Error as err:
         raise QueryError(f"counting the rows of each split: {short_error(err)}") from None
     finally:
         con.close()
