@@ -393,11 +393,7 @@ def area(counts_list, sizes) -> np.ndarray:
 
 def bbox(counts_list, sizes) -> np.ndarray:
     """[x, y, width, height] per mask, (n, 4) float64, as pycocotools ``mask.toBbox``."""
-    return rles_bbox(rle.parse(counts_list, sizes))
-
-
-def rles_bbox(r: rle.Rles) -> np.ndarray:
-    """``bbox`` of a parsed batch (``parse_batch``)."""
+    r = rle.parse(counts_list, sizes)
     if rle.C is None:
         from pycocotools import mask as cmask
 

@@ -45,7 +45,7 @@ def load_c():
     signatures = {
         "rleFrPoly": (p, p, u, u, u), "rleMerge": (p, p, u, ctypes.c_int), "rleFree": (p,),
         "rleEncode": (p, p, u, u, u), "rleDecode": (p, p, u), "rleToBbox": (p, p, u),
-        "rleFrString": (p, p, u, u), "rleArea": (p, u, p),
+        "rleIou": (p, p, u, u, p, p), "rleFrString": (p, p, u, u), "rleArea": (p, u, p),
     }
     try:
         from pycocotools import _mask

@@ -10,7 +10,7 @@ Guarantee: byte for byte what pycocotools gives (``merge(frPyObjects(parts, h, w
 The work is done by the C extension ``pipeline._rlekernel``, built at install time.
 ``AVAILABLE`` is False when it was not built (a source tree used without installing);
 ``pipeline.masks`` then uses pycocotools' own C functions instead, with the same results,
-and ``pipeline.iou`` its NumPy pair IoU in place of ``pair_iou`` (``rleIou`` over pairs).
+and ``pipeline.iou`` pycocotools' ``rleIou`` pair by pair in place of ``pair_iou``.
 The inputs are validated by ``pipeline.masks`` first; the kernel re-checks what it needs to
 stay memory-safe and raises ValueError naming the item.
 """

@@ -2,7 +2,7 @@
 
 Mask pairs are held to pycocotools on coco-mini (crowd regions, several image sizes) and
 on Hypothesis run lists (empty and full masks, runs of length 0, different sizes, boxes
-apart), through the compiled kernel and through the NumPy path used without it."""
+apart), through the compiled kernel and through pycocotools' own rleIou used without it."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ SQUARE_5X5 = "6320004"  # pycocotools string of a 5x5 mask (tests/test_masks.py)
 needs_kernel = pytest.mark.skipif(not rlekernel.AVAILABLE, reason="pipeline._rlekernel is not built")
 
 
-@pytest.fixture(params=["kernel", "numpy"])
+@pytest.fixture(params=["kernel", "pycocotools"])
 def path(request, monkeypatch):
-    """Each mask test runs through the kernel and through the NumPy path."""
+    """Each mask test runs through the kernel and through the path without it."""
     if request.param == "kernel" and not rlekernel.AVAILABLE:
         pytest.skip("pipeline._rlekernel is not built")
-    if request.param == "numpy":
+    if request.param == "pycocotools":
         monkeypatch.setattr(rlekernel, "AVAILABLE", False)
     return request.param
 
