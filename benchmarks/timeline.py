@@ -82,15 +82,6 @@ def _hook() -> None:
         return out
 
     run.compute = timed
-    plan_here = getattr(run, "plan_here", None)  # the scan in this process (a local cluster, or none)
-    if plan_here is not None:
-        def planned(source_files, opts, progress):
-            mark("scan here: started")
-            out = plan_here(source_files, opts, progress)
-            mark("scan here: done")
-            return out
-
-        run.plan_here = planned
     try:
         import distributed
     except ImportError:

@@ -31,7 +31,7 @@ from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, OnBadRecord
 from ..errors import ClusterError, CocolakeError, ConfigError
 from .cluster import starting_client
 from .graph import ingest_graph, plan_graph
-from .plan import FilePlan, IngestOptions, plan_file
+from .plan import IngestOptions
 from .validate import check_duplicates, check_sets, check_unique_files, resolve_id_types
 from ..warehouse import Part, Warehouse
 
@@ -100,18 +100,6 @@ def _test_pause(stage: str) -> None:
         f.write(stage)
     while os.path.exists(marker):
         time.sleep(0.05)
-
-
-def plan_here(source_files: list, opts: IngestOptions, progress: Progress | None) -> list[FilePlan]:
-    """The scan phase in this process: ``plan_file`` for each document, with the progress of a compute."""
-    if progress:
-        progress("scan", 0, len(source_files))
-    plans = []
-    for i, sf in enumerate(source_files, 1):
-        plans.append(plan_file(sf, opts))
-        if progress:
-            progress("scan", i, len(source_files))
-    return plans
 
 
 def compute(tasks: list, client, progress: Progress | None, phase: str) -> list:
@@ -226,10 +214,9 @@ def run_ingest(
     with wh.transaction() as txn:
         with starting_client(workers, scheduler) as started:
             run_id = uuid.uuid4().hex[:12]  # task keys only (see graph); part names stay deterministic
-            if scheduler:  # a shared cluster's workers scan: they may see sources this process does not
-                plans = compute(plan_graph(source_files, opts, run_id), started(), progress, "scan")
-            else:  # here, while a local cluster (if any) starts
-                plans = plan_here(source_files, opts, progress)
+            # a shared cluster's workers scan (they may see sources this process does not);
+            # else this process, with the synchronous scheduler, while a local cluster starts
+            plans = compute(plan_graph(source_files, opts, run_id), started() if scheduler else None, progress, "scan")
             _test_pause("scan")
             check_unique_files(plans, sets)
             manifest = wh.read_manifest()
