@@ -79,7 +79,11 @@ def starting_client(workers: int | None = None, scheduler: str | None = None) ->
         # needs it, and then unblocks SIGINT in that thread (resource_tracker.py): started
         # here, before the mask, so that the cluster's threads keep SIGINT blocked
         resource_tracker.ensure_running()
-        start = _LocalStart(n, verbose)
+        with sigint_held():  # the fork server, and every worker forked from it, inherit SIGINT blocked
+            forkserver = _start_fork_server()
+        if forkserver:
+            quiet.enter_context(dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}))
+        start = _LocalStart(n, verbose, env=dict(os.environ) if forkserver else None)
         try:
             with sigint_held():  # the thread, and the threads and processes it starts, inherit SIGINT blocked
                 start.thread.start()
@@ -92,8 +96,8 @@ def starting_client(workers: int | None = None, scheduler: str | None = None) ->
 class _LocalStart:
     """A local cluster and its client, started in a thread of their own."""
 
-    def __init__(self, n: int, verbose: bool):
-        self.n, self.verbose = n, verbose
+    def __init__(self, n: int, verbose: bool, env: dict | None = None):
+        self.n, self.verbose, self.env = n, verbose, env
         self.cluster = self.client = self.error = None
         self.thread = threading.Thread(target=self._start, name="cocolake-cluster-start", daemon=True)
 
@@ -110,6 +114,7 @@ class _LocalStart:
                 # binds, by default at 8787, with a warning when that is taken
                 scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                 silence_logs=False if self.verbose else _SILENT,
+                **({"env": self.env} if self.env is not None else {}),
             )
             self.client = Client(self.cluster, set_as_default=False)
         except BaseException as err:  # noqa: BLE001 - raised in the caller's thread, by result()
@@ -211,3 +216,30 @@ _NO_DASHBOARD = {
 
 
 _WARM = "pipeline.ingest.warm"  # imported by each worker as it starts (see there)
+
+
+def _start_fork_server() -> bool:
+    """Start multiprocessing's fork server with the workers' modules imported; False where there is none.
+
+    Spawned workers each start a Python and import Dask, pyarrow, pandas and the task
+    modules (about 0.6 CPU-s each) on the cores the scan needs. The fork server does that
+    once, in a process of its own started now, while this one scans; each worker is then a
+    fork of it, with everything imported. Forking this process instead would copy a process
+    with threads (the cluster's event loop), which is not safe. The server starts with the
+    workers' malloc settings in its environment (glibc reads them once, at start, and the
+    forks inherit them), and lives as long as this process, serving later local clusters.
+    A fork server already running (started by other code of this process) is used as it is.
+    Its environment is the one it started with: each worker is given this process's
+    environment as it is now (``env``), as a spawned worker would have it.
+    """
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    # what the nanny puts in this process's environment before it starts each worker
+    # (malloc thresholds, one BLAS/OpenMP thread: read once, as the server starts and imports NumPy)
+    os.environ.update({k: str(v) for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()})
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", _WARM])
+    forkserver.ensure_running()
+    return True

@@ -1,9 +1,10 @@
-"""warm: what the workers of a local cluster run as they start (a Dask preload).
+"""warm: what the workers of a local cluster have done before their first task.
 
-The imports of the task functions, and pyarrow's first conversion of Python values (0.3 s
-of CPU: pyarrow imports pandas then), happen while the cluster starts, on every worker at
-once, instead of inside the first task of each worker. Imports ``graph`` (and with it
-every task module); nothing imports this module but the workers.
+The imports of the task functions, and pyarrow's first conversion of Python values (0.2 s
+of CPU: pyarrow imports pandas then), happen once in the fork server the workers are forked
+from (``cluster``), or where there is none, in each worker as it starts (a Dask preload),
+instead of inside the first task of each worker. Imports ``graph`` (and with it every task
+module); nothing imports this module but the fork server and the workers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import pyarrow as pa
 
 from . import graph  # noqa: F401 - imported for its side effect: the task modules
 
+pa.array([0])  # at import: the fork server's forks inherit it
+
 
 def dask_setup(worker=None) -> None:
-    """Called by the worker that preloads this module, before it takes a task."""
-    pa.array([0])
+    """Called by the worker that preloads this module, before it takes a task: all done at import."""

@@ -191,6 +191,32 @@ def test_local_cluster_workers_get_the_malloc_thresholds_of_one_process():
     assert got == {(str(32 << 20), str(64 << 20))}
 
 
+def test_local_cluster_workers_are_forks_of_one_server_and_see_the_environment_of_now(monkeypatch):
+    """The workers are forked from one fork server (which imported the task modules once), and a
+    variable set after that server started still reaches the next cluster's workers."""
+    import multiprocessing
+
+    import psutil
+
+    from pipeline.ingest.cluster import dask_client
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform")
+
+    def parent():
+        server = psutil.Process().parent()
+        return server.pid, " ".join(server.cmdline()), os.environ.get("COCOLAKE_TEST_LATE")
+
+    with dask_client(workers=2) as client:  # starts the fork server, if no earlier test did
+        client.run(parent)
+    monkeypatch.setenv("COCOLAKE_TEST_LATE", "seen")
+    with dask_client(workers=2) as client:
+        got = list(client.run(parent).values())
+    assert len(got) == 2
+    assert all("multiprocessing.forkserver" in cmd and late == "seen" for _, cmd, late in got)
+    assert got[0][0] == got[1][0]  # one server
+
+
 def test_local_cluster_workers_start_warm_and_without_the_dashboard_samplers():
     """Each worker has the task modules imported and pyarrow set up (it imports pandas on
     its first conversion) before its first task, and runs no statistical profiler."""

@@ -167,7 +167,9 @@ def _cluster_starting(proc: subprocess.Popen) -> bool:
         children = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return False
-    return any("spawn_main" in " ".join(c.cmdline()) for c in children if c.is_running())
+    # a spawned worker runs spawn_main; the fork server (which forks the workers) forkserver's main
+    return any(("spawn_main" in cmd or "multiprocessing.forkserver" in cmd)
+               for cmd in (" ".join(c.cmdline()) for c in children if c.is_running()))
 
 
 def _group_alive(pgid: int) -> bool:
