@@ -70,9 +70,12 @@ def ensure_synth(cfg) -> None:
 
 
 def run(args) -> int:
+    cfg = load_settings(args)
+    from ..ingest.cluster import start_fork_server
+
+    start_fork_server(cfg.workers, cfg.scheduler)  # its imports overlap this process's
     from ..ingest.run import run_ingest
 
-    cfg = load_settings(args)
     ensure_synth(cfg)
     report = run_ingest(
         source_specs=list(cfg.sources),

@@ -79,8 +79,7 @@ def starting_client(workers: int | None = None, scheduler: str | None = None) ->
         # needs it, and then unblocks SIGINT in that thread (resource_tracker.py): started
         # here, before the mask, so that the cluster's threads keep SIGINT blocked
         resource_tracker.ensure_running()
-        with sigint_held():  # the fork server, and every worker forked from it, inherit SIGINT blocked
-            forkserver = _start_fork_server()
+        forkserver = start_fork_server(n)  # unless the command started it already
         if forkserver:
             quiet.enter_context(dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}))
         start = _LocalStart(n, verbose, env=dict(os.environ) if forkserver else None)
@@ -218,8 +217,12 @@ _NO_DASHBOARD = {
 _WARM = "pipeline.ingest.warm"  # imported by each worker as it starts (see there)
 
 
-def _start_fork_server() -> bool:
-    """Start multiprocessing's fork server with the workers' modules imported; False where there is none.
+def start_fork_server(workers: int | None = None, scheduler: str | None = None) -> bool:
+    """Start multiprocessing's fork server with the workers' modules imported, if a local
+    cluster of ``workers`` will need it (``starting_client``'s rule); False where there is none.
+
+    A command calls it as early as it can (before its own imports), so that the server's
+    imports overlap them; ``starting_client`` calls it again, which is then a no-op.
 
     Spawned workers each start a Python and import Dask, pyarrow, pandas and the task
     modules (about 0.6 CPU-s each) on the cores the scan needs. The fork server does that
@@ -235,11 +238,16 @@ def _start_fork_server() -> bool:
     import multiprocessing
     from multiprocessing import forkserver
 
+    if scheduler or (workers or os.cpu_count() or 1) <= 1:
+        return False
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     # what the nanny puts in this process's environment before it starts each worker
     # (malloc thresholds, one BLAS/OpenMP thread: read once, as the server starts and imports NumPy)
-    os.environ.update({k: str(v) for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()})
+    env = dask.config.get("distributed.nanny.pre-spawn-environ", {}) | {
+        k.rsplit(".", 1)[1]: v for k, v in _WORKER_MALLOC.items()}
+    os.environ.update({k: str(v) for k, v in env.items()})
     multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", _WARM])
-    forkserver.ensure_running()
+    with sigint_held():  # the server, and every worker forked from it, inherit SIGINT blocked
+        forkserver.ensure_running()
     return True
