@@ -107,8 +107,8 @@ def main(argv=None) -> None:
              max(len(crowd) // args.repeat, 1)),
     }
     assert rlekernel.encode_polygons(*P).strings()[:few] == want
-    assert masks.encode_polygon_batch(*P).counts[:few] == want
-    assert without_kernel(lambda: masks.encode_polygon_batch(*P))().counts[:few] == want
+    assert masks.encode_polygon_batch(*P).counts[:few].to_pylist() == want
+    assert without_kernel(lambda: masks.encode_polygon_batch(*P))().counts[:few].to_pylist() == want
     assert rlekernel.encode_runs(*R).strings()[:len(crowd) // args.repeat] == [
         cmask.frPyObjects(s, h, w)["counts"].decode() for s, h, w in crowd[:len(crowd) // args.repeat]]
     print(f"{len(polys)} polygon annotations ({few} distinct), {len(crowd)} crowd; "

@@ -72,6 +72,7 @@ import logging
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline import rle, rlekernel
 from pipeline.errors import InvalidMask
@@ -96,7 +97,7 @@ def coordinate_bound(height, width):
 class Encoded(NamedTuple):
     """A batch of polygon annotations, validated and encoded in one pass."""
 
-    counts: list  # compressed string per annotation; None where there is a problem
+    counts: pa.Array  # string: the compressed counts per annotation, null where there is a problem
     areas: np.ndarray  # int64 foreground pixels per annotation (0 where there is a problem)
     problems: dict  # {annotation index: what is wrong with it}
 
@@ -115,9 +116,10 @@ def encode_polygons(coords, part_offsets, ann_offsets, heights, widths) -> list[
     coords[part_offsets[j]:part_offsets[j + 1]]; annotation i owns parts
     ann_offsets[i]:ann_offsets[i + 1] and lies on an image of heights[i] x widths[i].
     Everything is validated first; the first bad annotation raises InvalidMask with its
-    ``index`` (``encode_polygon_batch`` encodes the good ones and reports the bad ones).
+    ``index`` (``encode_polygon_batch`` encodes the good ones and reports the bad ones,
+    with the strings as one Arrow column).
     """
-    return _encode_polygons(_polygon_arrays(coords, part_offsets, ann_offsets, heights, widths))
+    return _encode_polygons(_polygon_arrays(coords, part_offsets, ann_offsets, heights, widths)).to_pylist()
 
 
 def encode_polygon_batch(coords, part_offsets, ann_offsets, heights, widths) -> Encoded:
@@ -132,7 +134,7 @@ def encode_polygon_batch(coords, part_offsets, ann_offsets, heights, widths) -> 
     return Encoded(counts, areas, problems)
 
 
-def _encode_polygons(arrays, batch: bool = True) -> list[str]:
+def _encode_polygons(arrays, batch: bool = True) -> pa.Array:
     problems = _polygon_problems(*arrays)
     if problems:
         i = min(problems)
@@ -140,18 +142,14 @@ def _encode_polygons(arrays, batch: bool = True) -> list[str]:
     return _polygons(arrays, None)[0]
 
 
-def _polygons(arrays, skip) -> tuple[list, np.ndarray]:
-    """(counts string or None where skipped, int64 area) per annotation of validated arrays."""
+def _polygons(arrays, skip) -> tuple[pa.Array, np.ndarray]:
+    """(counts string, null where skipped; int64 area) per annotation of validated arrays.
+    The kernel's strings stay in its one buffer: no Python object per annotation."""
     if rlekernel.AVAILABLE:
         enc = rlekernel.encode_polygons(*arrays, skip=skip)
-        counts = enc.strings()
-        if skip is not None:
-            for i in np.flatnonzero(skip).tolist():
-                counts[i] = None
-        return counts, enc.areas
-    if rle.C is None:
-        return rle.py_polygons(*arrays, skip=skip)
-    return rle.c_polygons(*arrays, skip=skip)
+        return enc.column(None if skip is None else ~skip), enc.areas
+    counts, areas = (rle.py_polygons if rle.C is None else rle.c_polygons)(*arrays, skip=skip)
+    return pa.array(counts, pa.string()), areas
 
 
 def _polygon_arrays(coords, part_offsets, ann_offsets, heights, widths):
@@ -251,7 +249,7 @@ def encode_segmentation(segmentation, height: int, width: int) -> str:
         raise InvalidMask("polygon coordinates are not all numbers") from None
     parts = np.concatenate(([0], np.cumsum([len(p) for p in segmentation]))).astype(np.int64)
     arrays = _polygon_arrays(coords, parts, [0, len(segmentation)], [height], [width])
-    return _encode_polygons(arrays, batch=False)[0]
+    return _encode_polygons(arrays, batch=False)[0].as_py()
 
 
 def _rle_size(size) -> tuple[int, int]:
@@ -280,7 +278,7 @@ def encode_rle(counts, size) -> tuple[str, int]:
     enc = encode_rle_batch([counts], [size])
     if enc.problems:
         raise InvalidMask(enc.problems[0])
-    return enc.counts[0], int(enc.areas[0])
+    return enc.counts[0].as_py(), int(enc.areas[0])
 
 
 def encode_rle_batch(counts_list, sizes) -> Encoded:
@@ -326,7 +324,7 @@ def encode_rle_batch(counts_list, sizes) -> Encoded:
                 problems[i] = f"RLE counts sum to {total[k]}, expected h*w={h[i] * w[i]}"
             else:
                 out[i], areas[i] = texts[k], odd[k]
-    return Encoded(out, areas, problems)
+    return Encoded(pa.array(out, pa.string()), areas, problems)
 
 
 def counts_to_list(counts) -> list[int]:

@@ -3,7 +3,8 @@
 Input: a whole chunk as flat arrays (coordinates with part and annotation offsets, or runs
 with run offsets) and the image size of every item. Output: a ``Batch`` holding the counts
 strings in one byte buffer with int64 offsets (an Arrow ``large_string`` column without a
-copy), the area (int64) and the bbox [x, y, width, height] (float64) of every mask.
+copy, or ``string`` with int32 offsets and the same bytes), the area (int64) and the bbox
+[x, y, width, height] (float64) of every mask.
 Guarantee: byte for byte what pycocotools gives (``merge(frPyObjects(parts, h, w))`` or
 ``frPyObjects(rle, h, w)``, ``area``, ``toBbox``); the reasoning is in ``_rlekernel.c``.
 
@@ -44,10 +45,18 @@ class Batch(NamedTuple):
         bounds = self.offsets.tolist()
         return [text[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def arrow(self) -> pa.Array:
-        """The counts strings as an Arrow large_string array, sharing the buffer."""
+    def arrow(self, valid: np.ndarray | None = None) -> pa.Array:
+        """The counts strings as an Arrow large_string array, sharing the buffer; null where
+        ``valid`` (bool per item) is False."""
         n = len(self.areas)
-        return pa.LargeStringArray.from_buffers(n, pa.py_buffer(self.offsets), pa.py_buffer(self.data))
+        bitmap, nulls = None, 0
+        if valid is not None and not valid.all():
+            bitmap, nulls = pa.py_buffer(np.packbits(valid, bitorder="little")), n - int(np.count_nonzero(valid))
+        return pa.LargeStringArray.from_buffers(n, pa.py_buffer(self.offsets), pa.py_buffer(self.data), bitmap, nulls)
+
+    def column(self, valid: np.ndarray | None = None) -> pa.Array:
+        """``arrow(valid)`` as an Arrow string array (int32 offsets), the type of ``rle_counts``."""
+        return self.arrow(valid).cast(pa.string())
 
 
 def _i64(values) -> np.ndarray:

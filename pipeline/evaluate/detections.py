@@ -145,7 +145,8 @@ def flatten_detections(records: list, ctx: FileContext, sizes: ImageSizes, split
         segs.append(kind, value, int(heights[i]), int(widths[i]))
 
     checked = _check_rles_at_once(segs.kind, segs.value)
-    rle_counts, rle_size, _, fmt, bad, _ = segs.encode()
+    m = segs.encode()
+    rle_counts, rle_size, fmt, bad = m.counts.to_pylist(), m.size.to_pylist(), m.fmt.to_pylist(), m.bad
     for j in checked:
         rle_counts[j], rle_size[j], fmt[j] = segs.value[j][0], list(segs.value[j][1]), "rle"
     if bad:
@@ -196,7 +197,8 @@ def flatten_detections(records: list, ctx: FileContext, sizes: ImageSizes, split
 
 
 def _check_rles_at_once(seg_kind: list, seg_value: list) -> list[int]:
-    """Validate the compressed RLE masks of a chunk in one batch; their rows are marked done.
+    """Validate the compressed RLE masks of a chunk in one batch; their rows are marked done
+    (kind "none": the encoder leaves them to the caller).
 
     Results files are mostly RLE masks; checking them one call each costs more than the
     rest of the ingest. When the batch has a bad mask, nothing is marked and the encoder
@@ -210,7 +212,7 @@ def _check_rles_at_once(seg_kind: list, seg_value: list) -> list[int]:
     except masks.InvalidMask:
         return []
     for j in rows:
-        seg_kind[j] = "checked"
+        seg_kind[j] = "none"
     return rows
 
 

@@ -2,9 +2,11 @@
 
 Input: each annotation's segmentation and its image's height and width. Output:
 ``classify_segmentation`` (polygon | rle | uncompressed_rle | none | empty, or a
-``BadValue`` naming the problem) and ``encode_masks`` → ``Masks``: compressed RLE counts,
-size, pixel area, the ``polygons`` column and the rows whose mask failed validation.
-Polygons are drawn and RLEs checked by ``masks``' batch encoders, never one call per mask.
+``BadValue`` naming the problem) and ``encode_masks`` → ``Masks``: the Arrow columns
+rle_counts, rle_size, mask_area, polygons and segmentation_format in the table's types,
+and the rows whose mask failed validation. Polygons are drawn and RLEs checked by
+``masks``' batch encoders, never one call per mask, and the columns are assembled from
+their buffers with index arrays, without a Python object per polygon row.
 Imports ``masks`` and ``records``; used by ``flatten`` and ``evaluate.detections``.
 """
 
@@ -55,6 +57,13 @@ def classify_segmentation(rec: dict, h: int, w: int) -> tuple[SegmentationFormat
     raise BadValue(f"segmentation {short(seg)} is neither polygons nor an RLE object")
 
 
+# segmentation kinds as the small codes ``encode_masks`` takes, and the format each stores
+KINDS: tuple[str, ...] = ("polygon", "rle", "uncompressed_rle", "none", "empty")
+KIND_CODE = {k: np.uint8(i) for i, k in enumerate(KINDS)}
+POLYGON, RLE, UNCOMPRESSED, NONE, EMPTY = range(len(KINDS))
+_FORMATS = pa.array(["polygon", "rle", "uncompressed_rle", "none", "none"], pa.string())  # by code
+
+
 class MaskRows:
     """The segmentations of a chunk's kept records, gathered row by row for ``encode_masks``."""
 
@@ -71,52 +80,101 @@ class MaskRows:
         self.widths.append(width)
 
     def encode(self) -> Masks:
-        return encode_masks(self.kind, self.value, self.heights, self.widths)
+        codes = np.array([KIND_CODE[k] for k in self.kind], np.uint8)
+        return encode_masks(codes, self.value, self.heights, self.widths)
 
 
 class Masks(NamedTuple):
-    """The mask columns of a chunk's annotations, and the rows whose mask is bad."""
+    """The mask columns of a chunk's annotations (Arrow, in the table's types), and the
+    rows whose mask is bad (null in counts, size and area)."""
 
-    counts: list  # compressed string or None per row
-    size: list  # [h, w] or None
+    counts: pa.Array  # string: compressed counts, null where there is no mask
+    size: pa.Array  # list<int32>: [h, w], null where there is no mask
     polygons: pa.Array  # list<list<double>>, null where the source was not polygons
-    fmt: list  # segmentation_format
+    fmt: pa.Array  # string, not null: segmentation_format
     bad: dict  # {row: problem}
-    area: np.ndarray  # int64 foreground pixels (0 where counts is None)
+    area: pa.Array  # int64: foreground pixels, null where there is no mask
 
-    def take(self, rows: list[int]) -> Masks:
-        sel = np.asarray(rows, dtype=np.int64)
-        return Masks([self.counts[j] for j in rows], [self.size[j] for j in rows],
-                      self.polygons.take(pa.array(sel)) if len(self.polygons) else self.polygons,
-                      [self.fmt[j] for j in rows], {}, self.area[sel])
-
-    def area_column(self) -> pa.Array:
-        return pa.array(self.area, pa.int64(), mask=np.array([c is None for c in self.counts], dtype=bool))
+    def take(self, rows) -> Masks:
+        sel = pa.array(np.asarray(rows, dtype=np.int64), pa.int64())
+        return Masks(self.counts.take(sel), self.size.take(sel), self.polygons.take(sel), self.fmt.take(sel), {},
+                     self.area.take(sel))
 
 
-def encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> Masks:
+def encode_masks(kinds, seg_value, heights, widths, poly=None) -> Masks:
     """Encode every mask of a chunk; polygons in one batch, validated once, with areas.
 
-    ``poly`` = (flat coordinates: a list or a float64 array, part offsets, annotation part
-    offsets) of the polygon rows, when the caller already gathered them. Polygon coordinates are numbers (ints or
-    floats): ``classify_segmentation`` and the fast path refuse the rows they are not.
+    ``kinds``: the code (``KIND_CODE``) of each row's ``classify_segmentation`` kind, as a
+    uint8 array; ``seg_value``: its value, read only for RLE rows and, without ``poly``,
+    polygon rows. ``poly`` = (flat coordinates: a list or a float64 array, part offsets,
+    annotation part offsets) of the polygon rows, when the caller already gathered them.
+    Polygon coordinates are numbers (ints or floats): ``classify_segmentation`` and the fast
+    path refuse the rows they are not. The columns are built from the encoders' buffers and
+    index arrays: a Python object per row only for RLE rows (they arrive as Python objects).
     """
-    n = len(seg_kind)
-    rle_counts: list = [None] * n
-    rle_size: list = [None] * n
+    kinds = np.asarray(kinds, dtype=np.uint8)
+    n = len(kinds)
+    hs = np.array(heights, dtype=np.int64).reshape(n)
+    ws = np.array(widths, dtype=np.int64).reshape(n)
     areas = np.zeros(n, np.int64)
-    fmt = [("none" if k in ("none", "empty") else k) for k in seg_kind]
+    valid = np.zeros(n, dtype=bool)  # rows that get a mask
     bad: dict[int, str] = {}
+    poly_rows = np.flatnonzero(kinds == POLYGON)
+    rle_rows = np.flatnonzero((kinds == RLE) | (kinds == UNCOMPRESSED))
 
-    poly_rows = [j for j in range(n) if seg_kind[j] == "polygon"]
-    # polygons: list<list<double>> built from flat offsets, nulls where the source was not polygons
+    coords, part_offsets, ann_parts = _polygon_input(poly, poly_rows, seg_value, bad)
+    poly_counts = pa.nulls(0, pa.string())
+    if len(poly_rows):
+        enc = masks.encode_polygon_batch(coords, part_offsets, ann_parts, hs[poly_rows], ws[poly_rows])
+        for k, problem in enc.problems.items():
+            bad.setdefault(int(poly_rows[k]), problem)
+        areas[poly_rows] = enc.areas
+        valid[poly_rows] = enc.counts.is_valid().to_numpy(zero_copy_only=False)
+        poly_counts = enc.counts
+    rle_counts = pa.nulls(0, pa.string())
+    if len(rle_rows):
+        rows = rle_rows.tolist()
+        sizes = [seg_value[j][1] for j in rows]
+        enc = masks.encode_rle_batch([seg_value[j][0] for j in rows], [(s[0], s[1]) for s in sizes])
+        for k, problem in enc.problems.items():
+            bad[rows[k]] = problem
+        ok = enc.counts.is_valid().to_numpy(zero_copy_only=False)
+        # the size as written (it is the image's whenever the image has one); bad ones are not kept
+        hs[rle_rows[ok]], ws[rle_rows[ok]] = np.array([sizes[k] for k in np.flatnonzero(ok)], np.int64).reshape(-1, 2).T
+        areas[rle_rows] = enc.areas
+        valid[rle_rows] = ok
+        rle_counts = enc.counts
+    if bad:
+        valid[list(bad)] = False
+        areas[list(bad)] = 0
+
+    if len(poly_rows) == n and valid.all():  # the common chunk: the kernel's column as it is
+        counts = poly_counts
+    else:  # gather by row from [polygon rows..., RLE rows...]; a null index gives null
+        at = np.zeros(n, np.int64)
+        at[poly_rows] = np.arange(len(poly_rows))
+        at[rle_rows] = len(poly_rows) + np.arange(len(rle_rows))
+        counts = pa.concat_arrays([poly_counts, rle_counts]).take(pa.array(at, mask=~valid))
+    size_offsets = np.zeros(n + 1, np.int32)
+    size_offsets[1:] = np.cumsum(valid * 2)
+    size_values = np.stack([hs[valid], ws[valid]], axis=1).astype(np.int32).reshape(-1)
+    size = pa.ListArray.from_arrays(pa.array(size_offsets), pa.array(size_values),
+                                    mask=None if valid.all() else pa.array(~valid))
+    area = pa.array(areas, pa.int64(), mask=None if valid.all() else ~valid)
+    polygons = _polygons_column(kinds, poly_rows, coords, part_offsets, ann_parts)
+    return Masks(counts, size, polygons, _FORMATS.take(pa.array(kinds)), bad, area)
+
+
+def _polygon_input(poly, poly_rows: np.ndarray, seg_value: list, bad: dict):
+    """(float64 coordinates, part offsets, annotation part offsets) of the polygon rows;
+    rows with an integer beyond float64's range go to ``bad`` (drawn as zeros)."""
     if poly is not None:
         flat, part_offsets, ann_parts = poly
     else:
         flat = []
         part_offsets = [0]
         ann_parts = [0]
-        for j in poly_rows:
+        for j in poly_rows.tolist():
             for part in seg_value[j]:
                 flat.extend(part)
                 part_offsets.append(len(flat))
@@ -127,47 +185,21 @@ def encode_masks(seg_kind, seg_value, heights, widths, poly=None) -> Masks:
         at = [i for i, x in enumerate(flat) if not is_num(x)]
         part = np.searchsorted(np.asarray(part_offsets), at, side="right") - 1
         for k in set((np.searchsorted(np.asarray(ann_parts), part, side="right") - 1).tolist()):
-            bad[poly_rows[k]] = "polygon has a coordinate beyond the range of a 64-bit float"
+            bad[int(poly_rows[k])] = "polygon has a coordinate beyond the range of a 64-bit float"
         coords = np.array([x if is_num(x) else 0.0 for x in flat], dtype=np.float64)
-    part_offsets_arr = np.asarray(part_offsets, dtype=np.int64)
-    ann_parts_arr = np.asarray(ann_parts, dtype=np.int64)
-    if poly_rows:
-        h_arr = np.asarray([heights[j] for j in poly_rows], dtype=np.int64)
-        w_arr = np.asarray([widths[j] for j in poly_rows], dtype=np.int64)
-        enc = masks.encode_polygon_batch(coords, part_offsets_arr, ann_parts_arr, h_arr, w_arr)
-        ok = np.ones(len(poly_rows), dtype=bool)
-        ok[[k for k, j in enumerate(poly_rows) if j in bad]] = False
-        for k, problem in enc.problems.items():
-            if ok[k]:
-                bad[poly_rows[k]] = problem
-            ok[k] = False
-        hw = np.stack([h_arr, w_arr], axis=1).tolist()
-        for k in np.flatnonzero(ok).tolist():
-            j = poly_rows[k]
-            rle_counts[j], rle_size[j] = enc.counts[k], hw[k]
-        areas[poly_rows] = enc.areas
-    rle_rows = [j for j in range(n) if seg_kind[j] in ("uncompressed_rle", "rle")]
-    if rle_rows:
-        enc = masks.encode_rle_batch([seg_value[j][0] for j in rle_rows],
-                                     [(seg_value[j][1][0], seg_value[j][1][1]) for j in rle_rows])
-        for k, j in enumerate(rle_rows):
-            if k in enc.problems:
-                bad[j] = enc.problems[k]
-            else:
-                rle_counts[j], areas[j], rle_size[j] = enc.counts[k], enc.areas[k], list(seg_value[j][1])
+    return coords, np.asarray(part_offsets, dtype=np.int64), np.asarray(ann_parts, dtype=np.int64)
 
-    # the polygons column
-    poly_mask = np.ones(n, dtype=bool)  # segmentation: [] -> an empty polygon list, not null
-    poly_mask[[j for j in range(n) if seg_kind[j] in ("polygon", "empty")]] = False
-    outer_offsets = np.zeros(n + 1, dtype=np.int32)
+
+def _polygons_column(kinds, poly_rows, coords, part_offsets, ann_parts) -> pa.Array:
+    """list<list<double>> from the flat arrays; segmentation [] is an empty list, not null."""
+    n = len(kinds)
     counts_per_row = np.zeros(n, dtype=np.int64)
-    counts_per_row[poly_rows] = np.diff(ann_parts_arr)
+    counts_per_row[poly_rows] = np.diff(ann_parts)
+    outer_offsets = np.zeros(n + 1, dtype=np.int32)
     outer_offsets[1:] = np.cumsum(counts_per_row)
-    inner = pa.ListArray.from_arrays(pa.array(part_offsets_arr.astype(np.int32)), pa.array(coords))
-    polygons = pa.ListArray.from_arrays(pa.array(outer_offsets), inner, mask=pa.array(poly_mask))
-    for j in bad:
-        areas[j] = 0
-    return Masks(rle_counts, rle_size, polygons, fmt, bad, areas)
+    inner = pa.ListArray.from_arrays(pa.array(part_offsets.astype(np.int32)), pa.array(coords))
+    poly_mask = (kinds != POLYGON) & (kinds != EMPTY)
+    return pa.ListArray.from_arrays(pa.array(outer_offsets), inner, mask=pa.array(poly_mask))
 
 
 def gather_polygons(geometry, listed: list[int], seg_value: list):

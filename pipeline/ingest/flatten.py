@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from ..errors import BadFileError
 from ..jsontext import dumps_text as _dumps
-from .encode import MaskRows, bbox_array, bbox_values, classify_segmentation, encode_masks, gather_polygons
+from .encode import KIND_CODE, MaskRows, bbox_array, bbox_values, classify_segmentation, encode_masks, gather_polygons
 from .parse import Geometry
 from .records import (
     EXACT, KNOWN_KEYS, NUMBER_TYPES, BadValue, Collector, FileContext, Flat, ImageSizes, arrow_table, check_id,
@@ -300,9 +300,9 @@ def flatten_instances_exact(records: list, ctx: FileContext, sizes: ImageSizes, 
         "iscrowd": crowd,
         "area": area,
         "bbox": bbox_arr,
-        "rle_counts": pa.array(m.counts, pa.string()),
-        "rle_size": pa.array(m.size, pa.list_(pa.int32())),
-        "mask_area": m.area_column(),
+        "rle_counts": m.counts,
+        "rle_size": m.size,
+        "mask_area": m.area,
         "polygons": m.polygons,
         "segmentation_format": m.fmt,
         "extra": extra,
@@ -366,7 +366,7 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
         return None
 
     hl, wl = heights.tolist(), widths.tolist()
-    seg_kind: list = ["polygon"] * n
+    seg_kind = np.full(n, KIND_CODE["polygon"], np.uint8)
     seg_value: list = [None] * n
     others = range(n)
     if geometry is not None:
@@ -386,9 +386,10 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
             seg_value[i] = seg
         else:
             try:
-                seg_kind[i], seg_value[i] = classify_segmentation(records[i], hl[i], wl[i])
+                kind, seg_value[i] = classify_segmentation(records[i], hl[i], wl[i])
             except BadValue:
                 return None
+            seg_kind[i] = KIND_CODE[kind]
     poly = gather_polygons(geometry, listed, seg_value)
     if poly is None:
         return None
@@ -408,7 +409,7 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
                 kp_rows["keypoints"].append(kps)
                 kp_keep.append(i)
 
-    m = encode_masks(seg_kind, seg_value, hl, wl, poly=poly)
+    m = encode_masks(seg_kind, seg_value, heights, widths, poly=poly)
     if m.bad:
         return None
     offsets = np.arange(0, 4 * n + 1, 4, dtype=np.int32)
@@ -419,9 +420,9 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
         "iscrowd": pa.array(crowd_np.astype(np.int32)),
         "area": pa.array(area_np),
         "bbox": pa.ListArray.from_arrays(pa.array(offsets), pa.array(bnp)),
-        "rle_counts": pa.array(m.counts, pa.string()),
-        "rle_size": pa.array(m.size, pa.list_(pa.int32())),
-        "mask_area": m.area_column(),
+        "rle_counts": m.counts,
+        "rle_size": m.size,
+        "mask_area": m.area,
         "polygons": m.polygons,
         "segmentation_format": m.fmt,
         "extra": (pa.nulls(n, pa.string()) if set(itertools.chain.from_iterable(records)) <= known
