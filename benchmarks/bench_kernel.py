@@ -10,7 +10,7 @@ loaded machine) divided by the number of annotations. Before timing, every way i
 to give the same strings as pycocotools.
 
 Ways: ``rlekernel.encode_polygons`` alone (strings left in one buffer, plus area and bbox);
-``masks.encode_polygon_batch`` (validation, kernel, Python strings: what ingest calls); the
+``masks.encode_polygon_batch`` (validation, kernel, an Arrow string column: what ingest calls); the
 same with the extension switched off (pycocotools' C functions through ctypes, the fallback);
 pycocotools' Python API per annotation (``merge(frPyObjects(segmentation, h, w))``, what
 ``COCO.annToRLE`` does).
@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     ways = {
         "rlekernel.encode_polygons (flat arrays in, one string buffer out)":
             (lambda: rlekernel.encode_polygons(*P), len(polys)),
-        "masks.encode_polygon_batch (validation + kernel + Python str)":
+        "masks.encode_polygon_batch (validation + kernel + Arrow column)":
             (lambda: masks.encode_polygon_batch(*P), len(polys)),
         "masks.encode_polygon_batch without the extension (ctypes to pycocotools' C)":
             (without_kernel(lambda: masks.encode_polygon_batch(*P)), len(polys)),

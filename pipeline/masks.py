@@ -188,9 +188,14 @@ def _polygon_problems(coords, po, ao, heights, widths) -> dict[int, str]:
         + (box if plen[j] == 4 else "")))
     sub = coords[po[ao[0]]:po[ao[-1]]]
     bound = coordinate_bound(h, w)
-    finite = np.isfinite(sub)
+    # min and max are NaN when a coordinate is (and every comparison with NaN is False), so
+    # one pass each clears a chunk of NaN, +-inf and coordinates beyond the smallest bound;
+    # a chunk that fails looks for which
+    lo, hi = (sub.min(), sub.max()) if len(sub) else (0.0, 0.0)
+    in_bound = bool(-bound.min() <= lo and hi <= bound.min())
     coord_part = None
-    if not finite.all() or (len(sub) and np.abs(sub).max() > bound.min()):  # find which
+    if not in_bound:
+        finite = np.isfinite(sub)
         coord_part = np.repeat(np.arange(len(parts)), plen)
         owner = part_ann[coord_part]
         rle.first_problem(problems, owner, ~finite, lambda j: f"coordinate {sub[j]} is not finite")
@@ -204,6 +209,10 @@ def _polygon_problems(coords, po, ao, heights, widths) -> dict[int, str]:
         coord_part = np.repeat(np.arange(len(parts)), plen) if coord_part is None else coord_part
         sub, plen, part_ann = sub[~badlen[coord_part]], plen[~badlen], part_ann[~badlen]
     if not len(plen):
+        return problems
+    # an edge has at most 5 * (hi - lo) + 2 outline points (+1 for float rounding): when the
+    # part with the most vertices cannot reach the limit that way, no part can
+    if in_bound and int(plen.max() // 2) * (5.0 * (float(hi) - float(lo)) + 3.0) <= MAX_OUTLINE_POINTS:
         return problems
     # outline length as rleFrPoly counts it: vertices scaled by 5 and truncated to int,
     # max(|dx|, |dy|) + 1 points per edge, the last vertex joined to the first

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 
 import numpy as np
 import pyarrow as pa
@@ -388,3 +389,27 @@ def test_malformed_strings_never_reach_c(monkeypatch, counts):
                  lambda: masks.area([counts, counts], [[5, 5]] * 2)):
         with pytest.raises(InvalidMask):
             call()
+
+
+def _outline_points(part) -> int:
+    """rleFrPoly's outline length, vertex by vertex: points scaled by 5 and truncated to
+    int, max(|dx|, |dy|) + 1 points per edge, the last vertex joined to the first."""
+    xs = [math.trunc(5.0 * x + 0.5) for x in part[0::2]]
+    ys = [math.trunc(5.0 * y + 0.5) for y in part[1::2]]
+    k = len(xs)
+    return sum(max(abs(xs[(j + 1) % k] - xs[j]), abs(ys[(j + 1) % k] - ys[j])) + 1 for j in range(k))
+
+
+_SPAN = st.sampled_from([10.0, 1e3, 4e5, 2e6])  # the last two reach the outline limit in a few edges
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_SPAN, st.lists(st.lists(st.floats(-1, 1), min_size=6, max_size=16).filter(
+    lambda p: len(p) % 2 == 0), min_size=1, max_size=2)), min_size=1, max_size=6))
+def test_outline_limit_holds_for_every_part_of_a_batch(annotations):
+    # an image of 1 x 500000 pixels accepts coordinates within +-2010000
+    segms = [[[span * v for v in part] for part in parts] for span, parts in annotations]
+    got = masks.validate_polygons(*batch(segms), [1] * len(segms), [500000] * len(segms))
+    want = [any(_outline_points(p) > masks.MAX_OUTLINE_POINTS for p in s) for s in segms]
+    assert [g is not None for g in got] == want
+    assert all(g is None or g.startswith("polygon outline is ") for g in got)

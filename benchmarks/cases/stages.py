@@ -15,14 +15,14 @@ duplicate-id check, building the graph).
 | parse: rest | ``parse.parse_chunk``, ``parse.parse_with_geometry`` (orjson on the rest of each record) |
 | flatten | ``flatten.flatten_*`` (validation, Arrow columns) |
 | RLE kernel | ``rlekernel.encode_polygons``, ``rlekernel.encode_runs`` (C: counts, area, bbox of a whole chunk) |
-| RLE checks | ``masks``: ``encode_polygon_batch``, ``encode_rle_batch`` (validation, Python strings) |
+| RLE checks | ``masks``: ``encode_polygon_batch``, ``encode_rle_batch`` (validation, the counts as Arrow columns) |
 | write | ``warehouse.write_part`` (Parquet, zstd) |
 | commit | ``Warehouse.commit`` (manifest, clean-up) |
 
 Floors: read = ``cat F > /dev/null`` and a Python read in 16 MB blocks (file in the page
 cache); split/scan = one NumPy pass over the bytes (finding the quotes: memory speed), the
 least a structural scan does; RLE kernel = the C kernel alone over every polygon
-annotation of the output as one batch of flat arrays (no validation, no Python strings;
+annotation of the output as one batch of flat arrays (no validation, strings left in its buffer;
 pycocotools' own C encoder, ``frPyObjects`` + ``merge`` on NumPy polygons, is given beside
 it for scale); parse = the rate per number and per byte (no lower bound is measured);
 write = writing as many bytes as the Parquet output to a file.

@@ -139,8 +139,9 @@ def encode_masks(kinds, seg_value, heights, widths, poly=None) -> Masks:
         for k, problem in enc.problems.items():
             bad[rows[k]] = problem
         ok = enc.counts.is_valid().to_numpy(zero_copy_only=False)
-        # the size as written (it is the image's whenever the image has one); bad ones are not kept
-        hs[rle_rows[ok]], ws[rle_rows[ok]] = np.array([sizes[k] for k in np.flatnonzero(ok)], np.int64).reshape(-1, 2).T
+        # the size as written (the image's whenever the image has one); a bad one is not kept
+        written = np.array([sizes[k] for k in np.flatnonzero(ok).tolist()], np.int64).reshape(-1, 2)
+        hs[rle_rows[ok]], ws[rle_rows[ok]] = written[:, 0], written[:, 1]
         areas[rle_rows] = enc.areas
         valid[rle_rows] = ok
         rle_counts = enc.counts
