@@ -12,6 +12,10 @@ from typing import Literal, get_args
 DEFAULT_WAREHOUSE = "warehouse"
 DEFAULT_DATASET = "demo"
 DEFAULT_CHUNK_BYTES = 16 << 20
+# rows per Parquet row group of an annotations part, whose rows are grouped by category
+# (``ingest.tasks.cluster_by_category``): small enough that min/max statistics let a reader
+# skip the groups of other categories, large enough to keep per-group overhead low
+DEFAULT_ROW_GROUP_ROWS = 8192
 DEFAULT_CACHE_DIR = ".cache/cocolake"
 
 OnBadRecord = Literal["error", "skip"]  # stop at the first invalid record, or skip it into rejects

@@ -398,8 +398,11 @@ def _part_sort_key(rel: str):
     return (rel.split("/part-")[0], int(m.group(1)) if m else -1)
 
 
-def write_part(fs, path: str, batches, schema: pa.Schema) -> int:
-    """Write record batches/tables to one Parquet file; returns rows (no file when 0 rows)."""
+def write_part(fs, path: str, batches, schema: pa.Schema, row_group_rows: int | None = None) -> int:
+    """Write record batches/tables to one Parquet file; returns rows (no file when 0 rows).
+
+    ``row_group_rows``: at most that many rows per row group (None: pyarrow's default).
+    """
     import pyarrow.parquet as pq
 
     rows = 0
@@ -413,7 +416,7 @@ def write_part(fs, path: str, batches, schema: pa.Schema) -> int:
                 fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
                 f = fs.open(path, "wb")
                 writer = pq.ParquetWriter(f, schema, compression="zstd")
-            writer.write_table(t.cast(schema) if t.schema != schema else t)
+            writer.write_table(t.cast(schema) if t.schema != schema else t, row_group_size=row_group_rows)
             rows += t.num_rows
     finally:
         if writer is not None:

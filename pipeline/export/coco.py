@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 
 from ..jsontext import dumps, loads
 from .options import ExportError
-from .select import arrow_batches
+from .select import arrow_batches, section_categories
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +207,12 @@ _IMAGE_SQL = (
     "SEMI JOIN (SELECT id FROM export_images WHERE out_split = $1 AND split = $2 AND source_file = $3) AS e "
     "ON e.id = r.id WHERE r.split = $2 AND r.source_file = $3 ORDER BY r.record_index"
 )
+# {categories}: nothing, or a filter on the rows' category ids ($4, ``select.section_categories``)
+# that lets the scan skip the row groups of other categories
 _ANNOTATION_SQL = (
     "SELECT r.* FROM raw_annotations AS r "
     "SEMI JOIN (SELECT id FROM export_annotations WHERE out_split = $1 AND split = $2 AND source_file = $3) AS e "
-    "ON e.id = r.id WHERE r.split = $2 AND r.source_file = $3 ORDER BY r.record_index"
+    "ON e.id = r.id WHERE r.split = $2 AND r.source_file = $3{categories} ORDER BY r.record_index"
 )
 # person_keypoints files: the same, with each annotation's keypoints
 _KEYPOINT_SQL = (
@@ -219,8 +221,9 @@ _KEYPOINT_SQL = (
     "ON e.id = r.id "
     "LEFT JOIN raw_keypoints AS k "
     "ON k.split = r.split AND k.source_file = r.source_file AND k.annotation_id = r.id "
-    "WHERE r.split = $2 AND r.source_file = $3 ORDER BY r.record_index"
+    "WHERE r.split = $2 AND r.source_file = $3{categories} ORDER BY r.record_index"
 )
+_CATEGORY_FILTER = " AND list_contains($4, r.category_id)"
 _CAPTION_SQL = (
     "SELECT r.* FROM raw_captions AS r "
     "SEMI JOIN (SELECT id FROM export_captions WHERE out_split = $1 AND split = $2 AND source_file = $3) AS e "
@@ -273,6 +276,23 @@ def _batches(con, sql: str, params: list, expected: int | None = None) -> Iterat
         if not rows:
             return
         yield Batch(names, rows)
+
+
+def annotation_query(con, kind: str, params: list) -> tuple[str, list]:
+    """The SQL and parameters that fetch the annotation rows of one output file's section from
+    one source file (``params``: out_split, split, source_file), in source order.
+
+    Instances and keypoints rows are also filtered on the categories of the rows picked
+    (``select.section_categories``), which DuckDB checks against each row group's min/max
+    statistics: a subset of a few categories decodes only their row groups.
+    """
+    if kind == "captions":
+        return _CAPTION_SQL, params
+    sql = _KEYPOINT_SQL if kind == "person_keypoints" else _ANNOTATION_SQL
+    categories = section_categories(con, params)
+    if not categories:  # an annotation without category id (or no row): no filter
+        return sql.format(categories=""), params
+    return sql.format(categories=_CATEGORY_FILTER), params + [categories]
 
 
 def _expected(con, table: str, params: list) -> int:
@@ -345,9 +365,8 @@ def _write_section(con, out: _ArrayWriter, key, out_split, kind, sources, merged
         elif key == "annotations":
             def build(b, kind=kind):
                 return annotation_records(b, kind, cmap)
-            sql = {"captions": _CAPTION_SQL, "person_keypoints": _KEYPOINT_SQL}.get(kind, _ANNOTATION_SQL)
             table = "export_captions" if kind == "captions" else "export_annotations"
-            batches = _batches(con, sql, params, _expected(con, table, params))
+            batches = _batches(con, *annotation_query(con, kind, params), _expected(con, table, params))
         elif key == "categories" and cmap is not None:
             def build(b):
                 return mapped_categories(category_records(b), cmap, emitted)

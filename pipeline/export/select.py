@@ -6,7 +6,7 @@ Input: ``ExportOptions`` (warehouse, dataset, ``where`` or ``sql``, ``splits``, 
 writer reads) holding three temp tables, one row per source row that the export writes:
 
 - ``export_images(split, source_file, id, out_split)``
-- ``export_annotations(split, source_file, id, image_id, out_split)``
+- ``export_annotations(split, source_file, id, image_id, category_id, out_split)``
 - ``export_captions(split, source_file, id, out_split)``
 
 Semantics: no selector exports everything (images without annotations included). ``where``
@@ -238,7 +238,7 @@ def build_subset(con, opts: ExportOptions) -> Selection:
                       "AND a.source_file = r.source_file AND a.image_id = r.id)")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE export_annotations AS "
-        f"SELECT r.split, r.source_file, r.id, r.image_id, {ann_split} AS out_split "
+        f"SELECT r.split, r.source_file, r.id, r.image_id, r.category_id, {ann_split} AS out_split "
         f"FROM raw_annotations AS r WHERE {in_splits}{ann_filter}",
         ann_p + [splits],
     )
@@ -282,6 +282,22 @@ def files(con, opts: ExportOptions, sel: Selection) -> list[tuple[str, str, str,
         params,
     ).fetchall()
     return [tuple(r) for r in rows]
+
+
+def section_categories(con, params: list) -> list | None:
+    """The category ids of the annotations one output file takes from one source file
+    (``params``: out_split, split, source_file); None when one of them has none.
+
+    A fetch that also filters on these (``list_contains``) lets DuckDB skip the row groups
+    of other categories by their min/max statistics: an annotations part holds its rows
+    grouped by category (``ingest.tasks.cluster_by_category``), and the wide columns
+    (polygons) of the skipped groups are never decoded.
+    """
+    ids, missing = con.execute(
+        "SELECT list(DISTINCT category_id ORDER BY category_id) FILTER (WHERE category_id IS NOT NULL), "
+        "count(*) FILTER (WHERE category_id IS NULL) "
+        "FROM export_annotations WHERE out_split = $1 AND split = $2 AND source_file = $3", params).fetchone()
+    return None if missing else (ids or [])
 
 
 def image_jobs(con) -> list:

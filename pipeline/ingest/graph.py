@@ -105,6 +105,7 @@ def ingest_graph(plans: list[FilePlan], wh: Warehouse, bases: dict[str, int], op
                     storage_options=storage,
                     warehouse_protocol=wh.protocol,
                     sub_batch_bytes=opts.chunk_bytes,
+                    row_group_rows=opts.row_group_rows,
                 )
                 d = dask.delayed(ingest_chunk, pure=True)(
                     task, sizes, dask_key_name=_key(f"chunk-{p_i}-{section}-{c_i}", run_id)

@@ -13,7 +13,7 @@ import dataclasses
 
 from . import parse, sources
 from .. import id_types
-from ..defaults import DEFAULT_CHUNK_BYTES, OnBadRecord, name_problem
+from ..defaults import DEFAULT_CHUNK_BYTES, DEFAULT_ROW_GROUP_ROWS, OnBadRecord, name_problem
 from ..errors import BadFileError
 from ..jsontext import dumps_text, loads
 from ..schema import IdTypes, Kind
@@ -36,6 +36,7 @@ class IngestOptions:
     split: str | None = None  # force every source into this split
     max_record_bytes: int = MAX_RECORD_BYTES
     batch_files: int | None = None  # files per task of a per-image set (see per_image)
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS  # rows per row group of an annotations part
 
 
 @dataclasses.dataclass

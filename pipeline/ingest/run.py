@@ -27,7 +27,7 @@ import dask
 
 from . import filesets as per_image, sources
 from ..query import views
-from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, OnBadRecord
+from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, DEFAULT_ROW_GROUP_ROWS, OnBadRecord
 from ..errors import ClusterError, CocolakeError, ConfigError
 from .cluster import starting_client
 from .graph import ingest_graph, plan_graph
@@ -190,10 +190,11 @@ def run_ingest(
     storage_options: dict | None = None,
     progress: Progress | None = None,
     batch_files: int | None = None,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
 ) -> IngestReport:
     t0 = time.perf_counter()
     opts = IngestOptions(chunk_bytes=int(chunk_bytes), on_bad_record=on_bad_record, split=split,
-                         batch_files=batch_files)
+                         batch_files=batch_files, row_group_rows=int(row_group_rows))
     wh = Warehouse(warehouse, dataset, storage_options)
     # directories / globs of many small documents (SA-1B): batches of files, no scan
     sets, rest = per_image.find_sets(source_specs if source_specs is not None else urls or [],

@@ -2,7 +2,11 @@
 
 ``ingest_chunk(task)`` reads one chunk's byte range straight from the source, parses,
 validates and flattens it (``flatten``), and writes its Parquet parts straight to the
-warehouse: only counts and ids come back. ``write_info`` writes the per-file ``info`` row.
+warehouse: only counts and ids come back. An annotations part holds its rows grouped by
+category (``cluster_by_category``: by ``category_id``, in source order within a category)
+in row groups of ``row_group_rows``, so that a reader selecting a few categories skips the
+other groups by their min/max statistics; readers that need the source order sort by
+``record_index``, which every row keeps. ``write_info`` writes the per-file ``info`` row.
 Each is a plain function that a test calls directly; ``graph`` wires them into a Dask graph
 over the files ``plan`` planned.
 """
@@ -17,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import flatten, parse, sources
-from ..defaults import DEFAULT_CHUNK_BYTES
+from ..defaults import DEFAULT_CHUNK_BYTES, DEFAULT_ROW_GROUP_ROWS
 from ..errors import BadFileError
 from .plan import FilePlan
 from .records import FileContext, ImageSizes, rejects_table
@@ -44,6 +48,7 @@ class ChunkTask:
     storage_options: tuple = ()
     warehouse_protocol: str = "file"
     sub_batch_bytes: int = DEFAULT_CHUNK_BYTES
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS  # of an annotations part
 
 
 class TaskMeta(NamedTuple):
@@ -104,7 +109,11 @@ def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResul
     rows, written = {}, {}
     for table, tables in per_table.items():
         path = targets[table]
-        n = write_part(fs, path, tables, schema_for(table, ctx.id_types))
+        if table == "annotations":
+            n = write_part(fs, path, [cluster_by_category(tables)], schema_for(table, ctx.id_types),
+                           row_group_rows=task.row_group_rows)
+        else:
+            n = write_part(fs, path, tables, schema_for(table, ctx.id_types))
         rows[table] = n
         if n:
             written[table] = path
@@ -122,6 +131,22 @@ def ingest_chunk(task: ChunkTask, sizes: ImageSizes | None = None) -> ChunkResul
         ids=id_arr,
         image_sizes=ImageSizes.merge(size_parts, ctx.id_types.image) if section == "images" else None,
     )
+
+
+def cluster_by_category(tables: list[pa.Table]) -> pa.Table:
+    """The rows of a chunk's annotation tables (in source order) grouped by ``category_id``.
+
+    A stable sort: within a category the rows stay in source order, and a chunk's rows are
+    the same whatever the number of workers, so its part is too. A missing category id
+    sorts last.
+    """
+    import pyarrow.compute as pc
+
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if table.num_rows < 2:
+        return table
+    order = pc.array_sort_indices(table.column("category_id"), null_placement="at_end")  # a stable sort
+    return table.take(order)
 
 
 def _batches(task: ChunkTask):

@@ -354,3 +354,70 @@ def test_a_predicate_matching_nothing_is_an_error(mini_warehouse, tmp_path):
 def test_where_and_sql_together_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="one selector"):
         export(tmp_path, where="true", sql="SELECT 1 AS image_id")
+
+
+# ---------------------------------------------------------------------------- pruned fetch
+
+
+@pytest.fixture(scope="module")
+def small_groups(coco_mini, tmp_path_factory):
+    """coco-mini's instances ingested in row groups of 32 rows: many groups per part."""
+    root = tmp_path_factory.mktemp("small-groups")
+    run_ingest([str(coco_mini / "annotations" / f"instances_{s}.json") for s in ("train2017", "val2017")],
+               warehouse=str(root), dataset="mini", workers=1, row_group_rows=32)
+    return str(root)
+
+
+def _rarest_category(original: dict) -> tuple[int, str]:
+    counts: dict[int, int] = {}
+    for a in original["annotations"]:
+        counts[a["category_id"]] = counts.get(a["category_id"], 0) + 1
+    cid = min(counts, key=lambda c: (counts[c], c))
+    return cid, next(c["name"] for c in original["categories"] if c["id"] == cid)
+
+
+def _row_groups_scanned(plan: str) -> list[tuple[int, int]]:
+    import re
+
+    return [(int(a), int(b)) for a, b in re.findall(r"Row Groups Scanned: ([\d,]+) / ([\d,]+)", plan.replace(",", ""))]
+
+
+def test_a_category_subset_reads_only_the_row_groups_of_its_category(small_groups, coco_mini):
+    from pipeline.export import coco, select
+    from pipeline.export.options import ExportOptions
+
+    original = _load(coco_mini / "annotations" / "instances_train2017.json")
+    _, name = _rarest_category(original)
+    opts = ExportOptions(out="unused", warehouse=small_groups, dataset="mini", where=f"category_name = '{name}'",
+                         images="none")
+    with select.open_readonly(opts) as con:
+        select.build_subset(con, opts)
+        sql, params = coco.annotation_query(con, "instances", ["train2017", "train2017", "instances_train2017.json"])
+        rows = con.execute(sql, params).fetchall()
+        plan = con.execute("EXPLAIN ANALYZE " + sql, params).fetchall()[0][1]
+    assert rows
+    parquet_scans = [s for s in _row_groups_scanned(plan) if s[1] > 1]
+    assert parquet_scans, plan
+    scanned, total = parquet_scans[0]
+    assert 1 <= scanned < total / 4, plan
+
+
+@pytest.mark.parametrize("split", ["train2017", "val2017"])
+def test_a_category_subset_of_small_row_groups_keeps_the_source_order(small_groups, coco_mini, tmp_path, split):
+    original = _load(coco_mini / "annotations" / f"instances_{split}.json")
+    cid, name = _rarest_category(original)
+    out = tmp_path / "out"
+    export(str(out), warehouse=small_groups, dataset="mini", where=f"category_name = '{name}'", images="none")
+    got = _load(out / "annotations" / f"instances_{split}.json")
+    want = [a for a in original["annotations"] if a["category_id"] == cid]
+    assert got["annotations"] == want
+    image_ids = {a["image_id"] for a in want}
+    assert got["images"] == [i for i in original["images"] if i["id"] in image_ids]
+
+
+def test_export_of_everything_from_small_row_groups_gives_back_each_source_file(small_groups, coco_mini, tmp_path):
+    out = tmp_path / "out"
+    export(str(out), warehouse=small_groups, dataset="mini", images="none")
+    for split in ("train2017", "val2017"):
+        name = f"instances_{split}.json"
+        assert _load(out / "annotations" / name) == _load(coco_mini / "annotations" / name)

@@ -162,3 +162,36 @@ def test_a_chunk_of_a_seekable_file_is_parsed_in_one_piece(coco_mini, tmp_path):
         assert [(offset, first) for _, offset, first in pieces] == [(task.start, task.first_index)]
         records += json.loads(b"[" + pieces[0][0].strip(b" \t\r\n,") + b"]")
     assert records == json.loads(path.read_bytes())["annotations"]
+
+
+def test_an_annotations_part_holds_its_rows_grouped_by_category_in_source_order(coco_mini, tmp_path):
+    import pyarrow.parquet as pq
+
+    run_ingest([str(coco_mini / "annotations" / "instances_val2017.json")], warehouse=str(tmp_path),
+               dataset="d", workers=1, row_group_rows=50)
+    wh = Warehouse(str(tmp_path), "d")
+    rels = wh.require_manifest().files("annotations")
+    assert rels
+    with open(coco_mini / "annotations" / "instances_val2017.json", encoding="utf-8") as f:
+        source = json.load(f)["annotations"]
+    seen = 0
+    for rel in rels:
+        meta = pq.ParquetFile(wh.url(rel)).metadata
+        assert meta.num_row_groups > 1 and all(meta.row_group(i).num_rows <= 50 for i in range(meta.num_row_groups))
+        t = pq.read_table(wh.url(rel))
+        keys = list(zip(t.column("category_id").to_pylist(), t.column("record_index").to_pylist()))
+        assert keys == sorted(keys)  # by category, then source order
+        for cid, index in keys:
+            assert source[index]["category_id"] == cid
+        seen += len(keys)
+    assert seen == len(source)
+
+
+def test_clustering_by_category_is_stable_and_puts_missing_ids_last():
+    from pipeline.ingest.tasks import cluster_by_category
+
+    a = pa.table({"category_id": pa.array([3, None, 1], pa.int64()), "record_index": [0, 1, 2]})
+    b = pa.table({"category_id": pa.array([1, 3, None], pa.int64()), "record_index": [3, 4, 5]})
+    out = cluster_by_category([a, b])
+    assert out.column("category_id").to_pylist() == [1, 1, 3, 3, None, None]
+    assert out.column("record_index").to_pylist() == [2, 3, 0, 4, 1, 5]
