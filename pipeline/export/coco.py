@@ -32,6 +32,8 @@ BATCH_ROWS = 20_000
 # a section of at most this many rows is read without Arrow (see ``_batches``)
 PLAIN_ROWS = 20_000
 RECORD_SECTIONS = ("images", "annotations", "categories", "licenses")
+# a fetch filters on the subset's category ids when it has at most this many (``annotation_query``)
+FILTER_CATEGORIES = 64
 
 # the key order of the official COCO files; unknown keys (extra) follow
 IMAGE_KEYS = ("license", "file_name", "coco_url", "height", "width", "date_captured", "flickr_url", "id")
@@ -290,7 +292,9 @@ def annotation_query(con, kind: str, params: list) -> tuple[str, list]:
         return _CAPTION_SQL, params
     sql = _KEYPOINT_SQL if kind == "person_keypoints" else _ANNOTATION_SQL
     categories = section_categories(con, params)
-    if not categories:  # an annotation without category id (or no row): no filter
+    if not categories or len(categories) > FILTER_CATEGORIES:
+        # an annotation without category id, no row, or so many categories that the groups
+        # skipped would not pay for checking each row against the list: no filter
         return sql.format(categories=""), params
     return sql.format(categories=_CATEGORY_FILTER), params + [categories]
 
