@@ -248,6 +248,18 @@ def start_fork_server(workers: int | None = None, scheduler: str | None = None) 
         k.rsplit(".", 1)[1]: v for k, v in _WORKER_MALLOC.items()}
     os.environ.update({k: str(v) for k, v in env.items()})
     multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", _WARM])
-    with sigint_held():  # the server, and every worker forked from it, inherit SIGINT blocked
-        forkserver.ensure_running()
+    # a new process starts with no signal blocked, but keeps an ignored one ignored: the
+    # server ignores Ctrl-C from its first instruction (a terminal's goes to the whole process
+    # group, and would end it while it imports), and so does every worker forked from it
+    with sigint_held():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
+        try:
+            forkserver.ensure_running()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
     return True
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
