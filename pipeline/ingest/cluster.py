@@ -248,18 +248,10 @@ def start_fork_server(workers: int | None = None, scheduler: str | None = None) 
         k.rsplit(".", 1)[1]: v for k, v in _WORKER_MALLOC.items()}
     os.environ.update({k: str(v) for k, v in env.items()})
     multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", _WARM])
-    # a new process starts with no signal blocked, but keeps an ignored one ignored: the
-    # server ignores Ctrl-C from its first instruction (a terminal's goes to the whole process
-    # group, and would end it while it imports), and so does every worker forked from it
+    # the resource tracker unblocks SIGINT in the thread that starts it (see starting_client):
+    # started first, the server is spawned with SIGINT blocked, which it keeps while it
+    # imports; its main then ignores it, and so does every worker forked from it
+    resource_tracker.ensure_running()
     with sigint_held():
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
-        try:
-            forkserver.ensure_running()
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+        forkserver.ensure_running()
     return True
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
