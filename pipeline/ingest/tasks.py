@@ -146,6 +146,8 @@ def cluster_by_category(tables: list[pa.Table]) -> pa.Table:
     if table.num_rows < 2:
         return table
     order = pc.array_sort_indices(table.column("category_id"), null_placement="at_end")  # a stable sort
+    if np.array_equal(order.to_numpy(), np.arange(table.num_rows)):  # grouped already: no copy
+        return table
     return table.take(order)
 
 

@@ -195,3 +195,12 @@ def test_clustering_by_category_is_stable_and_puts_missing_ids_last():
     out = cluster_by_category([a, b])
     assert out.column("category_id").to_pylist() == [1, 1, 3, 3, None, None]
     assert out.column("record_index").to_pylist() == [2, 3, 0, 4, 1, 5]
+
+
+def test_a_chunk_grouped_already_keeps_its_order():
+    from pipeline.ingest.tasks import cluster_by_category
+
+    t = pa.table({"category_id": pa.array([1, 1, 2, None], pa.int64()), "record_index": [0, 1, 2, 3]})
+    out = cluster_by_category([t])
+    assert out.equals(t)
+    assert cluster_by_category([t.slice(0, 2), t.slice(2)]).equals(t)
