@@ -278,6 +278,57 @@ def test_a_connection_for_sql_that_lists_the_catalog_has_every_view(mini_con, mi
     assert "annotations_enriched" in every and every <= listed and functions == {"rle_area"}
 
 
+def _view_sql(c, name: str) -> str:
+    return c.execute("SELECT sql FROM duckdb_views() WHERE view_name = $1", [name]).fetchone()[0]
+
+
+def _general_annotations(c) -> list[tuple]:
+    """The rows of sql/views/annotations.sql's query, whichever view the connection has."""
+    from pipeline.query.sqlfiles import SQL_DIR
+
+    text = (SQL_DIR / "views" / "annotations.sql").read_text()
+    query = text[text.index("CREATE OR REPLACE VIEW annotations AS") + len("CREATE OR REPLACE VIEW annotations AS"):]
+    return rows(c, f"SELECT id, kind FROM ({query.strip().rstrip(';')}) ORDER BY id, kind")
+
+
+def test_annotations_without_keypoints_files_is_every_raw_row(tmp_path, con):
+    from pipeline.ingest.run import run_ingest
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "instances_train2017.json").write_text(json.dumps(TINY_INSTANCES))
+    run_ingest([str(src)], warehouse=str(tmp_path / "wh"), dataset="tiny", workers=1)
+    c = connect(str(tmp_path / "wh"), "tiny")
+    try:
+        # no keypoints file: the view is raw_annotations as it is, with the general view's rows
+        assert "ANTI JOIN" not in _view_sql(c, "annotations").upper()
+        assert rows(c, "SELECT id, kind FROM annotations ORDER BY id, kind") == _general_annotations(c) == [
+            (10, "instances"), (11, "instances"), (12, "instances"), (13, "instances")]
+        assert rows(c, "SELECT category_id, annotations, images FROM category_stats ORDER BY 1") == [
+            (1, 2, 2), (2, 1, 1), (3, 1, 1), (4, 0, 0)]
+    finally:
+        c.close()
+    # with a person_keypoints file, the anti join keeps its repeat of the person out
+    assert "ANTI JOIN" in _view_sql(con, "annotations").upper()
+    assert rows(con, "SELECT id, kind FROM annotations ORDER BY id, kind") == _general_annotations(con)
+
+
+def test_which_datasets_may_have_keypoints_rows():
+    from pipeline.manifest import Manifest, Part
+    from pipeline.query.views import has_keypoints_files
+
+    def manifest(kinds: dict[str, str]) -> Manifest:
+        parts = [Part("annotations", "train", name, f"annotations/split=train/part-{i:05d}.parquet", 1)
+                 for i, name in enumerate(["a.json", "b.json"])]
+        return Manifest("d", 1, parts=parts, sources=[{"split": "train", "source_file": n, "kind": k}
+                                                      for n, k in kinds.items()])
+
+    assert not has_keypoints_files(manifest({"a.json": "instances", "b.json": "stuff"}))
+    assert has_keypoints_files(manifest({"a.json": "instances", "b.json": "person_keypoints"}))
+    assert has_keypoints_files(manifest({"a.json": "instances", "b.json": "instances,person_keypoints"}))
+    assert has_keypoints_files(manifest({"a.json": "instances"}))  # a part no source entry describes
+
+
 # ------------------------------------------------------------------ read-only user SQL
 def test_restricted_connection_reads_views_only(tiny, tmp_path):
     outside = tmp_path / "outside.csv"
