@@ -41,6 +41,10 @@ from .options import ExportOptions
 
 log = logging.getLogger(__name__)
 
+# the subset's annotations are fetched with a filter on their category ids when they have at
+# most this many: DuckDB skips the row groups of other categories by their min/max statistics
+FILTER_CATEGORIES = 64
+
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
@@ -52,6 +56,9 @@ class Selection:
     # whether the selector said which split each id belongs to
     has_split: bool = True
     count: int = 0
+    # the category ids of the picked annotations when the selector says (a ``where`` that
+    # picks annotations) and they are few (None: not known, or not worth a filter)
+    categories: list | None = None
 
 
 @contextlib.contextmanager
@@ -74,6 +81,9 @@ def open_readonly(opts: ExportOptions):
             con.close()
         ro = engine.connect(db, read_only=True)
         try:
+            # the settings are the connection's, not the file's (see ``views.connect``)
+            ro.execute("SET enable_progress_bar = false")
+            ro.execute("SET parquet_metadata_cache = true")
             wh = Warehouse(opts.warehouse, opts.dataset, opts.storage_options)
             views.register_filesystem(ro, wh)
             if functions:
@@ -158,11 +168,24 @@ def select(con, opts: ExportOptions, splits: list[str]) -> Selection:
         # the predicate is checked on its own first, so that ") UNION SELECT ..." and
         # "; COPY ..." are refused before anything runs
         sandbox.check_single_select(f"SELECT 1 FROM annotations_enriched WHERE ({opts.where}\n)", what)
-        column = "image_id" if opts.keep == "all" else "id"
-        query = (f"SELECT DISTINCT CAST(split AS VARCHAR) AS split, {column} AS id "
-                 f"FROM annotations_enriched WHERE list_contains(?, split) AND ({opts.where}\n)")
+        if opts.keep == "all":
+            query = ("SELECT DISTINCT CAST(split AS VARCHAR) AS split, image_id AS id "
+                     f"FROM annotations_enriched WHERE list_contains(?, split) AND ({opts.where}\n)")
+            mode = "images"
+        else:
+            # with each annotation's category: the fetches filter on the few categories picked
+            query = ("SELECT DISTINCT CAST(split AS VARCHAR) AS split, id, category_id "
+                     f"FROM annotations_enriched WHERE list_contains(?, split) AND ({opts.where}\n)")
+            mode = "annotations"
         _run(con, f"CREATE OR REPLACE TEMP TABLE export_sel AS {query}", [splits], what)
-        mode, has_split = ("images" if opts.keep == "all" else "annotations"), True
+        if mode == "annotations":
+            count, categories, missing = con.execute(
+                "SELECT count(DISTINCT (split, id)), list(DISTINCT category_id ORDER BY category_id), "
+                "count(*) FILTER (WHERE category_id IS NULL) FROM export_sel").fetchone()
+            few = not missing and len(categories or []) <= FILTER_CATEGORIES
+            log.debug("%s picked %d annotations", what, count)
+            return Selection(mode, "export_sel", True, count, (categories or []) if few else None)
+        has_split = True
     else:
         what = "--sql " + _shorten(opts.sql)
         text = _TRAILING_SEMICOLON.sub("", opts.sql.strip())
@@ -236,12 +259,16 @@ def build_subset(con, opts: ExportOptions) -> Selection:
         cap_filter = " AND false"
         img_filter = (" AND EXISTS (SELECT 1 FROM export_annotations AS a WHERE a.split = r.split "
                       "AND a.source_file = r.source_file AND a.image_id = r.id)")
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE export_annotations AS "
-        f"SELECT r.split, r.source_file, r.id, r.image_id, r.category_id, {ann_split} AS out_split "
-        f"FROM raw_annotations AS r WHERE {in_splits}{ann_filter}",
-        ann_p + [splits],
-    )
+    ann_sql = (f"SELECT r.split, r.source_file, r.id, r.image_id, r.category_id, {ann_split} AS out_split "
+               f"FROM raw_annotations AS r WHERE {in_splits}{ann_filter}")
+    ann_params = ann_p + [splits]
+    if sel.categories is not None:
+        # the picked categories' rows, whose row groups alone are read, and the person_keypoints
+        # rows of other category ids (such a row shares its instance's id, whatever its category)
+        ann_sql = (f"{ann_sql} AND list_contains(?, r.category_id) UNION ALL "
+                   f"{ann_sql} AND r.kind = 'person_keypoints' AND NOT list_contains(?, r.category_id)")
+        ann_params = ann_params + [sel.categories] + ann_params + [sel.categories]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE export_annotations AS {ann_sql}", ann_params)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE export_captions AS "
         f"SELECT r.split, r.source_file, r.id, {ann_split} AS out_split "

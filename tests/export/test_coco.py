@@ -421,3 +421,40 @@ def test_export_of_everything_from_small_row_groups_gives_back_each_source_file(
     for split in ("train2017", "val2017"):
         name = f"instances_{split}.json"
         assert _load(out / "annotations" / name) == _load(coco_mini / "annotations" / name)
+
+
+def test_a_category_subset_selects_from_the_row_groups_of_its_categories(small_groups, coco_mini):
+    from pipeline.export import select
+    from pipeline.export.options import ExportOptions
+
+    original = _load(coco_mini / "annotations" / "instances_train2017.json")
+    cid, name = _rarest_category(original)
+    opts = ExportOptions(out="unused", warehouse=small_groups, dataset="mini", where=f"category_name = '{name}'",
+                         images="none")
+    with select.open_readonly(opts) as con:
+        sel = select.build_subset(con, opts)
+        picked = con.execute("SELECT id FROM export_annotations WHERE split = 'train2017' ORDER BY id").fetchall()
+    assert sel.categories == [cid]
+    assert [r[0] for r in picked] == sorted(a["id"] for a in original["annotations"] if a["category_id"] == cid)
+
+
+def test_a_keypoints_row_goes_with_its_instance_whatever_its_category_id(tmp_path):
+    person = {"id": 13, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 16.0, "bbox": [1, 1, 4, 4],
+              "segmentation": [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0, 1.0, 5.0]]}
+    images = [{"id": 1, "file_name": "a.jpg", "height": 8, "width": 10}]
+    instances = {"images": images, "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
+                 "annotations": [person, {**person, "id": 14, "category_id": 1}]}
+    # the keypoints file names the same person under another category id
+    keypoints = {"images": images, "categories": [{"id": 9, "name": "walker", "supercategory": "person",
+                                                   "keypoints": ["nose"], "skeleton": []}],
+                 "annotations": [{**person, "category_id": 9, "num_keypoints": 1, "keypoints": [2, 2, 2]}]}
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "instances_train2017.json").write_text(json.dumps(instances))
+    (src / "person_keypoints_train2017.json").write_text(json.dumps(keypoints))
+    run_ingest([str(src)], warehouse=str(tmp_path / "wh"), dataset="d", workers=1)
+    out = tmp_path / "out"
+    export(str(out), warehouse=str(tmp_path / "wh"), dataset="d", where="id = 13", images="none")
+    assert [a["id"] for a in _load(out / "annotations" / "instances_train2017.json")["annotations"]] == [13]
+    got = _load(out / "annotations" / "person_keypoints_train2017.json")["annotations"]
+    assert [(a["id"], a["category_id"]) for a in got] == [(13, 9)]
