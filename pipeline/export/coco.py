@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 
 from ..jsontext import dumps, loads
 from .options import ExportError
-from .select import arrow_batches, section_categories
+from .select import FILTER_CATEGORIES, arrow_batches, section_categories
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,6 @@ BATCH_ROWS = 20_000
 # a section of at most this many rows is read without Arrow (see ``_batches``)
 PLAIN_ROWS = 20_000
 RECORD_SECTIONS = ("images", "annotations", "categories", "licenses")
-# a fetch filters on the subset's category ids when it has at most this many (``annotation_query``)
-FILTER_CATEGORIES = 64
 
 # the key order of the official COCO files; unknown keys (extra) follow
 IMAGE_KEYS = ("license", "file_name", "coco_url", "height", "width", "date_captured", "flickr_url", "id")

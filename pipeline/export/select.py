@@ -41,8 +41,9 @@ from .options import ExportOptions
 
 log = logging.getLogger(__name__)
 
-# the subset's annotations are fetched with a filter on their category ids when they have at
-# most this many: DuckDB skips the row groups of other categories by their min/max statistics
+# the subset's annotations are selected and fetched (``coco.annotation_query``) with a filter
+# on their category ids when they have at most this many: DuckDB skips the row groups of
+# other categories by their min/max statistics
 FILTER_CATEGORIES = 64
 
 
