@@ -125,15 +125,18 @@ def test_table_folders_on_s3_read_by_other_tools_equal_the_views(s3_storage, coc
     bad.write_text(json.dumps(doc))
     wh = Warehouse(WAREHOUSE, dataset, s3_storage)
 
+    # chunks of 100 kB: a table folder of several parts in each split (each part is a few
+    # requests to the S3 server, and each check reads every part three times)
     def ingest(source):
         return run_ingest([str(source)], warehouse=WAREHOUSE, dataset=dataset, workers=1,
-                          storage_options=s3_storage, chunk_bytes=20_000)
+                          storage_options=s3_storage, chunk_bytes=100_000)
 
     def check():
         assert_table_folders_hold_the_manifest(WAREHOUSE, dataset, s3_storage)
         assert_plain_readers_see_the_views(WAREHOUSE, dataset, s3_storage)
 
     ingest(coco_mini / "annotations")
+    assert len(wh.require_manifest().files("annotations", "train2017")) > 2
     check()
     for _ in range(2):
         ingest(val)
