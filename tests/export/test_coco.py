@@ -387,14 +387,18 @@ def test_a_category_subset_reads_only_the_row_groups_of_its_category(small_group
     from pipeline.export.options import ExportOptions
 
     original = _load(coco_mini / "annotations" / "instances_train2017.json")
-    _, name = _rarest_category(original)
+    cid, name = _rarest_category(original)
     opts = ExportOptions(out="unused", warehouse=small_groups, dataset="mini", where=f"category_name = '{name}'",
                          images="none")
     with select.open_readonly(opts) as con:
-        select.build_subset(con, opts)
+        sel = select.build_subset(con, opts)
+        picked = con.execute("SELECT id FROM export_annotations WHERE split = 'train2017' ORDER BY id").fetchall()
         sql, params = coco.annotation_query(con, "instances", ["train2017", "train2017", "instances_train2017.json"])
         rows = con.execute(sql, params).fetchall()
         plan = con.execute("EXPLAIN ANALYZE " + sql, params).fetchall()[0][1]
+    # the selection knows the category, so it also reads only that category's row groups
+    assert sel.categories == [cid]
+    assert [r[0] for r in picked] == sorted(a["id"] for a in original["annotations"] if a["category_id"] == cid)
     assert rows
     parquet_scans = [s for s in _row_groups_scanned(plan) if s[1] > 1]
     assert parquet_scans, plan
@@ -421,21 +425,6 @@ def test_export_of_everything_from_small_row_groups_gives_back_each_source_file(
     for split in ("train2017", "val2017"):
         name = f"instances_{split}.json"
         assert _load(out / "annotations" / name) == _load(coco_mini / "annotations" / name)
-
-
-def test_a_category_subset_selects_from_the_row_groups_of_its_categories(small_groups, coco_mini):
-    from pipeline.export import select
-    from pipeline.export.options import ExportOptions
-
-    original = _load(coco_mini / "annotations" / "instances_train2017.json")
-    cid, name = _rarest_category(original)
-    opts = ExportOptions(out="unused", warehouse=small_groups, dataset="mini", where=f"category_name = '{name}'",
-                         images="none")
-    with select.open_readonly(opts) as con:
-        sel = select.build_subset(con, opts)
-        picked = con.execute("SELECT id FROM export_annotations WHERE split = 'train2017' ORDER BY id").fetchall()
-    assert sel.categories == [cid]
-    assert [r[0] for r in picked] == sorted(a["id"] for a in original["annotations"] if a["category_id"] == cid)
 
 
 def test_a_keypoints_row_goes_with_its_instance_whatever_its_category_id(tmp_path):
