@@ -105,6 +105,23 @@ class DaskCluster:
             if p.poll() is not None:
                 raise RuntimeError(f"{p.args[2]} exited with status {p.returncode}\n{self.logs()}")
 
+    def worker_log_marks(self) -> list[int]:
+        """Where each worker's log ends now: ``worker_output_since`` reads what comes after."""
+        return [log.stat().st_size if log.exists() else 0 for log in self._worker_logs()]
+
+    def worker_output_since(self, marks: list[int]) -> str:
+        """What the worker processes wrote (Dask's records, and anything else on their
+        stdout and stderr) since ``worker_log_marks``."""
+        out = []
+        for log, mark in zip(self._worker_logs(), marks):
+            with open(log, "rb") as f:
+                f.seek(mark)
+                out.append(f.read().decode(errors="replace"))
+        return "".join(out)
+
+    def _worker_logs(self) -> list[Path]:
+        return [log for log in self._logs if log.name.startswith("worker-")]
+
     def logs(self, tail: int = 3000) -> str:
         out = []
         for log in self._logs:
@@ -158,10 +175,16 @@ def _group_alive(pgid: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def dask_cluster(tmp_path_factory):
-    """Address of a scheduler with two single-threaded worker processes."""
+def dask_cluster_service(tmp_path_factory):
+    """A running ``DaskCluster``: a scheduler with two single-threaded worker processes."""
     with DaskCluster(tmp_path_factory.mktemp("dask")) as cluster:
-        yield cluster.address
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(dask_cluster_service):
+    """Address of the scheduler of ``dask_cluster_service``."""
+    return dask_cluster_service.address
 
 
 class MotoServer:

@@ -1,14 +1,20 @@
 """The local Dask cluster as a user meets it: the real ``cocolake`` command, worker processes.
 
-- every case of the bad-record corpus (``tests/cases/bad_records.py``), and a bad results
-  file, fails with cocolake's one line on stderr (besides the progress lines) and exit
-  status 1: no ``Traceback``, nothing from ``distributed``, no part left behind;
+- a bad record or file fails with cocolake's one line on stderr (besides the progress
+  lines) and exit status 1: no ``Traceback``, nothing from ``distributed``, no part left
+  behind. The real command runs the cases of the bad-record corpus
+  (``tests/cases/bad_records.py``) that reach a different part of the code: each section,
+  the compiled kernels and number parsing (NaN, numbers beyond int64, sizes too large to
+  encode), the scan's whole-file failures while the cluster starts, and a bad results
+  file. Every case of the corpus also runs through the worker processes of a real cluster
+  (``dask_cluster_service``), in this process: its error crosses the process boundary as
+  the same one line, and the workers print no warning and raise nothing else;
 - Ctrl-C (SIGINT to the process group, as a terminal sends it) while the cluster starts,
   as the chunk tasks start, and while they run: ``interrupted``, exit status 130, the
   same silence, and once the command has exited no process of it is left and no part;
 - with ``-v`` the Dask output is all there.
 
-The corpus runs on a cluster of two workers (``--workers 2``: the default's cluster, one
+The command's cases run on a cluster of two workers (``--workers 2``: the default's cluster, one
 worker per core, on a two-core machine); one case and the Ctrl-C runs use no ``--workers``
 at all.
 """
@@ -29,6 +35,8 @@ import time
 import psutil
 import pytest
 
+from pipeline.errors import BadFileError, BadRecordError
+from pipeline.ingest.run import run_ingest
 from tests.cases.bad_records import BAD_FILES, BAD_RECORDS, base, dumps
 
 pytestmark = pytest.mark.slow
@@ -80,16 +88,60 @@ def _fails_with_one_line(src: pathlib.Path, problem: str, tmp_path, *options: st
     assert _parts(tmp_path / "wh") == [] and not (tmp_path / "wh" / "d" / "_manifest.json").exists()
 
 
-@pytest.mark.parametrize("case", BAD_RECORDS, ids=lambda c: c.name)
+# the corpus cases the real command runs (each starts a cluster: ~4 s): one per section and
+# per kind of code that judges the record (Python checks, the compiled number parser and
+# mask kernels, where NumPy could warn); the whole corpus runs through worker processes below
+COMMAND_RECORDS = (
+    "polygon_with_4_numbers", "polygon_with_nan", "polygon_with_integer_beyond_int64",
+    "polygon_on_an_image_too_large_to_encode", "rle_too_large_to_encode", "area_nan", "keypoints_with_nan",
+    "id_beyond_int64", "annotation_on_an_image_that_was_rejected", "string_category_among_integer_categories",
+    "license_is_not_an_object",
+)
+# whole-file problems: found by the scan while the cluster starts, by a chunk task (deep
+# nesting), after the tasks (duplicate ids), and by the decompression
+COMMAND_FILES = ("empty", "truncated", "nested_5000_deep", "duplicate_annotation_ids", "corrupt_gzip")
+
+
+def _cases(corpus, names):
+    by_name = {c.name: c for c in corpus}
+    return [by_name[n] for n in names]
+
+
+@pytest.mark.parametrize("case", _cases(BAD_RECORDS, COMMAND_RECORDS), ids=lambda c: c.name)
 def test_a_bad_record_is_one_line_on_the_cluster(case, tmp_path):
     src = _write(tmp_path / "src", case.file, dumps(case.doc))
     _fails_with_one_line(src, rf"{re.escape(case.record)}: {case.problem}", tmp_path, "--workers", "2")
 
 
-@pytest.mark.parametrize("case", BAD_FILES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", _cases(BAD_FILES, COMMAND_FILES), ids=lambda c: c.name)
 def test_a_bad_file_is_one_line_on_the_cluster(case, tmp_path):
     src = _write(tmp_path / "src", case.file, case.data)
     _fails_with_one_line(src, case.problem, tmp_path, "--workers", "2")
+
+
+# what a worker may print when a task raises: Dask's record of it (a dated line, then Key:,
+# State:, Task:, Exception:, Traceback: lines), with the exception one of cocolake's
+_DASK_RECORD = re.compile(r"\d{4}-\d\d-\d\d [\d:,]+ - distributed\.[\w.]+ - [A-Z]+ - .*|(Key|State|Task|Traceback): .*|$")
+_EXCEPTION_LINE = re.compile(r"Exception: ['\"](BadRecordError|BadFileError)\(.*")
+
+
+@pytest.mark.parametrize("case", [*BAD_RECORDS, *BAD_FILES], ids=lambda c: c.name)
+def test_every_corpus_case_crosses_the_worker_processes_as_its_one_line(case, dask_cluster_service, tmp_path):
+    """On a shared cluster the scan runs in a worker too: every check of the corpus raises in
+    a worker process, and the error the command would print arrives whole, as one line."""
+    record = case in BAD_RECORDS
+    src = _write(tmp_path / "src", case.file, dumps(case.doc) if record else case.data)
+    problem = rf"{re.escape(case.record)}: {case.problem}" if record else case.problem
+    marks = dask_cluster_service.worker_log_marks()
+    with pytest.raises(BadRecordError if record else BadFileError) as info:
+        run_ingest([str(src)], warehouse=str(tmp_path / "wh"), dataset="d", scheduler=dask_cluster_service.address)
+    message = str(info.value)
+    assert "\n" not in message
+    assert re.fullmatch(rf"(?:.*/)?{re.escape(src.name)}: {problem}.*", message), message
+    assert _parts(tmp_path / "wh") == [] and not (tmp_path / "wh" / "d" / "_manifest.json").exists()
+    printed = dask_cluster_service.worker_output_since(marks)
+    for line in printed.splitlines():
+        assert _DASK_RECORD.fullmatch(line) or _EXCEPTION_LINE.fullmatch(line), printed
 
 
 def test_the_default_workers_fail_with_one_line_also_when_port_8787_is_taken(tmp_path):
