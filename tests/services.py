@@ -117,7 +117,7 @@ class DaskCluster:
             with open(log, "rb") as f:
                 f.seek(mark)
                 out.append(f.read().decode(errors="replace"))
-        return "".join(out)
+        return "\n".join(out)  # a log cut mid-line does not run into the next one
 
     def _worker_logs(self) -> list[Path]:
         return [log for log in self._logs if log.name.startswith("worker-")]
