@@ -105,3 +105,11 @@ def test_every_header_the_extensions_include_is_in_their_depends():
     assert included == set(depends) == {"pipeline/_cvec.h"}
     assert all((ROOT / d).is_file() for d in depends)
     assert "depends=DEPENDS" in (ROOT / "setup.py").read_text()
+
+
+@pytest.mark.parametrize("module", ["pipeline", "pipeline.cli"])
+def test_the_package_and_its_cli_run_as_modules(module, tmp_path):
+    done = subprocess.run([sys.executable, "-m", module, "sql", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: ") and "sql" in done.stdout.split("\n", 1)[0]
