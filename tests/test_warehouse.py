@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.errors import WarehouseError
 from pipeline.schema import schema_for
-from pipeline.warehouse import MANIFEST, Part, Warehouse, write_part
+from pipeline.warehouse import LOCK, MANIFEST, Part, Warehouse, write_part
 
 
 def _licenses(n: int, source: str) -> pa.Table:
@@ -168,6 +168,53 @@ def test_a_failed_transaction_removes_its_parts_and_commits_nothing(tmp_path):
         rel = txn.part("licenses", "val", 1)
         write_part(wh.fs, f"{wh.root}/{rel}", [_licenses(3, "a.json")], schema_for("licenses"))
     assert wh.read_manifest().version == 1 and _table_files(tmp_path / "d") == {a.path}
+
+
+def test_a_failed_first_transaction_leaves_no_dataset_and_no_folder_it_made(tmp_path):
+    wh = Warehouse(str(tmp_path / "new" / "wh"), "d")
+    with pytest.raises(ValueError, match="boom"):
+        with wh.transaction() as txn:
+            assert (tmp_path / "new" / "wh" / "d" / LOCK).is_file()
+            rel = txn.part("licenses", "val", 0)
+            write_part(wh.fs, f"{wh.root}/{rel}", [_licenses(3, "a.json")], schema_for("licenses"))
+            raise ValueError("boom")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "wh" / "d").mkdir(parents=True)  # folders that were there stay, empty or not
+    with Warehouse(str(tmp_path / "wh"), "d").transaction():
+        pass
+    assert [p.name for p in (tmp_path / "wh" / "d").iterdir()] == [LOCK]
+    wh = Warehouse(str(tmp_path / "wh"), "e")
+    with wh.transaction() as txn:  # a first transaction that commits keeps its lock file
+        txn.commit([_write(wh, "val", "a.json", 0, 2)], {("val", "a.json")}, [])
+    assert LOCK in {p.name for p in (tmp_path / "wh" / "e").iterdir()}
+
+
+def test_a_lock_taken_on_a_lock_file_another_writer_removed_is_taken_again(tmp_path, monkeypatch):
+    """Between a writer's open of the lock file and its flock, the writer that held the lock
+    may have removed the file (its failed first run): that lock is on no file, so it opens again."""
+    wh = Warehouse(str(tmp_path), "d")
+    import pipeline.warehouse as module
+
+    opened = []
+
+    def open_then_lose_it(path, mode="r", *args, **kwargs):
+        f = open(path, mode, *args, **kwargs)
+        opened.append(path)
+        if len(opened) == 1:
+            import os
+
+            os.unlink(path)  # the other writer's clean-up, after this open
+            os.rmdir(wh.root)
+        return f
+
+    monkeypatch.setattr(module, "open", open_then_lose_it, raising=False)
+    with wh.transaction() as txn:
+        assert len(opened) == 2 and (tmp_path / "d" / LOCK).is_file()
+        with pytest.raises(WarehouseError, match="another run is writing this dataset"):
+            with Warehouse(str(tmp_path), "d").writer_lock():
+                pass
+        txn.commit([_write(wh, "val", "a.json", 0, 2)], {("val", "a.json")}, [])
+    assert wh.read_manifest().version == 1
 
 
 def test_a_failed_garbage_collection_after_the_commit_is_a_warning(tmp_path, caplog):
