@@ -82,6 +82,7 @@ def starting_client(workers: int | None = None, scheduler: str | None = None) ->
         forkserver = start_fork_server(n)  # unless the command started it already
         if forkserver:
             quiet.enter_context(dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}))
+            _keep_our_preload()
         start = _LocalStart(n, verbose, env=dict(os.environ) if forkserver else None)
         try:
             with sigint_held():  # the thread, and the threads and processes it starts, inherit SIGINT blocked
@@ -215,6 +216,20 @@ _NO_DASHBOARD = {
 
 
 _WARM = "pipeline.ingest.warm"  # imported by each worker as it starts (see there)
+
+
+def _keep_our_preload() -> None:
+    """Stop distributed from importing, in this process, what its own fork server would preload.
+
+    At the first worker's start, ``distributed.utils.get_mp_context`` imports Dask's required
+    and optional packages here (pandas among them, when it is installed: 0.5 s of CPU beside
+    the scan) only to name them as the fork server's preload; the fork server this process
+    started runs already, with the workers' modules imported, and no preload applies to it.
+    """
+    from distributed import utils
+
+    if hasattr(utils, "_forkserver_preload_set"):
+        utils._forkserver_preload_set = True
 
 
 def start_fork_server(workers: int | None = None, scheduler: str | None = None) -> bool:

@@ -61,7 +61,7 @@ def classify_segmentation(rec: dict, h: int, w: int) -> tuple[SegmentationFormat
 KINDS: tuple[str, ...] = ("polygon", "rle", "uncompressed_rle", "none", "empty")
 KIND_CODE = {k: np.uint8(i) for i, k in enumerate(KINDS)}
 POLYGON, RLE, UNCOMPRESSED, NONE, EMPTY = range(len(KINDS))
-_FORMATS = pa.array(["polygon", "rle", "uncompressed_rle", "none", "none"], pa.string())  # by code
+_FORMATS = ("polygon", "rle", "uncompressed_rle", "none", "none")  # by code
 
 
 class MaskRows:
@@ -163,7 +163,7 @@ def encode_masks(kinds, seg_value, heights, widths, poly=None) -> Masks:
                                     mask=None if valid.all() else pa.array(~valid))
     area = pa.array(areas, pa.int64(), mask=None if valid.all() else ~valid)
     polygons = _polygons_column(kinds, poly_rows, coords, part_offsets, ann_parts)
-    return Masks(counts, size, polygons, _FORMATS.take(pa.array(kinds)), bad, area)
+    return Masks(counts, size, polygons, pa.array(_FORMATS, pa.string()).take(pa.array(kinds)), bad, area)
 
 
 def _polygon_input(poly, poly_rows: np.ndarray, seg_value: list, bad: dict):

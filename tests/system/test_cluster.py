@@ -217,6 +217,34 @@ def test_local_cluster_workers_are_forks_of_one_server_and_see_the_environment_o
     assert got[0][0] == got[1][0]  # one server
 
 
+_COORDINATOR = """
+import sys
+from pipeline.cli import main
+code = main(["ingest", "--source", sys.argv[1], "--warehouse", sys.argv[2], "--dataset", "d",
+             "--workers", "2", "--no-progress"])
+print(code, sorted(m for m in ("pandas", "pipeline.ingest.tasks") if m in sys.modules))
+"""
+
+
+def test_the_process_that_runs_a_local_cluster_imports_no_pandas(coco_mini, tmp_path):
+    """The workers convert Python values with pyarrow (which imports pandas, 0.5 s); the
+    process that scans and commits converts none, and distributed does not import its
+    fork-server preload list there either, beside the scan."""
+    import importlib.util
+
+    import multiprocessing
+
+    if importlib.util.find_spec("pandas") is None:
+        pytest.skip("pandas is not installed: nothing could import it")
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform")
+    done = subprocess.run([sys.executable, "-c", _COORDINATOR, str(coco_mini / "annotations" / "instances_val2017.json"),
+                           str(tmp_path / "wh")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 ['pipeline.ingest.tasks']", done.stdout
+
+
 def test_local_cluster_workers_start_warm_and_without_the_dashboard_samplers():
     """Each worker has the task modules imported and pyarrow set up (it imports pandas on
     its first conversion) before its first task, and runs no statistical profiler."""
