@@ -8,8 +8,8 @@ with it the pixels of some polygons.
 pipeline._jsonscan is the structural JSON scan of pipeline.ingest.scan (quotes, escapes,
 bracket depth) over one block at a time; it is built with the same flags.
 
-pipeline._jsonpoly reads polygon segmentations from a chunk's JSON text into flat float64
-arrays (see pipeline/_jsonpoly.c); built with the same flags, its one-operation fast path
+pipeline._jsonpoly reads polygon segmentations (and the runs of uncompressed RLE) from a
+chunk's JSON text into flat float64 (int64) arrays (see pipeline/_jsonpoly.c); built with the same flags, its one-operation fast path
 relies on IEEE double arithmetic without extended precision or fast-math.
 
 The three include pipeline/_cvec.h, their one growable buffer.

@@ -10,7 +10,12 @@
  * "[]" and spaces (same length: every other byte keeps its offset), so that a JSON parser
  * run on the text afterwards builds no number object for it. A key "bbox" of such an object
  * (again exactly one, without escapes) whose value is [number, number, number, number] is
- * read the same way, into a row list and 4 float64 per row. Anything else is left as it is,
+ * read the same way, into a row list and 4 float64 per row. A segmentation that is instead an
+ * object (uncompressed RLE) with exactly one key "counts" (and no key written with escapes)
+ * whose value is [integer, ...] (not empty, plain JSON integers without a sign, at most 18
+ * digits each) has its runs read into an int64 array with run offsets, its row into a third
+ * row list, and that list overwritten as above (the rest of the object, "size" among it,
+ * stays for the parser). Anything else is left as it is,
  * for the caller's own parser. When the text is not well formed (as far as this walk sees),
  * nothing is extracted and the text is as written.
  *
@@ -199,6 +204,7 @@ static int parse_number(ptr p, ptr end, double *out, ptr *next) {
 typedef struct {
     CVec rows, coords, parts, anns, spans; /* int64, float64, int64, int64, (int64 start, end) */
     CVec box_rows, boxes;                  /* int64, float64 x 4 */
+    CVec rle_rows, runs, run_offs;         /* int64 each; run_offs from 0 */
 } Out;
 
 /* p at '[' of a bbox value: 1 with its 4 numbers in box and *next after the value when it
@@ -259,11 +265,96 @@ nomem:
     return -1;
 }
 
+/* p at '[' of a counts value: 1 with the runs appended and *next after the value when it
+ * is [integer, ...] as the header says, 0 when not (appended runs are the caller's to
+ * drop), -1 on a Python error. */
+static int strict_runs(ptr p, ptr end, Out *o, ptr *next) {
+    if (p >= end || *p != '[') return 0;
+    p = ws(p + 1, end);
+    for (;;) {
+        int64_t v = 0;
+        int digits = 0;
+        if (p >= end || !IS_DIGIT(*p)) return 0;
+        if (*p == '0' && p + 1 < end && IS_DIGIT(p[1])) return 0; /* a leading zero is not JSON */
+        while (p < end && IS_DIGIT(*p)) {
+            if (++digits > 18) return 0;
+            v = v * 10 + (*p - '0');
+            p++;
+        }
+        if (p < end && (*p == '.' || *p == 'e' || *p == 'E')) return 0;
+        if (cvec_push_i64(&o->runs, v) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p = ws(p, end);
+        if (p < end && *p == ',') {
+            p = ws(p + 1, end);
+            continue;
+        }
+        if (p < end && *p == ']') {
+            *next = p + 1;
+            return 1;
+        }
+        return 0;
+    }
+}
+
+/* p at '{' of a segmentation object: 1 with its runs appended, *next after the object and
+ * [*list_start, *list_end) the counts list when it qualifies (header), 0 when it does not
+ * (appended runs are the caller's to drop; *next after the object, or NULL when the text is
+ * not well formed), -1 on a Python error. */
+static int strict_rle_object(ptr p, ptr end, Out *o, ptr *next, ptr *list_start, ptr *list_end) {
+    int counts_seen = 0, counts_strict = 0, escaped_key = 0;
+    *next = NULL;
+    p = ws(p + 1, end);
+    if (p < end && *p == '}') {
+        *next = p + 1;
+        return 0;
+    }
+    for (;;) {
+        if (p >= end || *p != '"') return 0;
+        int escaped = 0;
+        ptr key = p + 1;
+        ptr after = skip_string(p, end, &escaped);
+        if (!after) return 0;
+        escaped_key |= escaped;
+        int is_counts = !escaped && after - 1 - key == 6 && memcmp(key, "counts", 6) == 0;
+        p = ws(after, end);
+        if (p >= end || *p != ':') return 0;
+        p = ws(p + 1, end);
+        if (is_counts && ++counts_seen == 1) {
+            ptr value_end;
+            int r = strict_runs(p, end, o, &value_end);
+            if (r < 0) return -1;
+            if (r == 1) {
+                counts_strict = 1;
+                *list_start = p;
+                *list_end = value_end;
+                p = value_end;
+            } else {
+                p = skip_value(p, end);
+            }
+        } else {
+            p = skip_value(p, end);
+        }
+        if (!p) return 0;
+        p = ws(p, end);
+        if (p < end && *p == ',') {
+            p = ws(p + 1, end);
+            continue;
+        }
+        if (p < end && *p == '}') break;
+        return 0;
+    }
+    *next = p + 1;
+    return counts_strict && counts_seen == 1 && !escaped_key;
+}
+
 /* p at '{' of a record: 1 and *next after it, 0 when the text is not well formed, -1 on a
  * Python error. Extracts the record's polygons when it qualifies. */
 static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next) {
-    size_t ncoords = o->coords.len, nparts = o->parts.len;
-    int seen = 0, escaped_key = 0, strict = 0, box_seen = 0, box_strict = 0;
+    size_t ncoords = o->coords.len, nparts = o->parts.len, nruns = o->runs.len;
+    int seen = 0, escaped_key = 0, strict = 0, box_seen = 0, box_strict = 0, rle_strict = 0;
     ptr seg_start = NULL, seg_end = NULL, box_start = NULL, box_end = NULL;
     double box[4];
     p = ws(p + 1, end);
@@ -283,7 +374,13 @@ static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next)
         p = ws(after, end);
         if (p >= end || *p != ':') return 0;
         p = ws(p + 1, end);
-        if (is_seg && ++seen == 1) {
+        if (is_seg && ++seen == 1 && p < end && *p == '{') {
+            ptr value_end;
+            int r = strict_rle_object(p, end, o, &value_end, &seg_start, &seg_end);
+            if (r < 0) return -1;
+            rle_strict = r == 1;
+            p = value_end;
+        } else if (is_seg && seen == 1) {
             ptr value_end;
             int r = strict_polygons(p, end, o, &value_end);
             if (r < 0) return -1;
@@ -331,6 +428,17 @@ static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next)
     } else {
         o->coords.len = ncoords;
         o->parts.len = nparts;
+    }
+    if (rle_strict && seen == 1 && !escaped_key) {
+        if (cvec_push_i64(&o->rle_rows, row) < 0 ||
+            cvec_push_i64(&o->run_offs, (int64_t)(o->runs.len / sizeof(int64_t))) < 0 ||
+            cvec_push_i64(&o->spans, (int64_t)(seg_start - base)) < 0 ||
+            cvec_push_i64(&o->spans, (int64_t)(seg_end - base)) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    } else {
+        o->runs.len = nruns;
     }
     if (box_strict && box_seen == 1 && !escaped_key) {
         if (cvec_push_i64(&o->box_rows, row) < 0 || cvec_push(&o->boxes, box, sizeof box) < 0 ||
@@ -380,7 +488,8 @@ PyDoc_STRVAR(extract_doc,
              "\"[\" + the records + \"]\" as new bytes, the values of the polygons read overwritten by [] and\n"
              "spaces; polygons: None, or bytes of int64 row positions, float64 coordinates, int64 part\n"
              "offsets (from 0) and int64 annotation part offsets (from 0), then of the int64 row positions\n"
-             "and float64 [x, y, width, height] of the bboxes read. None when the chunk holds no\n"
+             "and float64 [x, y, width, height] of the bboxes read, then of the int64 row positions, runs\n"
+             "and run offsets (from 0) of the uncompressed RLE counts read. None when the chunk holds no\n"
              "record. Nothing is read (polygons None, text as written) when the text is not well formed.");
 
 static int is_ws(unsigned char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
@@ -414,10 +523,12 @@ static PyObject *extract(PyObject *self, PyObject *arg) {
     Out o;
     memset(&o, 0, sizeof o);
     PyObject *found = NULL, *res = NULL;
-    int r = cvec_push_i64(&o.parts, 0) < 0 || cvec_push_i64(&o.anns, 0) < 0 ? -2 : walk(base, base + (b - a + 2), &o);
+    int r = cvec_push_i64(&o.parts, 0) < 0 || cvec_push_i64(&o.anns, 0) < 0 || cvec_push_i64(&o.run_offs, 0) < 0
+                ? -2
+                : walk(base, base + (b - a + 2), &o);
     if (r == -2) {
         PyErr_NoMemory();
-    } else if (r == 0 || (r == 1 && o.rows.len == 0 && o.box_rows.len == 0)) {
+    } else if (r == 0 || (r == 1 && o.rows.len == 0 && o.box_rows.len == 0 && o.rle_rows.len == 0)) {
         found = Py_None;
         Py_INCREF(found);
     } else if (r == 1) {
@@ -429,17 +540,20 @@ static PyObject *extract(PyObject *self, PyObject *arg) {
             s[1] = ']';
             memset(s + 2, ' ', (size_t)(e - s - 2));
         }
-        CVec *vecs[6] = {&o.rows, &o.coords, &o.parts, &o.anns, &o.box_rows, &o.boxes};
-        PyObject *items[6];
+        CVec *vecs[9] = {&o.rows, &o.coords, &o.parts, &o.anns, &o.box_rows, &o.boxes, &o.rle_rows, &o.runs, &o.run_offs};
+        PyObject *items[9];
         int ok = 1;
-        for (int k = 0; k < 6; k++) ok &= (items[k] = as_bytes(vecs[k])) != NULL;
-        if (ok) found = PyTuple_Pack(6, items[0], items[1], items[2], items[3], items[4], items[5]);
-        for (int k = 0; k < 6; k++) Py_XDECREF(items[k]);
+        for (int k = 0; k < 9; k++) ok &= (items[k] = as_bytes(vecs[k])) != NULL;
+        if (ok)
+            found = PyTuple_Pack(9, items[0], items[1], items[2], items[3], items[4], items[5], items[6], items[7],
+                                 items[8]);
+        for (int k = 0; k < 9; k++) Py_XDECREF(items[k]);
     }
     if (found) res = PyTuple_Pack(2, text, found);
     Py_XDECREF(found);
     Py_DECREF(text);
-    CVEC_FREE(&o.rows, &o.coords, &o.parts, &o.anns, &o.spans, &o.box_rows, &o.boxes);
+    CVEC_FREE(&o.rows, &o.coords, &o.parts, &o.anns, &o.spans, &o.box_rows, &o.boxes, &o.rle_rows, &o.runs,
+              &o.run_offs);
     return res;
 }
 

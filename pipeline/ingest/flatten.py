@@ -377,6 +377,7 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
         rest[rows] = False
         others = np.flatnonzero(rest).tolist()
     listed = []  # rows whose polygons are Python lists
+    read_runs = geometry.rle_runs() if geometry is not None and len(geometry.rle_rows) else {}
     for i in others:
         seg = records[i].get("segmentation")
         if type(seg) is list and seg and all(type(p) is list for p in seg):
@@ -389,6 +390,8 @@ def flatten_instances_fast(records: list, ctx: FileContext, sizes: ImageSizes, f
                 kind, seg_value[i] = classify_segmentation(records[i], hl[i], wl[i])
             except BadValue:
                 return None
+            if i in read_runs:  # its counts are [] in the record: the runs read from the bytes
+                seg_value[i] = (read_runs[i], seg_value[i][1])
             seg_kind[i] = KIND_CODE[kind]
     poly = gather_polygons(geometry, listed, seg_value)
     if poly is None:

@@ -4,8 +4,8 @@ Input: bytes between records of one top-level array (from ``scan``), the file's 
 section and the chunk's byte offset (for messages). Output: a list of dicts/lists/values,
 read by ``jsontext.loads`` (orjson, Python's parser for NaN and big integers); bad JSON is a
 ``BadFileError`` naming file, section and byte. ``parse_with_geometry`` also reads the
-polygon segmentations and bboxes of annotation records straight from the bytes into flat
-float64 arrays (``Geometry``, by the C extension ``pipeline._jsonpoly``), so that no Python
+polygon segmentations and bboxes of annotation records (and the runs of uncompressed RLE
+segmentations, as int64) straight from the bytes into flat arrays (``Geometry``, by the C extension ``pipeline._jsonpoly``), so that no Python
 float is made per coordinate. ``parse_document`` reads a whole small document (a per-image
 set's file, decompressed by ``sources.read_whole``). ``no_cyclic_gc`` wraps the task functions
 that parse and flatten. Imports the shared core (errors, jsontext), ``scan``'s record limit and
@@ -61,7 +61,10 @@ class Geometry(NamedTuple):
     part j is x0, y0, x1, y1, ... in coords[part_offsets[j]:part_offsets[j + 1]]. Record
     ``box_rows[k]`` has the bbox boxes[k] ([x, y, width, height]). Each value is ``float()``
     of its literal, but an integer zero is +0.0 (what the int a JSON parser gives for ``-0``
-    becomes in float64). In the records, these rows' segmentation and bbox are [].
+    becomes in float64). In the records, these rows' segmentation and bbox are []. Record
+    ``rle_rows[k]``'s segmentation is uncompressed RLE with the runs
+    runs[run_offsets[k]:run_offsets[k + 1]] (each the int of its literal); in the records,
+    its ``counts`` is [].
     """
 
     rows: np.ndarray  # int64, ascending
@@ -71,6 +74,14 @@ class Geometry(NamedTuple):
     box_rows: np.ndarray  # int64, ascending
     boxes: np.ndarray  # float64, (len(box_rows), 4)
     original: Callable[[], list]  # the chunk's records as written, segmentations included
+    rle_rows: np.ndarray = np.zeros(0, np.int64)  # int64, ascending
+    runs: np.ndarray = np.zeros(0, np.int64)  # int64
+    run_offsets: np.ndarray = np.zeros(1, np.int64)  # int64, len(rle_rows) + 1, from 0
+
+    def rle_runs(self) -> dict[int, np.ndarray]:
+        """{row: its runs} of the rows in ``rle_rows``."""
+        off = self.run_offsets.tolist()
+        return {row: self.runs[off[k]:off[k + 1]] for k, row in enumerate(self.rle_rows.tolist())}
 
 
 def _body(buf: bytes) -> tuple[int, bytes] | None:
@@ -99,13 +110,14 @@ def parse_with_geometry(buf: bytes, *, source: str, section: str, offset: int) -
         return parse_chunk(buf, source=source, section=section, offset=offset), None
     if found is None:
         return records, None
-    rows, coords, part_offsets, ann_parts, box_rows, boxes = (
-        np.frombuffer(b, t) for b, t in zip(found, ("i8", "f8", "i8", "i8", "i8", "f8")))
+    rows, coords, part_offsets, ann_parts, box_rows, boxes, rle_rows, runs, run_offsets = (
+        np.frombuffer(b, t) for b, t in zip(found, ("i8", "f8", "i8", "i8", "i8", "f8", "i8", "i8", "i8")))
 
     def original() -> list:
         return parse_chunk(buf, source=source, section=section, offset=offset)
 
-    return records, Geometry(rows, coords, part_offsets, ann_parts, box_rows, boxes.reshape(-1, 4), original)
+    return records, Geometry(rows, coords, part_offsets, ann_parts, box_rows, boxes.reshape(-1, 4), original,
+                             rle_rows, runs, run_offsets)
 
 
 def parse_chunk(buf: bytes, *, source: str, section: str, offset: int) -> list:

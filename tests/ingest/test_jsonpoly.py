@@ -123,11 +123,23 @@ NOT_PLAIN = [
     '"segmentation":[[Infinity]]', '"segmentation":[[-Infinity]]', '"segmentation":[[1e400]]',
     '"segmentation":[[-1e400, 2]]', '"segmentation":[[01]]', '"segmentation":[[+1]]', '"segmentation":[[.5]]',
     '"segmentation":[[1.]]', '"segmentation":[[1e]]', '"segmentation":[[1e+]]', '"segmentation":[[-]]',
-    '"segmentation":[[0x10]]', '"segmentation":[[1,2],[[3]]]', '"segmentation":{"counts":[1,2],"size":[1,3]}',
+    '"segmentation":[[0x10]]', '"segmentation":[[1,2],[[3]]]',
     '"segmentation":null', '"segmentation":"[[1,2]]"', '"segmentation":[[1,2]],"segmentation":[[3,4]]',
     '"segmentation":[[1,2]],"segment\\u0061tion":[[3,4]]', '"segment\\u0061tion":[[3,4]]',
     '"segmentation ":[[1,2]]', '"Segmentation":[[1,2]]', '"x":{"segmentation":[[1,2]]}',
     '"x":[{"segmentation":[[1,2]]}]', '"a":"\\"segmentation\\":[[1,2]]"', '"segmentation":[[1,2]],"k\\n":1',
+    # uncompressed RLE whose runs are not all plain integers without a sign, or whose object
+    # or record has a key written with an escape, or two counts
+    '"segmentation":{"counts":[],"size":[1,1]}', '"segmentation":{"counts":[-1],"size":[1,1]}',
+    '"segmentation":{"counts":[1.0],"size":[1,1]}', '"segmentation":{"counts":[1e2],"size":[1,1]}',
+    '"segmentation":{"counts":[01],"size":[1,1]}', '"segmentation":{"counts":[1234567890123456789],"size":[1,1]}',
+    '"segmentation":{"counts":[true],"size":[1,1]}', '"segmentation":{"counts":[[1]],"size":[1,1]}',
+    '"segmentation":{"counts":[1,],"size":[1,1]}', '"segmentation":{"counts":[1,null],"size":[1,1]}',
+    '"segmentation":{"counts":"1","size":[1,1]}', '"segmentation":{"size":[1,1]}', '"segmentation":{}',
+    '"segmentation":{"counts":[1],"counts":[1]}', '"segmentation":{"c\\u006funts":[1],"size":[1,1]}',
+    '"segmentation":{"counts":[1],"s\\u0069ze":[1,1]}', '"segmentation":{"counts":[1]},"k\\n":1',
+    '"segmentation":{"counts":[1]},"segmentation":{"counts":[1]}', '"x":{"segmentation":{"counts":[1]}}',
+    '"segmentation":{"x":{"counts":[1]}}', '"segmentation":{"counts":[+1]}', '"segmentation":{"counts":[0x1]}',
 ]
 
 
@@ -166,6 +178,25 @@ def test_a_bbox_is_read_when_it_is_4_numbers(inner, read):
 
 
 @needs_ext
+@pytest.mark.parametrize("inner, runs", [
+    ('"segmentation":{"counts":[0,3,12],"size":[3,5]}', [0, 3, 12]),
+    ('"segmentation" : { "size" : [1, 7] , "counts" : [ 7 ] }', [7]),
+    ('"segmentation":{"counts":[999999999999999999,0],"size":[1,1]}', [999999999999999999, 0]),
+    ('"segmentation":{"counts":[\n1,\t2\r],"x":{"counts":[5]},"size":[1,3]},"bbox":[0,0,1,1]', [1, 2]),
+])
+def test_the_runs_of_uncompressed_rle_are_read_as_int64(inner, runs):
+    text = ("[{" + inner + "}]").encode()
+    records, found = extract(text[1:-1])
+    want = loads(text)
+    assert found.rows.tolist() == [] and found.rle_rows.tolist() == [0] and found.run_offsets.tolist() == [0, len(runs)]
+    assert found.runs.dtype == np.int64 and found.runs.tolist() == runs
+    assert [v.tolist() for v in found.rle_runs().values()] == [runs]
+    blank = {"bbox": []} if found.box_rows.tolist() == [0] else {}
+    assert records == [{**want[0], "segmentation": {**want[0]["segmentation"], "counts": []}, **blank}]
+    assert found.original() == want
+
+
+@needs_ext
 @pytest.mark.parametrize("text, rows, coords", [
     # strings with brackets, quotes and escapes do not confuse the walk
     ('{"a":"\\\\","segmentation":[[1,2]]}', [0], [1, 2]),
@@ -192,13 +223,18 @@ json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**60), 2**60),
                          st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12))
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=5), st.dictionaries(
-        st.sampled_from(["segmentation", "bbox", "a", "seg\"mentation", "x"]) | st.text(max_size=6),
+        st.sampled_from(["segmentation", "bbox", "a", "seg\"mentation", "x", "counts", "size"]) | st.text(max_size=6),
         inner, max_size=4)), max_leaves=12)
 numbers = st.one_of(st.integers(-(2**60), 2**60), st.floats(allow_nan=False, allow_infinity=False))
 polygons = st.lists(st.lists(st.one_of(st.integers(-(2**60), 2**60), st.floats(allow_nan=False, allow_infinity=False)),
                              min_size=1, max_size=6), min_size=1, max_size=3)
+runs_st = st.lists(st.one_of(st.integers(0, 10**18), st.integers(-5, 2**64), st.sampled_from([True, 1.0, None])),
+                   max_size=6)
+rle_objects = st.tuples(st.dictionaries(st.sampled_from(["size", "x", "cöunts"]) | st.text(max_size=6), json_values,
+                                        max_size=2), runs_st).map(lambda t: {**t[0], "counts": t[1]})
 records_st = st.lists(st.one_of(json_values, st.tuples(
-    st.dictionaries(st.text(max_size=6), json_values, max_size=3), polygons, st.lists(numbers, min_size=3, max_size=5),
+    st.dictionaries(st.text(max_size=6), json_values, max_size=3), polygons | rle_objects,
+    st.lists(numbers, min_size=3, max_size=5),
 ).map(lambda t: {**t[0], "segmentation": t[1], "bbox": t[2]})), min_size=1, max_size=6)
 
 
@@ -223,7 +259,16 @@ def test_records_with_their_polygons_put_back_are_the_records_as_written(recs, a
         b = r.get("bbox") if unescaped(r) else None
         return type(b) is list and len(b) == 4 and all(type(x) in (int, float) for x in b)
 
+    def runs(r) -> bool:  # uncompressed RLE without escaped keys, its runs integers in [0, 10**18)
+        seg = r.get("segmentation") if unescaped(r) else None
+        c = seg.get("counts") if type(seg) is dict and unescaped(seg) else None
+        return type(c) is list and bool(c) and all(type(x) is int and 0 <= x < 10**18 for x in c)
+
     assert rows == [i for i, r in enumerate(want) if plain(r)]
+    rle_rows = [] if found is None else found.rle_rows.tolist()
+    assert rle_rows == [i for i, r in enumerate(want) if runs(r)]
+    for i, got_runs in ({} if found is None else found.rle_runs()).items():
+        assert got_runs.tolist() == want[i]["segmentation"]["counts"]
     box_rows = [] if found is None else found.box_rows.tolist()
     assert box_rows == [i for i, r in enumerate(want) if box(r)]
     for k, i in enumerate(box_rows):
@@ -235,6 +280,8 @@ def test_records_with_their_polygons_put_back_are_the_records_as_written(recs, a
         assert [bits(p) for p in parts] == [bits(np.array(p, np.float64)) for p in seg]
     for i, (rec, orig) in enumerate(zip(records, want)):
         blanked = {key: [] for key, read in (("segmentation", i in rows), ("bbox", i in box_rows)) if read}
+        if i in rle_rows:
+            blanked["segmentation"] = {**orig["segmentation"], "counts": []}
         assert rec == ({**orig, **blanked} if blanked else orig)
 
 
@@ -291,14 +338,17 @@ def assert_same_tables(got: dict, want: dict, where):
 def test_flattened_chunks_equal_those_of_the_records_path(coco_mini, tmp_path, name):
     plan, sizes, chunks = _chunks(coco_mini, name, tmp_path)
     assert len(chunks) >= 2
+    crowd = 0
     for buf, offset, first in chunks:
         records, found = extract(buf)
         assert found is not None and len(found.rows) > 0
+        crowd += len(found.rle_rows)
         got = flatten.flatten_annotations(records, plan.context, sizes, first, found)
         want = flatten.flatten_annotations(parse.parse_chunk(buf, source="t", section="annotations", offset=offset),
                                            plan.context, sizes, first)
         assert got.rejects == want.rejects == []
         assert_same_tables(got.tables, want.tables, (name, first))
+    assert crowd > 0  # the crowd regions' runs were read from the bytes too
 
 
 @needs_ext
