@@ -1,18 +1,21 @@
 """The ``cocolake`` command: one sub-module per sub-command.
 
 Each module in ``COMMANDS`` exposes ``add_parser(subparsers)`` (registers its options) and
-``run(args) -> int`` (the exit status). ``main(argv)`` is what tests call in-process.
-Errors that are ``CocolakeError`` print as one line on stderr with exit status 1 (2 for
-usage errors), never as a traceback.
+``run(args) -> int`` (the exit status). ``main(argv)`` is what tests call in-process;
+``run()`` is the ``cocolake`` command itself (``main``, then ``exit_now``). Errors that are
+``CocolakeError`` print as one line on stderr with exit status 1 (2 for usage errors), never
+as a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import logging
 import os
 import sys
+import threading
 
 from ..errors import CocolakeError
 from . import location
@@ -91,5 +94,37 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def run() -> None:
+    """The ``cocolake`` command (and ``python -m pipeline``): ``main``, then ``exit_now``."""
+    exit_now(main())
+
+
+def exit_now(code: int) -> None:
+    """End the process with ``code`` once the exit handlers have run, without the interpreter's
+    teardown of every module and object.
+
+    With NumPy, pyarrow, pandas, Dask and distributed imported, that teardown takes 0.25-0.3 s
+    (of a 1.3 s ingest of coco-mini) and does nothing a finished command needs: the output
+    streams are flushed here, and the ``atexit`` handlers still run (logging's flush,
+    multiprocessing's, ``weakref.finalize`` clean-ups such as temporary directories). While a
+    thread other than daemons is still running, the interpreter's own shutdown (which waits
+    for it) ends the process instead.
+    """
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    _flush()
+    atexit._run_exitfuncs()
+    _flush()
+    os._exit(code)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that has gone (a closed pipe), a closed stream
+            pass
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

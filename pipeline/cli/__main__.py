@@ -1,7 +1,5 @@
 """``python -m pipeline.cli``: the same command as ``cocolake`` and ``python -m pipeline``."""
 
-import sys
+from . import run
 
-from . import main
-
-sys.exit(main())
+run()
