@@ -36,11 +36,7 @@ import re
 import uuid
 from typing import TYPE_CHECKING
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks, one writer per dataset is up to the user
-    fcntl = None
-
+from . import writerlock
 from .defaults import name_problem
 from .errors import WarehouseError
 from .manifest import Manifest, Part
@@ -94,57 +90,13 @@ class Warehouse:
 
     # -------------------------------------------------------------- manifest
 
-    @contextlib.contextmanager
     def writer_lock(self):
-        """Hold the dataset's writer lock, or fail at once if another run holds it.
-
-        A local ``flock``: the system releases it when the process dies, even by SIGKILL, so
-        a crashed run leaves no stale lock. Object stores have no such lock: there, run one
-        writer per dataset at a time.
-
-        A writer that found no dataset and leaves none (a first ingest that failed) removes
-        the lock file and the folders it made for it: no empty dataset is left behind.
-        """
-        if self.protocol not in ("file", "local") or fcntl is None:
-            yield
-            return
-        made = []  # the folders this writer makes, outermost first
-        d = self.root
-        while d and d != "/" and not os.path.isdir(d):
-            made.insert(0, d)
-            d = os.path.dirname(d)
-        os.makedirs(self.root, exist_ok=True)
-        path = f"{self.root}/{LOCK}"
-        while True:
-            f = open(path, "a")
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.close()
-                raise WarehouseError(
-                    f"{self.url('')}: another run is writing this dataset (it holds {LOCK}); "
-                    "run again when it has ended"
-                ) from None
-            try:  # the lock of a file another writer removed while this one opened it is no lock
-                if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            f.close()
-            if not os.path.isdir(self.root):  # that writer removed the folder too
-                os.makedirs(self.root, exist_ok=True)
-        try:
-            yield
-        finally:
-            try:
-                if made and os.listdir(self.root) == [LOCK]:
-                    os.unlink(path)  # while holding it: a writer that opens it now sees it gone
-                    for d in reversed(made):
-                        with contextlib.suppress(OSError):
-                            os.rmdir(d)
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-                f.close()
+        """Hold the dataset's writer lock, or fail at once if another run holds it
+        (``writerlock.hold``: a local ``flock`` on ``_writer.lock``). Object stores have no
+        such lock: there, run one writer per dataset at a time."""
+        if self.protocol not in ("file", "local") or writerlock.fcntl is None:
+            return contextlib.nullcontext()
+        return writerlock.hold(self.root, LOCK, self.url(""))
 
     def read_manifest(self) -> Manifest | None:
         path = f"{self.root}/{MANIFEST}"

@@ -15,7 +15,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "pipeline"
 # the shared core: imports nothing of cocolake but each other
 CORE = {"pipeline.errors", "pipeline.defaults", "pipeline.config", "pipeline.schema", "pipeline.jsontext",
         "pipeline.warehouse", "pipeline.manifest", "pipeline.masks", "pipeline.iou", "pipeline.rle", "pipeline.id_types",
-        "pipeline.rlekernel"}
+        "pipeline.rlekernel", "pipeline.writerlock"}
 
 MAX_LINES = 450
 

@@ -193,7 +193,7 @@ def test_a_lock_taken_on_a_lock_file_another_writer_removed_is_taken_again(tmp_p
     """Between a writer's open of the lock file and its flock, the writer that held the lock
     may have removed the file (its failed first run): that lock is on no file, so it opens again."""
     wh = Warehouse(str(tmp_path), "d")
-    import pipeline.warehouse as module
+    import pipeline.writerlock as module
 
     opened = []
 
