@@ -108,9 +108,11 @@ def exit_now(code: int) -> None:
     streams are flushed here, and the ``atexit`` handlers still run (logging's flush,
     multiprocessing's, ``weakref.finalize`` clean-ups such as temporary directories). While a
     thread other than daemons is still running, the interpreter's own shutdown (which waits
-    for it) ends the process instead.
+    for it) ends the process instead; so it does under a profiler or tracer (``python -m
+    cProfile -m pipeline ...``, coverage), which writes its results after the program.
     """
-    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+    busy = any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate())
+    if busy or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     _flush()
     atexit._run_exitfuncs()

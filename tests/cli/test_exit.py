@@ -47,6 +47,18 @@ def test_exit_now_flushes_runs_the_handlers_and_keeps_the_status(thread, code):
         assert lines == ["bufferedhandler ran", "finalizer ran"]
 
 
+def test_a_profiled_command_ends_as_usual_so_that_the_profiler_writes_its_results(tmp_path):
+    out = tmp_path / "profile.out"
+    # a command that returns (an error: no warehouse there), not one argparse ends
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "pipeline", "sql", "--warehouse",
+                           str(tmp_path / "none"), "--dataset", "d", "SELECT 1"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert "no warehouse here" in done.stderr, done.stderr  # (cProfile's own exit status is 0)
+    import pstats
+
+    assert pstats.Stats(str(out)).total_calls > 0
+
+
 def test_the_command_delivers_all_its_output_through_a_pipe_and_its_status(mini_warehouse, tmp_path):
     exe = pathlib.Path(sys.executable).with_name("cocolake")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline"]
