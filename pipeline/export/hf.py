@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from . import images as image_files
 from .options import ExportError, ExportOptions, Progress
-from .select import arrow_batches
+from .select import arrow_batches, subset_categories
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,10 @@ WITH imgs AS (
     WHERE e.out_split = $1
 ),
 kps AS (
-    SELECT split, annotation_id, first(keypoints) AS keypoints, first(num_keypoints) AS num_keypoints
-    FROM raw_keypoints GROUP BY split, annotation_id
+    SELECT k.split, k.annotation_id, first(k.keypoints) AS keypoints, first(k.num_keypoints) AS num_keypoints
+    FROM raw_keypoints AS k
+    SEMI JOIN export_annotations AS e ON e.split = k.split AND e.id = k.annotation_id AND e.out_split = $1
+    GROUP BY k.split, k.annotation_id
 ),
 anns AS (
     SELECT a.split, a.image_id,
@@ -64,7 +66,7 @@ anns AS (
     FROM annotations AS a
     JOIN export_annotations AS e ON e.split = a.split AND e.source_file = a.source_file AND e.id = a.id
     LEFT JOIN kps AS k ON k.split = a.split AND k.annotation_id = a.id
-    WHERE e.out_split = $1
+    WHERE e.out_split = $1{categories}
     GROUP BY a.split, a.image_id
 ),
 caps AS (
@@ -80,6 +82,16 @@ LEFT JOIN anns AS a ON a.split = i.split AND a.image_id = i.id
 LEFT JOIN caps AS c ON c.split = i.split AND c.image_id = i.id
 ORDER BY i.id, i.split
 """
+
+
+def images_query(con) -> tuple[str, list]:
+    """The SQL of one output split's rows (its parameters: the split, then those returned),
+    filtered on the subset's categories so that the scan skips the row groups of the others
+    (``select.subset_categories``)."""
+    categories = subset_categories(con)
+    if categories is None:
+        return _IMAGES_SQL.format(categories=""), []
+    return _IMAGES_SQL.format(categories=" AND list_contains($2, a.category_id)"), [categories]
 
 
 # ---------------------------------------------------------------------------- schema
@@ -245,10 +257,11 @@ def write_hf(con, opts: ExportOptions, cmap, report, progress: Progress | None =
     total = con.execute("SELECT count(*) FROM (SELECT DISTINCT out_split, split, id FROM export_images)").fetchall()[0][0]
     done = 0
     result: dict[str, dict[str, int]] = {}
+    sql, categories = images_query(con)
     for out_split in out_splits:
         shards = _Shards(data_dir, out_split, schema)
         counts = {"images": 0, "objects": 0}
-        for batch in arrow_batches(con, _IMAGES_SQL, [out_split], rows):
+        for batch in arrow_batches(con, sql, [out_split, *categories], rows):
             recs = batch.to_pylist()
             jobs = [image_files.ImageJob(r["id"], r["split"], out_split, r["file_name"], r["coco_url"]) for r in recs]
             if embed:

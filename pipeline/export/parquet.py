@@ -28,7 +28,7 @@ from ..schema import schema_for
 from ..warehouse import MANIFEST, Part, Warehouse, write_part
 from . import images as image_files, output
 from .options import ExportOptions, Progress
-from .select import arrow_batches
+from .select import FILTER_CATEGORIES, arrow_batches, section_categories
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ _ROWS = {
               "WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index",
     "annotations": "SELECT r.* FROM raw_annotations AS r SEMI JOIN export_annotations AS e "
                    "ON e.split = r.split AND e.source_file = r.source_file AND e.id = r.id AND e.out_split = ? "
-                   "WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index",
+                   "WHERE r.split = ? AND r.source_file = ?{categories} ORDER BY r.record_index",
     "keypoints": "SELECT r.* FROM raw_keypoints AS r SEMI JOIN export_annotations AS e "
                  "ON e.split = r.split AND e.source_file = r.source_file AND e.id = r.annotation_id "
                  "AND e.out_split = ? WHERE r.split = ? AND r.source_file = ? ORDER BY r.record_index",
@@ -106,6 +106,16 @@ def target_lock(opts: ExportOptions):
     return contextlib.nullcontext()
 
 
+def _annotation_rows(con, params: list) -> tuple[str, list]:
+    """The SQL and parameters of one output file's annotation rows from one source file, filtered
+    on their categories where that lets the scan skip other categories' row groups
+    (``select.section_categories``, as the COCO export does)."""
+    categories = section_categories(con, params)
+    if not categories or len(categories) > FILTER_CATEGORIES:
+        return _ROWS["annotations"].format(categories=""), params
+    return _ROWS["annotations"].format(categories=" AND list_contains(?, r.category_id)"), params + [categories]
+
+
 def write_parquet(con, opts: ExportOptions, file_rows: list[tuple], progress: Progress | None = None
                   ) -> dict[str, dict[str, int]]:
     """Write the subset warehouse; returns {table/split=...: {source_file: rows}}."""
@@ -136,6 +146,8 @@ def _write(txn, con, opts: ExportOptions, file_rows: list[tuple], progress: Prog
             if table in _WHOLE:
                 sql = f"SELECT * FROM raw_{table} WHERE split = ? AND source_file = ? ORDER BY record_index"
                 params = [split, source_file]
+            elif table == "annotations":
+                sql, params = _annotation_rows(con, [out_split, split, source_file])
             else:
                 sql, params = _ROWS[table], [out_split, split, source_file]
             add_bytes = embed and table == "images"

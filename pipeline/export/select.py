@@ -324,8 +324,18 @@ def section_categories(con, params: list) -> list | None:
     ids, missing = con.execute(
         "SELECT list(DISTINCT category_id ORDER BY category_id) FILTER (WHERE category_id IS NOT NULL), "
         "count(*) FILTER (WHERE category_id IS NULL) "
-        "FROM export_annotations WHERE out_split = $1 AND split = $2 AND source_file = $3", params).fetchone()
+        "FROM export_annotations WHERE out_split = $1 AND split = $2 AND source_file = $3", params).fetchall()[0]
     return None if missing else (ids or [])
+
+
+def subset_categories(con) -> list | None:
+    """The category ids of all the subset's annotations, for the same filter as
+    ``section_categories``; None when one has none, or when there are so many that the row
+    groups skipped would not pay for checking each row against the list."""
+    ids, missing = con.execute(
+        "SELECT list(DISTINCT category_id ORDER BY category_id) FILTER (WHERE category_id IS NOT NULL), "
+        "count(*) FILTER (WHERE category_id IS NULL) FROM export_annotations").fetchall()[0]
+    return None if missing or not ids or len(ids) > FILTER_CATEGORIES else ids
 
 
 def image_jobs(con) -> list:

@@ -39,7 +39,7 @@ import yaml
 from .. import masks
 from .images import safe_relpath
 from .options import ExportError
-from .select import arrow_batches
+from .select import arrow_batches, subset_categories
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +213,25 @@ def _has_mask(row: dict) -> bool:
     return row["segmentation_format"] in ("rle", "uncompressed_rle") and row["rle_counts"] is not None
 
 
+# {masks}: the mask columns (segment) or NULLs (detect: the widest column, polygons, is never
+# decoded); {categories}: nothing, or the subset's categories ($1), which lets the scan skip
+# the row groups of the others (``select.subset_categories``)
 _ANN_SQL = (
-    "SELECT e.out_split, a.split, a.image_id, a.category_id, a.iscrowd, a.bbox, a.polygons, a.rle_counts, "
-    "a.rle_size, a.segmentation_format FROM annotations AS a JOIN export_annotations AS e "
-    "ON e.split = a.split AND e.source_file = a.source_file AND e.id = a.id "
+    "SELECT e.out_split, a.split, a.image_id, a.category_id, a.iscrowd, a.bbox, {masks} "
+    "FROM annotations AS a JOIN export_annotations AS e "
+    "ON e.split = a.split AND e.source_file = a.source_file AND e.id = a.id{categories} "
     "ORDER BY e.out_split, a.split, a.image_id, a.source_file, a.record_index"
 )
+_MASKS = {"segment": "a.polygons, a.rle_counts, a.rle_size, a.segmentation_format",
+          "detect": "NULL AS polygons, NULL AS rle_counts, NULL AS rle_size, NULL AS segmentation_format"}
+
+
+def annotation_query(con, task: str) -> tuple[str, list]:
+    """The SQL and parameters of the subset's annotation rows, with what ``task`` needs."""
+    categories = subset_categories(con)
+    if categories is None:
+        return _ANN_SQL.format(masks=_MASKS[task], categories=""), []
+    return _ANN_SQL.format(masks=_MASKS[task], categories=" WHERE list_contains($1, a.category_id)"), [categories]
 _IMG_SQL = (
     "SELECT DISTINCT e.out_split, i.split, i.id, i.file_name, i.width, i.height "
     "FROM export_images AS e JOIN images AS i ON i.split = e.split AND i.id = e.id "
@@ -240,7 +253,7 @@ def write_yolo(con, out: str, cmap, report, *, task: str = "detect", include_cro
     out_splits = sorted({k[0] for k in images})
     counts = {s: {"images": 0, "labels": 0, "skipped": 0} for s in out_splits}
     lines: dict[tuple, list[str]] = {key: [] for key in images}
-    for batch in arrow_batches(con, _ANN_SQL, [], 20_000):
+    for batch in arrow_batches(con, *annotation_query(con, task), 20_000):
         for row in batch.to_pylist():
             key = (row["out_split"], row["split"], row["image_id"])
             image = images.get(key)

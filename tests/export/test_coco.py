@@ -406,6 +406,43 @@ def test_a_category_subset_reads_only_the_row_groups_of_its_category(small_group
     assert 1 <= scanned < total / 4, plan
 
 
+def _parquet_projections(node) -> list[list[str]]:
+    """The columns each Parquet scan of a JSON plan (``EXPLAIN (FORMAT json)``) reads."""
+    if isinstance(node, list):
+        return [p for n in node for p in _parquet_projections(n)]
+    info = node.get("extra_info", {})
+    own = [info.get("Projections", [])] if info.get("Function") == "READ_PARQUET" else []
+    return own + _parquet_projections(node.get("children", []))
+
+
+@pytest.mark.parametrize("fmt", ["yolo-detect", "yolo-segment", "parquet", "hf"])
+def test_every_format_reads_only_the_row_groups_of_the_subsets_category(small_groups, coco_mini, fmt):
+    from pipeline.export import hf, parquet, select, yolo
+    from pipeline.export.options import ExportOptions
+
+    _, name = _rarest_category(_load(coco_mini / "annotations" / "instances_train2017.json"))
+    opts = ExportOptions(out="unused", warehouse=small_groups, dataset="mini", where=f"category_name = '{name}'",
+                         images="none")
+    with select.open_readonly(opts) as con:
+        select.build_subset(con, opts)
+        if fmt.startswith("yolo"):
+            sql, params = yolo.annotation_query(con, fmt.split("-")[1])
+        elif fmt == "parquet":
+            sql, params = parquet._annotation_rows(con, ["train2017", "train2017", "instances_train2017.json"])
+        else:
+            sql, extra = hf.images_query(con)
+            params = ["train2017", *extra]
+        assert con.execute(sql, params).fetchall()
+        plan = con.execute("EXPLAIN ANALYZE " + sql, params).fetchall()[0][1]
+        con_plan = json.loads(con.execute("EXPLAIN (FORMAT json) " + sql, params).fetchall()[0][1])
+    scans = [s for s in _row_groups_scanned(plan) if s[1] > 1]
+    assert scans, plan
+    assert all(scanned < total / 4 for scanned, total in scans if total > 8), plan
+    read = {c for scan in _parquet_projections(con_plan) for c in scan}
+    # YOLO boxes and the HF rows (RLE) never read the widest column, the polygons
+    assert ("polygons" in read) == (fmt in ("yolo-segment", "parquet")), read
+
+
 @pytest.mark.parametrize("split", ["train2017", "val2017"])
 def test_a_category_subset_of_small_row_groups_keeps_the_source_order(small_groups, coco_mini, tmp_path, split):
     original = _load(coco_mini / "annotations" / f"instances_{split}.json")
