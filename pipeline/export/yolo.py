@@ -232,6 +232,8 @@ def annotation_query(con, task: str) -> tuple[str, list]:
     if categories is None:
         return _ANN_SQL.format(masks=_MASKS[task], categories=""), []
     return _ANN_SQL.format(masks=_MASKS[task], categories=" WHERE list_contains($1, a.category_id)"), [categories]
+
+
 _IMG_SQL = (
     "SELECT DISTINCT e.out_split, i.split, i.id, i.file_name, i.width, i.height "
     "FROM export_images AS e JOIN images AS i ON i.split = e.split AND i.id = e.id "

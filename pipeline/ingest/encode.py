@@ -61,7 +61,9 @@ def classify_segmentation(rec: dict, h: int, w: int) -> tuple[SegmentationFormat
 KINDS: tuple[str, ...] = ("polygon", "rle", "uncompressed_rle", "none", "empty")
 KIND_CODE = {k: np.uint8(i) for i, k in enumerate(KINDS)}
 POLYGON, RLE, UNCOMPRESSED, NONE, EMPTY = range(len(KINDS))
-_FORMATS = ("polygon", "rle", "uncompressed_rle", "none", "none")  # by code
+# by code; Python strings until a chunk is encoded: pyarrow's first conversion imports pandas
+# (0.5 s), which the process that only scans and commits never needs
+_FORMATS = ("polygon", "rle", "uncompressed_rle", "none", "none")
 
 
 class MaskRows:
