@@ -299,54 +299,84 @@ static int strict_runs(ptr p, ptr end, Out *o, ptr *next) {
     }
 }
 
+/* The members of an object, for the walks below. */
+
+/* p at a member's key: the first byte of its value (blanks skipped), with [*key, *key + *len)
+ * the key as written and *escaped set when it holds an escape; NULL when the text is not well
+ * formed. */
+static ptr member_value(ptr p, ptr end, ptr *key, size_t *len, int *escaped) {
+    if (p >= end || *p != '"') return NULL;
+    *escaped = 0;
+    ptr after = skip_string(p, end, escaped);
+    if (!after) return NULL;
+    *key = p + 1;
+    *len = (size_t)(after - 1 - *key);
+    p = ws(after, end);
+    if (p >= end || *p != ':') return NULL;
+    return ws(p + 1, end);
+}
+
+/* The key of member_value is `name`, written without escapes. */
+static int key_is(ptr key, size_t len, int escaped, const char *name) {
+    size_t n = strlen(name);
+    return !escaped && len == n && memcmp(key, name, n) == 0;
+}
+
+/* p after a member's value: 1 with *next at the next member's key, 2 with *next after the
+ * object's '}', 0 when the text is not well formed. */
+static int member_end(ptr p, ptr end, ptr *next) {
+    p = ws(p, end);
+    if (p < end && *p == ',') {
+        *next = ws(p + 1, end);
+        return 1;
+    }
+    if (p < end && *p == '}') {
+        *next = p + 1;
+        return 2;
+    }
+    return 0;
+}
+
+/* p at a value a strict reader returned r (1: read, ending at value_end) for: the byte after
+ * the value, and when it was read *read set and [*start, *stop) the value; NULL when it was
+ * not read and the text is not well formed. */
+static ptr read_or_skip(int r, ptr p, ptr value_end, ptr end, int *read, ptr *start, ptr *stop) {
+    if (r != 1) return skip_value(p, end);
+    *read = 1;
+    *start = p;
+    *stop = value_end;
+    return value_end;
+}
+
 /* p at '{' of a segmentation object: 1 with its runs appended, *next after the object and
  * [*list_start, *list_end) the counts list when it qualifies (header), 0 when it does not
  * (appended runs are the caller's to drop; *next after the object, or NULL when the text is
  * not well formed), -1 on a Python error. */
 static int strict_rle_object(ptr p, ptr end, Out *o, ptr *next, ptr *list_start, ptr *list_end) {
-    int counts_seen = 0, counts_strict = 0, escaped_key = 0;
+    int counts_seen = 0, counts_strict = 0, escaped_key = 0, more = 1;
     *next = NULL;
     p = ws(p + 1, end);
     if (p < end && *p == '}') {
         *next = p + 1;
         return 0;
     }
-    for (;;) {
-        if (p >= end || *p != '"') return 0;
-        int escaped = 0;
-        ptr key = p + 1;
-        ptr after = skip_string(p, end, &escaped);
-        if (!after) return 0;
+    while (more == 1) {
+        ptr key;
+        size_t len;
+        int escaped;
+        if (!(p = member_value(p, end, &key, &len, &escaped))) return 0;
         escaped_key |= escaped;
-        int is_counts = !escaped && after - 1 - key == 6 && memcmp(key, "counts", 6) == 0;
-        p = ws(after, end);
-        if (p >= end || *p != ':') return 0;
-        p = ws(p + 1, end);
-        if (is_counts && ++counts_seen == 1) {
+        if (key_is(key, len, escaped, "counts") && ++counts_seen == 1) {
             ptr value_end;
             int r = strict_runs(p, end, o, &value_end);
             if (r < 0) return -1;
-            if (r == 1) {
-                counts_strict = 1;
-                *list_start = p;
-                *list_end = value_end;
-                p = value_end;
-            } else {
-                p = skip_value(p, end);
-            }
+            p = read_or_skip(r, p, value_end, end, &counts_strict, list_start, list_end);
         } else {
             p = skip_value(p, end);
         }
-        if (!p) return 0;
-        p = ws(p, end);
-        if (p < end && *p == ',') {
-            p = ws(p + 1, end);
-            continue;
-        }
-        if (p < end && *p == '}') break;
-        return 0;
+        if (!p || !(more = member_end(p, end, &p))) return 0;
     }
-    *next = p + 1;
+    *next = p;
     return counts_strict && counts_seen == 1 && !escaped_key;
 }
 
@@ -354,7 +384,7 @@ static int strict_rle_object(ptr p, ptr end, Out *o, ptr *next, ptr *list_start,
  * Python error. Extracts the record's polygons when it qualifies. */
 static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next) {
     size_t ncoords = o->coords.len, nparts = o->parts.len, nruns = o->runs.len;
-    int seen = 0, escaped_key = 0, strict = 0, box_seen = 0, box_strict = 0, rle_strict = 0;
+    int seen = 0, escaped_key = 0, strict = 0, box_seen = 0, box_strict = 0, rle_strict = 0, more = 1;
     ptr seg_start = NULL, seg_end = NULL, box_start = NULL, box_end = NULL;
     double box[4];
     p = ws(p + 1, end);
@@ -362,61 +392,32 @@ static int walk_record(ptr base, ptr p, ptr end, int64_t row, Out *o, ptr *next)
         *next = p + 1;
         return 1;
     }
-    for (;;) {
-        if (p >= end || *p != '"') return 0;
-        int escaped = 0;
-        ptr key = p + 1;
-        ptr after = skip_string(p, end, &escaped);
-        if (!after) return 0;
+    while (more == 1) {
+        ptr key, value_end;
+        size_t len;
+        int escaped;
+        if (!(p = member_value(p, end, &key, &len, &escaped))) return 0;
         escaped_key |= escaped;
-        int is_seg = !escaped && after - 1 - key == 12 && memcmp(key, "segmentation", 12) == 0;
-        int is_box = !escaped && after - 1 - key == 4 && memcmp(key, "bbox", 4) == 0;
-        p = ws(after, end);
-        if (p >= end || *p != ':') return 0;
-        p = ws(p + 1, end);
+        int is_seg = key_is(key, len, escaped, "segmentation"), is_box = key_is(key, len, escaped, "bbox");
         if (is_seg && ++seen == 1 && p < end && *p == '{') {
-            ptr value_end;
             int r = strict_rle_object(p, end, o, &value_end, &seg_start, &seg_end);
             if (r < 0) return -1;
             rle_strict = r == 1;
             p = value_end;
         } else if (is_seg && seen == 1) {
-            ptr value_end;
             int r = strict_polygons(p, end, o, &value_end);
             if (r < 0) return -1;
-            if (r == 1) {
-                strict = 1;
-                seg_start = p;
-                seg_end = value_end;
-                p = value_end;
-            } else {
-                p = skip_value(p, end);
-            }
+            p = read_or_skip(r, p, value_end, end, &strict, &seg_start, &seg_end);
         } else if (is_box && ++box_seen == 1) {
-            ptr value_end;
             int r = strict_box(p, end, box, &value_end);
             if (r < 0) return -1;
-            if (r == 1) {
-                box_strict = 1;
-                box_start = p;
-                box_end = value_end;
-                p = value_end;
-            } else {
-                p = skip_value(p, end);
-            }
+            p = read_or_skip(r, p, value_end, end, &box_strict, &box_start, &box_end);
         } else {
             p = skip_value(p, end);
         }
-        if (!p) return 0;
-        p = ws(p, end);
-        if (p < end && *p == ',') {
-            p = ws(p + 1, end);
-            continue;
-        }
-        if (p < end && *p == '}') break;
-        return 0;
+        if (!p || !(more = member_end(p, end, &p))) return 0;
     }
-    *next = p + 1;
+    *next = p;
     if (strict && seen == 1 && !escaped_key) {
         if (cvec_push_i64(&o->rows, row) < 0 ||
             cvec_push_i64(&o->anns, (int64_t)(o->parts.len / sizeof(int64_t) - 1)) < 0 ||
