@@ -321,21 +321,24 @@ def section_categories(con, params: list) -> list | None:
     grouped by category (``ingest.tasks.cluster_by_category``), and the wide columns
     (polygons) of the skipped groups are never decoded.
     """
-    ids, missing = con.execute(
-        "SELECT list(DISTINCT category_id ORDER BY category_id) FILTER (WHERE category_id IS NOT NULL), "
-        "count(*) FILTER (WHERE category_id IS NULL) "
-        "FROM export_annotations WHERE out_split = $1 AND split = $2 AND source_file = $3", params).fetchall()[0]
-    return None if missing else (ids or [])
+    return _categories(con, " WHERE out_split = $1 AND split = $2 AND source_file = $3", params)
 
 
 def subset_categories(con) -> list | None:
     """The category ids of all the subset's annotations, for the same filter as
     ``section_categories``; None when one has none, or when there are so many that the row
     groups skipped would not pay for checking each row against the list."""
+    ids = _categories(con, "", [])
+    return None if not ids or len(ids) > FILTER_CATEGORIES else ids
+
+
+def _categories(con, where: str, params: list) -> list | None:
+    """The distinct category ids of the ``export_annotations`` rows ``where`` keeps, ascending;
+    None when one of them has none."""
     ids, missing = con.execute(
         "SELECT list(DISTINCT category_id ORDER BY category_id) FILTER (WHERE category_id IS NOT NULL), "
-        "count(*) FILTER (WHERE category_id IS NULL) FROM export_annotations").fetchall()[0]
-    return None if missing or not ids or len(ids) > FILTER_CATEGORIES else ids
+        f"count(*) FILTER (WHERE category_id IS NULL) FROM export_annotations{where}", params).fetchall()[0]
+    return None if missing else (ids or [])
 
 
 def image_jobs(con) -> list:
