@@ -26,7 +26,12 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 TABLES = ("images", "annotations", "keypoints", "captions", "categories", "licenses", "info", "rejects",
-          "predictions", "prediction_matches", "merge_sources")
+          "predictions", "prediction_matches", "merge_sources", "category_counts")
+
+# tables computed from others at commit, one part per split: the tables each is computed
+# from. A commit that changes a split's parts of those drops the split's derived part
+# (``Warehouse.next_manifest``) unless it brings a new one, so a stored part is never stale.
+DERIVED_FROM = {"category_counts": ("annotations",)}
 
 # the Hive partition key of each table (``split`` unless named here): the tables of a
 # model's results are partitioned by run, ``<table>/run=<run>/``; their manifest parts
@@ -110,6 +115,7 @@ ID_COLUMNS = {
     "keypoints": {"annotation_id": "annotation", "image_id": "image"},
     "captions": {"id": "annotation", "image_id": "image"},
     "categories": {"id": "category"},
+    "category_counts": {"category_id": "category"},
     "predictions": {"image_id": "image", "category_id": "category"},
     "merge_sources": {"image_id": "image", "annotation_id": "annotation", "category_id": "category"},
     "prediction_matches": {"gt_id": "annotation", "image_id": "image", "category_id": "category",
@@ -315,6 +321,27 @@ def _merge_sources(id_type: str | IdTypes = "int64") -> list[tuple]:
     ]
 
 
+def _category_counts(id_type: str | IdTypes = "int64") -> list[tuple]:
+    """One row per split and category with annotations: the aggregates of ``category_stats``
+    as the ``category_counts`` view computes them from ``annotations`` (``query.summary``).
+
+    A derived table (``DERIVED_FROM``), written by every commit that changes a split's
+    annotations: its part's ``source_file`` in the manifest is empty.
+    """
+    ids = IdTypes.parse(id_type)
+    return [
+        ("category_id", ids.category),
+        ("annotations", "int64", False),
+        ("images", "int64", False),
+        ("crowd", "int64", False),
+        ("mean_area", "double"),
+        ("median_area", "double"),
+        ("small", "int64", False),
+        ("medium", "int64", False),
+        ("large", "int64", False),
+    ]
+
+
 # each table's columns: (name, type, nullable); types as text (int64, int32, double, string,
 # list<...>), ids in the type of their space
 COLUMNS = {
@@ -329,6 +356,7 @@ COLUMNS = {
     "predictions": _predictions,
     "prediction_matches": _prediction_matches,
     "merge_sources": _merge_sources,
+    "category_counts": _category_counts,
 }
 
 

@@ -34,13 +34,14 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import writerlock
 from .defaults import name_problem
 from .errors import WarehouseError
 from .manifest import Manifest, Part
-from .schema import PARTITION_KEYS, TABLES, partition_key
+from .schema import DERIVED_FROM, PARTITION_KEYS, TABLES, partition_key
 
 if TYPE_CHECKING:  # pyarrow is imported by the functions that read or write parts: a query needs none
     import pyarrow as pa
@@ -129,25 +130,37 @@ class Warehouse:
                         used = max(used, int(m.group(1)))
         return used + 1
 
-    def commit(self, new_parts: list[Part], replaced: set[tuple[str, str]], sources: list[dict],
-               *, collect: bool = True) -> Manifest:
-        """Atomically publish a version: the old parts minus ``replaced`` (split, source file) plus new.
-
-        ``collect=False`` leaves the garbage collection to the caller (``collect_garbage``).
-        """
+    def next_manifest(self, new_parts: list[Part], replaced: set[tuple[str, str]], sources: list[dict]) -> Manifest:
+        """The version a commit of these would publish (not written): the old parts minus
+        ``replaced`` (split, source file) plus new. A derived table's part of a split whose
+        source tables change goes too, unless ``new_parts`` brings its successor
+        (``schema.DERIVED_FROM``)."""
         old = self.read_manifest()
-        kept = [p for p in (old.parts if old else []) if (p.split, p.source_file) not in replaced]
-        dropped = [p.path for p in (old.parts if old else []) if (p.split, p.source_file) in replaced]
+        old_parts = old.parts if old else []
+        gone = [p for p in old_parts if (p.split, p.source_file) in replaced]
+        changed = {(p.table, p.split) for p in new_parts + gone}
+        stale = {(derived, split) for derived, tables in DERIVED_FROM.items()
+                 for table, split in changed if table in tables or table == derived}
+        gone += [p for p in old_parts if (p.table, p.split) in stale and p not in gone]
+        kept = [p for p in old_parts if p not in gone]
         old_sources = [s for s in (old.sources if old else []) if (s["split"], s["source_file"]) not in replaced]
         version = (old.version if old else 0) + 1
-        manifest = Manifest(
+        return Manifest(
             dataset=self.dataset,
             version=version,
             committed_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             parts=sorted(kept + new_parts, key=lambda p: (p.table, p.split, p.path)),
             sources=old_sources + sources,
-            previous_parts=sorted(trash_rel(version - 1, rel) for rel in dropped),
+            previous_parts=sorted(trash_rel(version - 1, p.path) for p in gone),
         )
+
+    def commit(self, new_parts: list[Part], replaced: set[tuple[str, str]], sources: list[dict],
+               *, collect: bool = True) -> Manifest:
+        """Atomically publish ``next_manifest(new_parts, replaced, sources)``.
+
+        ``collect=False`` leaves the garbage collection to the caller (``collect_garbage``).
+        """
+        manifest = self.next_manifest(new_parts, replaced, sources)
         self._write_manifest(manifest)
         if collect:
             self.collect_garbage(manifest)
@@ -336,8 +349,15 @@ class Transaction:
         """Record parts that tasks will write (relative paths), before they run."""
         self.written.extend(rels)
 
-    def commit(self, parts: list[Part], replaced: set[tuple[str, str]], sources: list[dict]) -> Manifest:
-        """``Warehouse.commit`` without the garbage collection, which the transaction's end runs."""
+    def commit(self, parts: list[Part], replaced: set[tuple[str, str]], sources: list[dict],
+               derive: Callable[[Transaction, Manifest], list[Part]] | None = None) -> Manifest:
+        """``Warehouse.commit`` without the garbage collection, which the transaction's end runs.
+
+        ``derive(txn, version)``: the derived tables' parts (``schema.DERIVED_FROM``) of the
+        version these parts would make, written in this transaction and committed with them.
+        """
+        if derive is not None:
+            parts = parts + derive(self, self.warehouse.next_manifest(parts, replaced, sources))
         self.committed = self.warehouse.commit(parts, replaced, sources, collect=False)
         return self.committed
 

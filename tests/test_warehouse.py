@@ -241,3 +241,29 @@ def test_a_failed_garbage_collection_after_the_commit_is_a_warning(tmp_path, cap
     with wh.transaction() as txn:  # the next commit collects
         txn.commit([], set(), [])
     assert _table_files(tmp_path / "d") == {a3.path}
+
+
+def test_a_commit_that_changes_a_splits_annotations_drops_its_derived_part(tmp_path):
+    """schema.DERIVED_FROM: a category_counts part never outlives the annotations it counts."""
+    wh = Warehouse(str(tmp_path), "d")
+
+    def part(table, split, source, n):
+        return Part(table, split, source, Warehouse.part_rel(table, split, n), 1)
+
+    ann = {s: part("annotations", s, "i.json", 0) for s in ("train", "val")}
+    counts = {s: part("category_counts", s, "", 1) for s in ("train", "val")}
+    wh.commit([*ann.values(), *counts.values()], set(), [], collect=False)
+    # captions of val: its annotations stay, so do the counts
+    m = wh.next_manifest([part("captions", "val", "c.json", 2)], {("val", "c.json")}, [])
+    assert set(m.files("category_counts")) == {counts["train"].path, counts["val"].path}
+    # val's instances file again: val's counts go (to the trash), train's stay
+    m = wh.next_manifest([part("annotations", "val", "i.json", 3)], {("val", "i.json")}, [])
+    assert m.files("category_counts") == [counts["train"].path]
+    assert f"_trash/v1/{counts['val'].path}" in m.previous_parts
+    # val's instances file removed (no new part): its counts go too
+    m = wh.next_manifest([], {("val", "i.json")}, [])
+    assert m.files("category_counts") == [counts["train"].path] and not m.files("annotations", "val")
+    # a new counts part replaces the split's old one
+    new = part("category_counts", "val", "", 4)
+    m = wh.next_manifest([new], set(), [])
+    assert set(m.files("category_counts")) == {counts["train"].path, new.path}

@@ -24,6 +24,7 @@ import logging
 
 import pyarrow as pa
 
+from ..query import summary
 from ..schema import schema_for
 from ..warehouse import MANIFEST, Part, Warehouse, write_part
 from . import images as image_files, output
@@ -186,5 +187,5 @@ def _write(txn, con, opts: ExportOptions, file_rows: list[tuple], progress: Prog
          "exported_from": {"dataset": opts.dataset, "split": split}}
         for out_split, kind, split, source_file in written
     ]
-    txn.commit(parts, replaced, sources)
+    txn.commit(parts, replaced, sources, derive=summary.derived_parts)
     return counter.rows

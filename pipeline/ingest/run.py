@@ -26,7 +26,7 @@ from collections.abc import Callable
 import dask
 
 from . import filesets as per_image, sources
-from ..query import views
+from ..query import summary, views
 from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, DEFAULT_ROW_GROUP_ROWS, OnBadRecord
 from ..errors import ClusterError, CocolakeError, ConfigError
 from .cluster import starting_client
@@ -245,7 +245,7 @@ def run_ingest(
             for p in plans
         ] + per_image.describe_sets(sets, graph.meta, results, set_types, now)
         _test_pause("commit")
-        committed = txn.commit(parts, replaced, src_meta)
+        committed = txn.commit(parts, replaced, src_meta, derive=summary.derived_parts)
         _test_pause("gc")  # the transaction's end collects the garbage, also on Ctrl-C here
     try:
         counts = views.split_counts(warehouse, dataset, storage_options)

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ..errors import MergeError
 from ..export.select import arrow_batches
-from ..query import views
+from ..query import summary, views
 from ..schema import ID_COLUMNS, IdTypes, schema_for
 from ..warehouse import Part, Transaction, write_part
 from .ids import Source, duck
@@ -145,5 +145,5 @@ def write(con, srcs: list[Source], txn: Transaction, out_types: IdTypes, mode: s
         for split in sorted({f[0] for f in files}):
             put("merge_sources", split, s.name, _provenance_select(s, out_types), [split, s.name])
     replaced = {(p.split, p.source_file) for p in old.parts} if old else set()
-    txn.commit(parts, replaced, entries)
+    txn.commit(parts, replaced, entries, derive=summary.derived_parts)
     return counts

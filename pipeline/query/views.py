@@ -33,7 +33,7 @@ from .sqlfiles import SQL_DIR, SqlFile, find_sql_dir, load_sql_dir
 __all__ = [
     "SQL_DIR", "SqlFile", "build", "calls_unknown_function", "check_single_select", "connect",
     "fetch_arrow", "find_sql_dir", "load_sql_dir", "mentioned_names", "raw_relation_sql",
-    "read_current", "register_filesystem", "restrict_to_warehouse", "run_sql", "short_error",
+    "open_database", "read_current", "register_filesystem", "restrict_to_warehouse", "run_sql", "short_error",
     "split_counts",
 ]
 
@@ -163,7 +163,7 @@ def connect(
     manifest = wh.read_manifest()
     if manifest is None:
         raise WarehouseError(f"{wh.url('')}: no warehouse here; run `cocolake ingest` first")
-    con = _open(database, durable, storage_version)
+    con = open_database(database, durable, storage_version)
     con.execute("SET enable_progress_bar = false")  # standard output carries query results
     # each view over a table binds its read_parquet again, which reads every part's footer;
     # a connection reads the parts of one version, so one read of each serves it
@@ -258,7 +258,7 @@ def calls_unknown_function(con, text: str) -> bool:
     return bool(set(called) - {r[0] for r in known})
 
 
-def _open(database: str, durable: bool, storage_version: str | None = None) -> engine.DuckDBPyConnection:
+def open_database(database: str, durable: bool, storage_version: str | None = None) -> engine.DuckDBPyConnection:
     config = {} if storage_version is None else {"storage_compatibility_version": storage_version}
     if not durable:
         try:
@@ -269,15 +269,20 @@ def _open(database: str, durable: bool, storage_version: str | None = None) -> e
 
 
 def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | None = None,
-          only: Iterable[str] | None = None, raw_for: Iterable[str] | None = None) -> None:
+          only: Iterable[str] | None = None, raw_for: Iterable[str] | None = None,
+          stored_counts: bool = True) -> None:
     """The raw relations, then the views (``only``: see ``connect``).
 
     ``raw_for``: names (those of one query); then only the raw relations that they or the
     views they read mention are created, None: all of them.
+    ``stored_counts=False``: ``category_counts`` computes its rows even where they are
+    stored (``query.summary`` computes what it stores).
     """
     files = load_sql_dir((sql_dir or SQL_DIR) / "views")
     if sql_dir is None and "annotations" in files and not has_keypoints_files(manifest):
         files["annotations"] = SqlFile("annotations", files["annotations"].path, PLAIN_ANNOTATIONS)
+    if sql_dir is None and stored_counts and "category_counts" in files and counts_are_stored(manifest):
+        files["category_counts"] = SqlFile("category_counts", files["category_counts"].path, STORED_COUNTS)
     tables = TABLES
     if raw_for is not None:
         names = set(raw_for)
@@ -297,6 +302,21 @@ def build(con, wh: Warehouse, manifest: Manifest, *, sql_dir: pathlib.Path | Non
 # anti join that reads every instance id, even when there is no keypoints row to drop: a
 # fifth of the time of a query that counts annotations.
 PLAIN_ANNOTATIONS = "CREATE OR REPLACE VIEW annotations AS SELECT * FROM raw_annotations;"
+
+
+# ``category_counts`` of a version whose every split with annotations has its rows stored
+# (the table category_counts, written at commit by ``query.summary``): those rows, which
+# the view of sql/views computes with a scan of every annotation (count DISTINCT, median).
+# (columns qualified: a bare ``annotations`` or ``images`` would read as a view it needs)
+STORED_COUNTS = ("CREATE OR REPLACE VIEW category_counts AS SELECT c.split, c.category_id, c.annotations, "
+                 "c.images, c.crowd, c.mean_area, c.median_area, c.small, c.medium, c.large "
+                 "FROM raw_category_counts AS c;")
+
+
+def counts_are_stored(manifest: Manifest) -> bool:
+    """Whether every split with annotations parts has its ``category_counts`` part."""
+    stored = {p.split for p in manifest.parts if p.table == "category_counts"}
+    return all(p.split in stored for p in manifest.parts if p.table == "annotations")
 
 
 def has_keypoints_files(manifest: Manifest) -> bool:

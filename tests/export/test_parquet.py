@@ -43,7 +43,8 @@ def test_subset_warehouse_has_the_same_rows_as_the_selection(mini_warehouse, ani
     instances = "SELECT * FROM raw_categories WHERE kind = 'instances'"
     assert _rows(sub, "SELECT * FROM raw_categories") == _rows(src, instances)
     manifest = Warehouse(str(out), ds).read_manifest()
-    assert {p.table for p in manifest.parts} == {"images", "annotations", "categories", "licenses", "info"}
+    assert {p.table for p in manifest.parts} == {"images", "annotations", "categories", "licenses", "info",
+                                                 "category_counts"}
 
 
 def test_image_bytes_are_the_image_files(animal_subset, coco_mini):

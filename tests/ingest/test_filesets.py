@@ -118,7 +118,9 @@ def test_one_task_and_one_part_per_table_per_batch(ingested):
     m = wh.require_manifest()
     for table in ("images", "annotations", "info"):
         assert len(m.files(table, "train")) == batches, table
-    assert {p.source_file for p in m.parts} == {"sa1b"}
+    # the split's per-category counts (a derived table) come from no source file
+    assert {p.source_file for p in m.parts if p.table != "category_counts"} == {"sa1b"}
+    assert [p.source_file for p in m.parts if p.table == "category_counts"] == [""]
     [entry] = report.files
     assert entry["files"] == FILES and entry["batches"] == batches and entry["records"]["images"] == FILES
     info = wh.read_table("info", "train").to_pylist()
