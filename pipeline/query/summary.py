@@ -17,13 +17,17 @@ Imports the shared core and ``query.views``.
 
 from __future__ import annotations
 
-from ..errors import WarehouseError
+import logging
+
+from ..errors import CocolakeError, WarehouseError
 from ..schema import schema_for
 from ..warehouse import Manifest, Part, Transaction, write_part
 from . import views
 from .compat import executed_arrow
 
 TABLE = "category_counts"
+
+log = logging.getLogger(__name__)
 
 
 def missing_splits(manifest: Manifest) -> list[str]:
@@ -33,10 +37,24 @@ def missing_splits(manifest: Manifest) -> list[str]:
 
 
 def derived_parts(txn: Transaction, version: Manifest) -> list[Part]:
-    """Write the ``category_counts`` part of each split of ``version`` without one; the parts."""
+    """Write the ``category_counts`` part of each split of ``version`` without one; the parts.
+
+    The counts are a shortcut, never data: when they cannot be computed (a part this
+    process cannot read), a warning says so and the version commits without them, its
+    views computing the rows from the annotations.
+    """
     splits = missing_splits(version)
     if not splits:
         return []
+    try:
+        return _write_counts(txn, version, splits)
+    except (CocolakeError, OSError) as err:
+        log.warning("%s: the per-category counts of %s are not stored (the views compute them): %s",
+                    txn.warehouse.url(""), ", ".join(splits), err)
+        return []
+
+
+def _write_counts(txn: Transaction, version: Manifest, splits: list[str]) -> list[Part]:
     wh = txn.warehouse
     con = views.open_database(":memory:", durable=False)
     try:

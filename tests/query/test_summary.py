@@ -165,3 +165,22 @@ def test_a_parquet_export_and_a_merge_store_the_counts_of_what_they_write(mini_w
     merge(str(out), [ds], "merged")
     assert views.counts_are_stored(Warehouse(str(out), "merged").require_manifest())
     _same_rows(_stored(out, "merged"), _computed(out, "merged"))
+
+
+def test_counts_that_cannot_be_computed_are_a_warning_and_the_version_commits_without_them(
+        tmp_path, coco_mini, caplog):
+    from pipeline.query import summary
+    from pipeline.warehouse import Part
+
+    root = tmp_path / "wh"
+    run_ingest([str(coco_mini / "annotations" / "instances_val2017.json")], warehouse=str(root), dataset="d",
+               workers=1)
+    wh = Warehouse(str(root), "d")
+    # a version whose new annotations part this process cannot read (it is not there)
+    lost = Part("annotations", "val2017", "x.json", Warehouse.part_rel("annotations", "val2017", 999), 1)
+    version = wh.next_manifest([lost], set(), [])
+    assert summary.missing_splits(version) == ["val2017"]
+    with wh.transaction() as txn:
+        with caplog.at_level("WARNING"):
+            assert summary.derived_parts(txn, version) == []
+    assert "per-category counts of val2017 are not stored" in caplog.text and "part-00999" in caplog.text
