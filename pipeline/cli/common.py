@@ -133,9 +133,11 @@ class Rows:
     rows: list[tuple]
 
 
-# DuckDB types whose values ``fetchall`` gives exactly as Arrow's ``to_pylist`` does
+# DuckDB types whose values ``fetchall`` gives exactly as Arrow's ``to_pylist`` does, and
+# HUGEINT (``sum`` of a BIGINT column): ``fetchall`` gives it as the exact int, where DuckDB's
+# Arrow conversion makes it a double (``sum(annotations)`` would print as 892.0)
 _PLAIN_TYPES = {"BOOLEAN", "VARCHAR", "DOUBLE", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT",
-                "USMALLINT", "UINTEGER", "UBIGINT"}
+                "USMALLINT", "UINTEGER", "UBIGINT", "HUGEINT", "UHUGEINT"}
 
 
 def fetch(con) -> Rows | pa.Table:

@@ -319,3 +319,23 @@ def test_cocolake_sql_error_keeps_the_candidate_bindings(wh, tmp_path):
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert done.stderr.startswith("cocolake sql: error: Binder Error: Referenced column \"idd\" not found")
     assert 'Candidate bindings: "id"' in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "table"])
+def test_a_sum_of_integers_comes_out_as_an_exact_integer(capsys, wh, mini_warehouse, fmt):
+    # sum(BIGINT) is a HUGEINT in DuckDB, which its Arrow conversion turns into a double
+    big = 2 ** 62
+    sql = f"SELECT sum(annotations) AS n, sum(CAST({big} AS BIGINT)) + {big} AS big FROM category_stats"
+    code, out, err = run(capsys, "sql", *wh, sql, "--format", fmt)
+    assert code == 0 and err == ""
+    from pipeline.query import views
+
+    n, categories = views.connect(*mini_warehouse).execute(
+        "SELECT sum(annotations), count(*) FROM category_stats").fetchone()
+    want = [str(n), str(big * categories + big)]
+    if fmt == "csv":
+        assert list(csv.reader(io.StringIO(out))) == [["n", "big"], want]
+    elif fmt == "json":
+        assert json.loads(out) == [{"n": n, "big": big * categories + big}]
+    else:
+        assert out.splitlines()[2].split() == want
