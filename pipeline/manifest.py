@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from .errors import WarehouseError
-from .schema import ID_COLUMNS, ID_SPACES, RUN_TABLES, IdTypes
+from .schema import DERIVED_FROM, ID_COLUMNS, ID_SPACES, RUN_TABLES, IdTypes
 
 FORMAT = "cocolake-manifest/1"
 
@@ -75,6 +75,12 @@ class Manifest:
 
     def files(self, table: str, split: str | None = None) -> list[str]:
         return [p.path for p in self.parts if p.table == table and (split is None or p.split == split)]
+
+    def missing_derived(self, table: str) -> list[str]:
+        """The splits that have parts of the tables ``table`` is derived from
+        (``schema.DERIVED_FROM``) and no part of ``table``."""
+        has = {p.split for p in self.parts if p.table == table}
+        return sorted({p.split for p in self.parts if p.table in DERIVED_FROM[table]} - has)
 
     def id_type_sources(self, space: str, skip: set[tuple[str, str]] = frozenset()) -> dict[str, str]:
         """type -> the first source file (by part order) whose parts hold ids of ``space``,

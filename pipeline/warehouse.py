@@ -137,12 +137,12 @@ class Warehouse:
         (``schema.DERIVED_FROM``)."""
         old = self.read_manifest()
         old_parts = old.parts if old else []
-        gone = [p for p in old_parts if (p.split, p.source_file) in replaced]
-        changed = {(p.table, p.split) for p in new_parts + gone}
+        gone = {p.path for p in old_parts if (p.split, p.source_file) in replaced}
+        changed = {(p.table, p.split) for p in new_parts} | {(p.table, p.split) for p in old_parts if p.path in gone}
         stale = {(derived, split) for derived, tables in DERIVED_FROM.items()
                  for table, split in changed if table in tables or table == derived}
-        gone += [p for p in old_parts if (p.table, p.split) in stale and p not in gone]
-        kept = [p for p in old_parts if p not in gone]
+        gone |= {p.path for p in old_parts if (p.table, p.split) in stale}
+        kept = [p for p in old_parts if p.path not in gone]
         old_sources = [s for s in (old.sources if old else []) if (s["split"], s["source_file"]) not in replaced]
         version = (old.version if old else 0) + 1
         return Manifest(
@@ -151,7 +151,7 @@ class Warehouse:
             committed_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             parts=sorted(kept + new_parts, key=lambda p: (p.table, p.split, p.path)),
             sources=old_sources + sources,
-            previous_parts=sorted(trash_rel(version - 1, p.path) for p in gone),
+            previous_parts=sorted(trash_rel(version - 1, rel) for rel in gone),
         )
 
     def commit(self, new_parts: list[Part], replaced: set[tuple[str, str]], sources: list[dict],

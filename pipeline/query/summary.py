@@ -30,12 +30,6 @@ TABLE = "category_counts"
 log = logging.getLogger(__name__)
 
 
-def missing_splits(manifest: Manifest) -> list[str]:
-    """The splits with annotations parts and no ``category_counts`` part."""
-    stored = {p.split for p in manifest.parts if p.table == TABLE}
-    return sorted({p.split for p in manifest.parts if p.table == "annotations"} - stored)
-
-
 def derived_parts(txn: Transaction, version: Manifest) -> list[Part]:
     """Write the ``category_counts`` part of each split of ``version`` without one; the parts.
 
@@ -43,7 +37,7 @@ def derived_parts(txn: Transaction, version: Manifest) -> list[Part]:
     process cannot read), a warning says so and the version commits without them, its
     views computing the rows from the annotations.
     """
-    splits = missing_splits(version)
+    splits = version.missing_derived(TABLE)
     if not splits:
         return []
     try:

@@ -315,8 +315,7 @@ STORED_COUNTS = ("CREATE OR REPLACE VIEW category_counts AS SELECT c.split, c.ca
 
 def counts_are_stored(manifest: Manifest) -> bool:
     """Whether every split with annotations parts has its ``category_counts`` part."""
-    stored = {p.split for p in manifest.parts if p.table == "category_counts"}
-    return all(p.split in stored for p in manifest.parts if p.table == "annotations")
+    return not manifest.missing_derived("category_counts")
 
 
 def has_keypoints_files(manifest: Manifest) -> bool:

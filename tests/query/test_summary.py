@@ -179,7 +179,7 @@ def test_counts_that_cannot_be_computed_are_a_warning_and_the_version_commits_wi
     # a version whose new annotations part this process cannot read (it is not there)
     lost = Part("annotations", "val2017", "x.json", Warehouse.part_rel("annotations", "val2017", 999), 1)
     version = wh.next_manifest([lost], set(), [])
-    assert summary.missing_splits(version) == ["val2017"]
+    assert version.missing_derived("category_counts") == ["val2017"]
     with wh.transaction() as txn:
         with caplog.at_level("WARNING"):
             assert summary.derived_parts(txn, version) == []
