@@ -151,7 +151,8 @@ def scan_document(
 
     ``compiled``: None uses the C scan when it is built; False and True force one.
     """
-    scanner = StructureScanner(compiled=compiled)
+    # records end at depth 2 and top-level keys are strings at depth 1: nothing deeper is needed
+    scanner = StructureScanner(compiled=compiled, keep=2, quote_depth=1, limit=max_depth)
     top = _TopLevel(_OBJECT, source, max_depth)
     sections: dict[str, Section] = {}
     skeleton = bytearray()
@@ -219,7 +220,7 @@ def scan_document(
                     f"the top-level values other than {', '.join(RECORD_SECTIONS)} exceed "
                     f"{max_skeleton_bytes >> 20} MB",
                 )
-        prev_tail = (prev_tail + block)[-_KEY_TAIL:]
+        prev_tail = (prev_tail + block[-_KEY_TAIL:])[-_KEY_TAIL:]
         prev_tail_start = scanner.offset - len(prev_tail)
 
     top.finish(scanner)
@@ -241,7 +242,7 @@ def scan_list(
     The section is the list itself (``name`` "results"), cut into chunks as a document's
     record arrays are, with the same limits; the file's shape is refused in the same way.
     """
-    scanner = StructureScanner(compiled=compiled)
+    scanner = StructureScanner(compiled=compiled, keep=1, quote_depth=-1, limit=max_depth)
     top = _TopLevel(_LIST, source, max_depth)
     section: Section | None = None
     last_end = -1
@@ -367,7 +368,7 @@ def record_spans(buf: bytes) -> list[tuple[int, int]]:
 
     Used by tasks to cut their chunk into smaller batches; objects and arrays only.
     """
-    scanner = StructureScanner(depth=0)
+    scanner = StructureScanner(depth=0, keep=1, quote_depth=-1)
     positions, depth_after, delta, _ = scanner.feed(buf)
     starts = positions[(depth_after == 1) & (delta > 0)]
     ends = positions[(depth_after == 0) & (delta < 0)]

@@ -315,6 +315,8 @@ class _Stream(io.RawIOBase):
 
     def readinto(self, b) -> int:
         try:
+            if hasattr(self._inner, "readinto"):  # no copy of each block (local files, gzip, HTTP)
+                return self._inner.readinto(b) or 0
             data = self._inner.read(len(b))
         except _CORRUPT as err:
             raise BadFileError(self._url, f"corrupt or truncated compressed data: {err}") from None

@@ -6,7 +6,9 @@ batches with it. How: quotes preceded by an odd run of backslashes are escaped; 
 the remaining quotes says which bytes are inside strings; brackets outside strings give the
 depth. The C extension ``pipeline._jsonscan`` does it (NumPy when it is not built:
 ``COMPILED`` is False; both give the same results), so a scan runs at memory bandwidth rather
-than Python speed. Imports NumPy and the extension only.
+than Python speed. A caller that needs only the shallow structure says so (``keep``,
+``quote_depth``, ``limit``): the record arrays' own brackets (most of them) are then never
+output, only counted into the depth. Imports NumPy and the extension only.
 """
 
 from __future__ import annotations
@@ -32,13 +34,21 @@ class StructureScanner:
     """Incremental scan of JSON bytes: string state, depth and the depth-2 closings.
 
     ``feed(block)`` returns the structural positions (absolute offsets), their depth after
-    the byte, and the delta (+1 open, -1 close) for the bytes of ``block`` outside strings.
+    the byte, and the delta (+1 open, -1 close) for the bytes of ``block`` outside strings,
+    and the offsets of the quotes that open or close a string.
+
+    What is output can be narrowed (the state is the same either way): ``keep``, only the
+    brackets whose depth after is at most ``keep``, or above ``limit`` (nesting the caller
+    refuses); ``quote_depth``, only the quotes at a depth of at most that (the depth after
+    the last bracket before them). None outputs all.
     """
 
-    def __init__(self, offset: int = 0, depth: int = 0, compiled: bool | None = None):
+    def __init__(self, offset: int = 0, depth: int = 0, compiled: bool | None = None, *,
+                 keep: int | None = None, quote_depth: int | None = None, limit: int | None = None):
         if compiled and not COMPILED:
             raise RuntimeError("pipeline._jsonscan is not built")
         self.compiled = COMPILED if compiled is None else compiled
+        self.keep, self.quote_depth, self.limit = keep, quote_depth, limit
         self.offset = offset
         self.depth = depth
         self.in_string = False
@@ -73,17 +83,29 @@ class StructureScanner:
         depth_after = self.depth + np.cumsum(delta)
         if quotes.size:
             self.in_string = bool((int(self.in_string) + quotes.size) & 1)
+        final_depth = int(depth_after[-1]) if depth_after.size else self.depth
+        if self.quote_depth is not None and quotes.size:
+            k = np.searchsorted(structural, quotes)  # brackets before each quote
+            at = np.where(k > 0, depth_after[np.maximum(k - 1, 0)], self.depth) if depth_after.size \
+                else np.full(quotes.size, self.depth)
+            quotes = quotes[at <= self.quote_depth]
+        if self.keep is not None:
+            shown = depth_after <= self.keep
+            if self.limit is not None:
+                shown |= depth_after > self.limit
+            structural, depth_after, delta = structural[shown], depth_after[shown], delta[shown]
+        if quotes.size:
             tail = (quotes[-2:] + self.offset).tolist()
             self.last_quotes = (self.last_quotes + tail)[-2:]
-        if depth_after.size:
-            self.depth = int(depth_after[-1])
+        self.depth = final_depth
         abs_quotes = quotes + self.offset
         positions = structural + self.offset
         self.offset += n
         return positions, depth_after, delta, abs_quotes
 
     def _feed_compiled(self, block: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        out = _jsonscan.feed(block, self.offset, self.depth, self.in_string, self.backslash_run)
+        out = _jsonscan.feed(block, self.offset, self.depth, self.in_string, self.backslash_run,
+                             *_c_bounds(self.keep, self.quote_depth, self.limit))
         positions, depth_after, delta, quotes = (np.frombuffer(a, dtype=np.int64) for a in out[:4])
         self.depth, self.in_string, self.backslash_run = out[4], bool(out[5]), out[6]
         if quotes.size:
@@ -113,3 +135,10 @@ class StructureScanner:
         if not escaped or quotes.size == 0:
             return quotes
         return quotes[~np.isin(quotes, np.asarray(escaped))]
+
+
+_ALL = (1 << 63) - 1  # the C scan's "no bound"
+
+
+def _c_bounds(keep, quote_depth, limit) -> tuple[int, int, int]:
+    return tuple(_ALL if x is None else x for x in (keep, quote_depth, limit))

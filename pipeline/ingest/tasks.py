@@ -172,7 +172,7 @@ def _batches(task: ChunkTask):
         if not pending:
             pending_at = block_start
         pending += block
-        scanner = StructureScanner(depth=0)
+        scanner = StructureScanner(depth=0, keep=0, quote_depth=-1)
         positions, depth_after, delta, _ = scanner.feed(pending)
         ends = positions[(depth_after == 0) & (delta < 0)]
         if scanner.in_string or ends.size == 0:

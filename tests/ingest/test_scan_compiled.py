@@ -32,16 +32,36 @@ def _state(s: StructureScanner):
     return (s.offset, s.depth, s.in_string, s.backslash_run, s.last_quotes, s.quotes_before_block)
 
 
-def assert_same_feed(raw: bytes, cuts: list[int], depth: int = 0):
-    """Feed ``raw`` cut at ``cuts`` to both scanners; every output and state must agree."""
-    c, n = StructureScanner(depth=depth, compiled=True), StructureScanner(depth=depth, compiled=False)
+def assert_same_feed(raw: bytes, cuts: list[int], depth: int = 0, **narrow):
+    """Feed ``raw`` cut at ``cuts`` to both scanners; every output and state must agree.
+
+    Returns the C scanner's outputs, concatenated over the blocks.
+    """
+    c = StructureScanner(depth=depth, compiled=True, **narrow)
+    n = StructureScanner(depth=depth, compiled=False, **narrow)
     bounds = [0, *sorted(set(x for x in cuts if 0 < x < len(raw))), len(raw)]
+    outs = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         out_c, out_n = c.feed(raw[a:b]), n.feed(raw[a:b])
         for x, y in zip(out_c, out_n):
             assert x.dtype == np.int64 and y.dtype == np.int64
             np.testing.assert_array_equal(x, y)
         assert _state(c) == _state(n), (a, b)
+        outs.append(out_c)
+    return [np.concatenate(col) if col else np.zeros(0, np.int64) for col in zip(*outs)] or [np.zeros(0, np.int64)] * 4
+
+
+def assert_narrowed_is_filtered(raw: bytes, cuts: list[int], depth: int, keep: int, quote_depth: int, limit: int):
+    """A narrowed scan outputs exactly the full scan's brackets at depth <= keep or > limit and
+    its quotes at depth <= quote_depth, with the same state, in C and in NumPy."""
+    pos, after, delta, quotes = assert_same_feed(raw, cuts, depth)
+    got = assert_same_feed(raw, cuts, depth, keep=keep, quote_depth=quote_depth, limit=limit)
+    shown = (after <= keep) | (after > limit)
+    for x, y in zip(got[:3], (pos[shown], after[shown], delta[shown])):
+        np.testing.assert_array_equal(x, y)
+    k = np.searchsorted(pos, quotes)
+    at = np.where(k > 0, after[np.maximum(k - 1, 0)], depth) if after.size else np.full(quotes.size, depth)
+    np.testing.assert_array_equal(got[3], quotes[at <= quote_depth])
 
 
 def _scan_both(raw: bytes, block: int, scan=scan_document, **kw):
@@ -91,6 +111,43 @@ def test_fuzzed_json_cut_anywhere_scans_the_same(value, cuts, ascii):
 def test_any_bytes_cut_anywhere_scan_the_same(raw, cuts, depth):
     # runs of backslashes across block boundaries, quotes outside strings, unbalanced brackets
     assert_same_feed(raw, cuts, depth)
+
+
+@needs_scan
+@FUZZ
+@given(pieces=st.lists(st.sampled_from([b'[', b']', b'{', b'}', b'[[[', b']]]', b'"', b'"a[b"', b'"}{"', b' ' * 30,
+                                        b'12345,', b'"k":', b'\\', b'"x\\"]"', b'\\\\']), min_size=20, max_size=200),
+       escapes=st.booleans(), cuts=st.lists(st.integers(0, 1500), max_size=6), depth=st.integers(-1, 4),
+       keep=st.integers(-1, 4), quote_depth=st.integers(-1, 4), limit=st.integers(0, 8))
+def test_a_narrowed_scan_outputs_the_full_scans_shallow_part(pieces, escapes, cuts, depth, keep, quote_depth,
+                                                              limit):
+    # long enough for many 64-byte words: words skipped whole, words whose brackets are read
+    # one by one, words with a backslash (or one just before them) read byte by byte
+    raw = b"".join(p for p in pieces if escapes or b"\\" not in p)
+    assert_narrowed_is_filtered(raw, cuts, depth, keep, quote_depth, limit)
+
+
+@needs_scan
+@pytest.mark.parametrize("backslashes", [1, 2, 3])
+def test_an_escape_that_ends_a_word_escapes_the_quote_that_starts_the_next(backslashes):
+    # the backslash run lands on every offset around the 64-byte word boundaries, in one block
+    # and cut between blocks there
+    for k in range(40, 140):
+        text = "x" * k + "\\" * (backslashes // 2) + ('"' if backslashes % 2 else "") + "]]}[" + " " * 70
+        raw = json.dumps({"a": [[[text, [1, 2]], 3]], "b": [[4]]}).encode()
+        at = raw.index(b"\\")
+        for cuts in ([], [at + 1], [at + 2], [64], [128]):
+            for keep, quote_depth in ((0, -1), (1, 0), (2, 1)):
+                assert_narrowed_is_filtered(raw, cuts, 0, keep, quote_depth, limit=128)
+
+
+@needs_scan
+@pytest.mark.parametrize("block", [1 << 12, 1 << 24])
+def test_coco_mini_narrowed_as_a_document_scan_narrows_it(coco_mini, block):
+    for path in sorted((coco_mini / "annotations").glob("*.json")):
+        raw = path.read_bytes()
+        assert_narrowed_is_filtered(raw, list(range(block, len(raw), block)), 0, keep=2, quote_depth=1, limit=128)
+        assert_narrowed_is_filtered(raw, list(range(block, len(raw), block)), 0, keep=0, quote_depth=-1, limit=3)
 
 
 @needs_scan
