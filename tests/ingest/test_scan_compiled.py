@@ -32,6 +32,16 @@ def _state(s: StructureScanner):
     return (s.offset, s.depth, s.in_string, s.backslash_run, s.last_quotes, s.quotes_before_block)
 
 
+@pytest.fixture(params=[2, 1, 0], ids=["avx2", "sse2-popcnt", "sse2"])
+def isa(request):
+    """Each of the C scan's word loops in turn (those this CPU lacks fall back to the next)."""
+    from pipeline import _jsonscan
+
+    previous = _jsonscan.isa_cap(request.param)
+    yield request.param
+    _jsonscan.isa_cap(previous)
+
+
 def assert_same_feed(raw: bytes, cuts: list[int], depth: int = 0, **narrow):
     """Feed ``raw`` cut at ``cuts`` to both scanners; every output and state must agree.
 
@@ -114,12 +124,13 @@ def test_any_bytes_cut_anywhere_scan_the_same(raw, cuts, depth):
 
 
 @needs_scan
-@FUZZ
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # isa: set once
 @given(pieces=st.lists(st.sampled_from([b'[', b']', b'{', b'}', b'[[[', b']]]', b'"', b'"a[b"', b'"}{"', b' ' * 30,
                                         b'12345,', b'"k":', b'\\', b'"x\\"]"', b'\\\\']), min_size=20, max_size=200),
        escapes=st.booleans(), cuts=st.lists(st.integers(0, 1500), max_size=6), depth=st.integers(-1, 4),
        keep=st.integers(-1, 4), quote_depth=st.integers(-1, 4), limit=st.integers(0, 8))
-def test_a_narrowed_scan_outputs_the_full_scans_shallow_part(pieces, escapes, cuts, depth, keep, quote_depth,
+def test_a_narrowed_scan_outputs_the_full_scans_shallow_part(isa, pieces, escapes, cuts, depth, keep, quote_depth,
                                                               limit):
     # long enough for many 64-byte words: words skipped whole, words whose brackets are read
     # one by one, words with a backslash (or one just before them) read byte by byte
@@ -129,7 +140,7 @@ def test_a_narrowed_scan_outputs_the_full_scans_shallow_part(pieces, escapes, cu
 
 @needs_scan
 @pytest.mark.parametrize("backslashes", [1, 2, 3])
-def test_an_escape_that_ends_a_word_escapes_the_quote_that_starts_the_next(backslashes):
+def test_an_escape_that_ends_a_word_escapes_the_quote_that_starts_the_next(isa, backslashes):
     # the backslash run lands on every offset around the 64-byte word boundaries, in one block
     # and cut between blocks there
     for k in range(40, 140):
@@ -143,7 +154,7 @@ def test_an_escape_that_ends_a_word_escapes_the_quote_that_starts_the_next(backs
 
 @needs_scan
 @pytest.mark.parametrize("block", [1 << 12, 1 << 24])
-def test_coco_mini_narrowed_as_a_document_scan_narrows_it(coco_mini, block):
+def test_coco_mini_narrowed_as_a_document_scan_narrows_it(isa, coco_mini, block):
     for path in sorted((coco_mini / "annotations").glob("*.json")):
         raw = path.read_bytes()
         assert_narrowed_is_filtered(raw, list(range(block, len(raw), block)), 0, keep=2, quote_depth=1, limit=128)
