@@ -262,7 +262,7 @@ def start_fork_server(workers: int | None = None, scheduler: str | None = None) 
     env = dask.config.get("distributed.nanny.pre-spawn-environ", {}) | {
         k.rsplit(".", 1)[1]: v for k, v in _WORKER_MALLOC.items()}
     os.environ.update({k: str(v) for k, v in env.items()})
-    multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", _WARM])
+    multiprocessing.get_context("forkserver").set_forkserver_preload([_WARM, "distributed"])  # warm first: pandas stays out
     # the resource tracker unblocks SIGINT in the thread that starts it (see starting_client):
     # started first, the server is spawned with SIGINT blocked, which it keeps while it
     # imports; its main then ignores it, and so does every worker forked from it
