@@ -246,17 +246,30 @@ def test_the_process_that_runs_a_local_cluster_imports_no_pandas(coco_mini, tmp_
 
 
 def test_local_cluster_workers_start_warm_and_without_the_dashboard_samplers():
-    """Each worker has the task modules imported and pyarrow set up (it imports pandas on
-    its first conversion) before its first task, and runs no statistical profiler."""
+    """Each worker has the task modules imported before its first task and runs no
+    statistical profiler; it runs as without pandas: pyarrow converts Python lists without
+    importing it (0.5 s per process), and an import of it fails as if it were not installed."""
     import dask
 
     from pipeline.ingest.cluster import dask_client
 
     def state():
-        return ("pipeline.ingest.tasks" in sys.modules, "pandas" in sys.modules,
+        import pyarrow as pa
+
+        converted = pa.array([{"a": [1.5, None]}, None]).to_pylist()  # where pyarrow looks for pandas
+        try:
+            import pandas  # noqa: F401
+            blocked = False
+        except ModuleNotFoundError:
+            blocked = True
+        return ("pipeline.ingest.tasks" in sys.modules, "pandas" in sys.modules, blocked, converted,
                 dask.config.get("distributed.worker.profile.enabled"))
 
     with dask_client(workers=2) as client:
         got = list(client.run(state).values())
-    assert got == [(True, True, False)] * 2
+    assert got == [(True, False, True, [{"a": [1.5, None]}, None], False)] * 2
+    import importlib.util
+
+    if importlib.util.find_spec("pandas") is not None:
+        import pandas  # noqa: F401 - the process that started the cluster still can
     assert "pipeline.ingest.warm" not in dask.config.get("distributed.worker.preload", [])  # restored
