@@ -162,7 +162,8 @@ def render_case(res: CaseResult, mode: str, runs: int, command: str, env: dict, 
                          f"{'—' if mem is None else f'{mem:.2f}'} |")
         lines.append("")
     if res.stats and res.key != "scaling":
-        lines += ["Every command (wall time: median (min–max); CPU: user + system of the whole tree; "
+        lines += ["Every command (wall time: median (min–max); CPU: user + system of the whole tree, "
+                  "workers that finish after the command exits included; "
                   "memory: peak RSS of the whole process tree, sampled every 20 ms):", "",
                   "| command | wall | CPU | peak tree memory | processes | command line |",
                   "|---|---|---|---|---|---|"]

@@ -1,8 +1,15 @@
 """treemem: run one command and measure it as a whole process tree.
 
 Input: an argument list (and optionally where its output goes).
-Output: a ``Measurement``: wall time, user + system CPU of the process and every
-descendant it waited for, and the peak memory of the whole tree.
+Output: a ``Measurement``: wall time, user + system CPU of the whole process tree, and the
+peak memory of the whole tree.
+
+CPU counts every descendant, also those the command does not wait for: a command that
+ends with ``os._exit`` leaves a fork server and Dask workers to finish on their own, and
+their CPU never reaches the command's rusage. On Linux this process becomes a child
+subreaper (``PR_SET_CHILD_SUBREAPER``), so such orphans are re-parented to it; after the
+command exits it waits for them (up to ``ORPHAN_SECONDS``) and adds their rusage. The wall
+time stays the command's own: it ends when the command exits.
 
 Peak tree memory is the largest sum of the resident set sizes (RSS) of the process and
 all its descendants (Dask nannies and workers included), sampled every ~20 ms with psutil
@@ -20,6 +27,8 @@ Also a command line tool, for measuring anything by hand::
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import dataclasses
 import json
 import os
@@ -31,17 +40,21 @@ import time
 import psutil
 
 SAMPLE_SECONDS = 0.02
+ORPHAN_SECONDS = 30.0  # how long to wait for descendants that outlive the command
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclasses.dataclass
 class Measurement:
     wall_s: float
-    cpu_s: float  # user + system, the process and the descendants it waited for
+    cpu_s: float  # user + system of the whole tree (orphans included where subreaping works)
     peak_tree_bytes: int  # the largest sampled sum of RSS over the tree
     peak_process_bytes: int  # ru_maxrss: the largest single process of the tree
     max_processes: int  # the most processes seen alive at once
     returncode: int
     timed_out: bool = False
+    orphans: int = 0  # descendants that outlived the command and were waited for here
+    orphans_cpu_s: float = 0.0  # their part of cpu_s
 
     @property
     def peak_bytes(self) -> int:
@@ -124,6 +137,55 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
+_subreaper: bool | None = None
+
+
+def _become_subreaper() -> bool:
+    """Make this process the reaper of orphaned descendants (Linux); False where that fails."""
+    global _subreaper
+    if _subreaper is None:
+        _subreaper = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+                _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+            except OSError:
+                pass
+    return _subreaper
+
+
+def _reap_orphans(before: set[int], timeout: float) -> tuple[int, float]:
+    """Wait for the children this process gained as a subreaper; their count and CPU.
+
+    A child not in ``before`` (this process's children before the command started) is a
+    descendant of the command re-parented here when its parent exited. Waiting for it
+    returns its rusage and that of the descendants it waited for; an orphan's own children
+    become orphans in turn, so the loop runs until none is left or the time is up.
+    """
+    me = psutil.Process()
+    deadline = time.perf_counter() + timeout
+    count, cpu = 0, 0.0
+    while time.perf_counter() < deadline:
+        try:
+            orphans = [c.pid for c in me.children() if c.pid not in before]
+        except psutil.Error:
+            break
+        if not orphans:
+            break
+        for pid in orphans:
+            while time.perf_counter() < deadline:
+                try:
+                    got, _, rusage = os.wait4(pid, os.WNOHANG)
+                except ChildProcessError:  # not ours after all (reaped elsewhere)
+                    break
+                if got == pid:
+                    count += 1
+                    cpu += rusage.ru_utime + rusage.ru_stime
+                    break
+                time.sleep(0.005)
+    return count, cpu
+
+
 def measure(
     argv: list[str],
     *,
@@ -135,6 +197,8 @@ def measure(
     interval: float = SAMPLE_SECONDS,
 ) -> Measurement:
     """Run ``argv`` to completion and measure it (see the module docstring)."""
+    subreaper = _become_subreaper()
+    before = {c.pid for c in psutil.Process().children()}
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
     sampler = _Sampler(proc.pid, interval)
@@ -158,9 +222,12 @@ def measure(
     sampler.stop()
     sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
+    orphans, orphans_cpu = _reap_orphans(before, ORPHAN_SECONDS) if subreaper else (0, 0.0)
     return Measurement(
         wall_s=wall,
-        cpu_s=rusage.ru_utime + rusage.ru_stime,
+        cpu_s=rusage.ru_utime + rusage.ru_stime + orphans_cpu,
+        orphans=orphans,
+        orphans_cpu_s=orphans_cpu,
         peak_tree_bytes=sampler.peak,
         peak_process_bytes=rusage.ru_maxrss * 1024,  # Linux reports kilobytes
         max_processes=sampler.max_processes,
