@@ -82,6 +82,26 @@ def _hook() -> None:
         return out
 
     run.compute = timed
+    from pipeline import warehouse
+    from pipeline.query import views
+
+    commit = warehouse.Transaction.commit
+
+    def timed_commit(self, *args, **kwargs):
+        mark("commit: starting")
+        out = commit(self, *args, **kwargs)
+        mark("commit: done")
+        return out
+
+    warehouse.Transaction.commit = timed_commit
+    split_counts = views.split_counts
+
+    def timed_counts(*args, **kwargs):
+        out = split_counts(*args, **kwargs)
+        mark("counts: done")
+        return out
+
+    views.split_counts = timed_counts
     try:
         import distributed
     except ImportError:
@@ -93,6 +113,12 @@ def _hook() -> None:
             mark("cluster: starting")
             super().__init__(*args, **kwargs)
             mark("cluster: up")
+
+        def close(self, *args, **kwargs):
+            mark("cluster: closing")
+            out = super().close(*args, **kwargs)
+            mark("cluster: closed")
+            return out
 
     distributed.LocalCluster = Timed
 
