@@ -23,7 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                           "options given here (and COCOLAKE_WAREHOUSE, COCOLAKE_DATASET) override it")
     p.add_argument("--source", action="append", metavar="URL", help="a source URL; repeat for several")
     p.add_argument("--split", help="put every source into this split instead of the one in its file name")
-    p.add_argument("--workers", type=int, help="worker processes (default: one per core; 1 = synchronous)")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core, or this process for up to 48 MB of documents; 1 = synchronous)")
     p.add_argument("--scheduler", metavar="ADDR", help="address of an existing Dask scheduler, tcp://host:port")
     p.add_argument("--on-bad-record", choices=("error", "skip"),
                    help="stop at the first bad record (default) or skip bad records into the rejects table")
@@ -71,12 +71,15 @@ def ensure_synth(cfg) -> None:
 
 def run(args) -> int:
     cfg = load_settings(args)
-    from ..ingest.cluster import start_fork_server
+    from ..ingest.cluster import local_json_sizes, local_workers, start_fork_server
 
-    start_fork_server(cfg.workers, cfg.scheduler)  # its imports overlap this process's
+    ensure_synth(cfg)  # generated once: later runs find the files
+    # no fork server for an input small enough to run in this process (run_ingest decides
+    # that again once the sources are resolved, for every kind of source)
+    workers = local_workers(cfg.workers, cfg.scheduler, local_json_sizes([s.url for s in cfg.sources]))
+    start_fork_server(workers, cfg.scheduler)  # its imports overlap this process's
     from ..ingest.run import run_ingest
 
-    ensure_synth(cfg)
     report = run_ingest(
         source_specs=list(cfg.sources),
         warehouse=cfg.warehouse,

@@ -19,6 +19,7 @@ from multiprocessing import resource_tracker
 
 import dask
 
+from ..defaults import IN_PROCESS_BYTES
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,54 @@ def _keep_our_preload() -> None:
 
     if hasattr(utils, "_forkserver_preload_set"):
         utils._forkserver_preload_set = True
+
+
+def local_workers(workers: int | None, scheduler: str | None, sizes: list[int | None] | None) -> int | None:
+    """The worker count for ``starting_client``: 1 (this process) when none was given, no
+    scheduler either, and the documents are known to total at most ``IN_PROCESS_BYTES``.
+
+    ``sizes`` are the bytes of each document, None where not known (a stream, a set of
+    per-image files: ``sizes`` None). A local cluster takes 0.5-1.5 s to start and close
+    on a 2-core machine, more than a second worker saves on an input of up to about three
+    chunks; an explicit ``workers`` is always kept.
+    """
+    if workers is not None or scheduler or sizes is None or not sizes or None in sizes:
+        return workers
+    return 1 if sum(sizes) <= IN_PROCESS_BYTES else None
+
+
+def local_json_sizes(urls: list[str], most_files: int = 1000) -> list[int | None] | None:
+    """The sizes of the documents of ``urls`` when each is a plain local ``.json`` file or a
+    local directory of such files (a command's first look, before the sources are resolved);
+    None when any is not (a URL, a pattern, an archive or compressed file, a directory of
+    more than ``most_files`` entries or with sub-directories deeper than one level)."""
+    sizes: list[int | None] = []
+    for url in urls:
+        path = url[len("file://"):] if url.startswith("file://") else url
+        if "://" in path or any(c in path for c in "*?["):
+            return None
+        if os.path.isfile(path):
+            if not path.endswith(".json"):
+                return None
+            sizes.append(os.path.getsize(path))
+            continue
+        if not os.path.isdir(path):
+            return None
+        seen = 0
+        for depth in (0, 1):
+            for entry in (os.scandir(path) if depth == 0 else
+                          (e for d in os.scandir(path) if d.is_dir() for e in os.scandir(d.path))):
+                seen += 1
+                if seen > most_files:
+                    return None
+                if entry.is_dir():
+                    if depth == 1:
+                        return None
+                elif entry.name.endswith((".gz", ".zip")):
+                    return None
+                elif entry.name.endswith(".json"):
+                    sizes.append(entry.stat().st_size)
+    return sizes
 
 
 def start_fork_server(workers: int | None = None, scheduler: str | None = None) -> bool:

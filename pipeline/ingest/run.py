@@ -29,7 +29,7 @@ from . import filesets as per_image, sources
 from ..query import summary, views
 from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, DEFAULT_ROW_GROUP_ROWS, OnBadRecord
 from ..errors import ClusterError, CocolakeError, ConfigError
-from .cluster import starting_client
+from .cluster import local_workers, starting_client
 from .graph import ingest_graph, plan_graph
 from .plan import IngestOptions
 from .validate import check_duplicates, check_sets, check_unique_files, resolve_id_types
@@ -56,11 +56,13 @@ class IngestReport:
     # split -> {images, annotations, keypoints, captions, categories, rejects} as the views count
     # them after the commit (every split of the dataset); None when they could not be counted
     counts: dict[str, dict[str, int]] | None = None
+    ran: str = ""  # where the tasks ran: "in this process", "on 2 local workers", "on the Dask cluster at ..."
 
     def lines(self, verbose: bool = False) -> list[str]:
         """The summary: per split, what the dataset now holds; with ``verbose`` the rows of each file."""
         out = [f"{self.warehouse}/{self.dataset}: version {self.version}, {self.seconds:.1f} s, "
-               f"{len(self.files)} source file{'' if len(self.files) == 1 else 's'} ingested"]
+               f"{len(self.files)} source file{'' if len(self.files) == 1 else 's'} ingested"
+               + (f" {self.ran}" if self.ran else "")]
         if self.counts is not None:
             out += _table("split", COUNT_COLUMNS, [(s, [c[k] for k in COUNT_COLUMNS])
                                                    for s, c in self.counts.items()])
@@ -210,6 +212,7 @@ def run_ingest(
         )
     if not source_files and not sets:
         raise ConfigError(f"no COCO JSON documents found in {', '.join(urls or []) or 'no sources'}")
+    workers = local_workers(workers, scheduler, None if sets else [sf.size for sf in source_files])
     # the transaction removes this run's parts on failure after the client (and a local
     # cluster) is closed, which ends or kills a task still running: no part is written after
     with wh.transaction() as txn:
@@ -262,6 +265,8 @@ def run_ingest(
         files=src_meta,
         file_rows=file_rows,
         counts=counts,
+        ran=(f"on the Dask cluster at {scheduler}" if scheduler else "in this process"
+             if (n := workers or os.cpu_count() or 1) <= 1 else f"on {n} local workers"),
     )
 
 

@@ -16,7 +16,7 @@
 
 The command's cases run on a cluster of two workers (``--workers 2``: the default's cluster, one
 worker per core, on a two-core machine); one case and the Ctrl-C runs use no ``--workers``
-at all.
+at all, on inputs past ``IN_PROCESS_BYTES`` (smaller ones run in the command's own process).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import time
 import psutil
 import pytest
 
+from pipeline.defaults import IN_PROCESS_BYTES
 from pipeline.errors import BadFileError, BadRecordError
 from pipeline.ingest.run import run_ingest
 from tests.cases.bad_records import BAD_FILES, BAD_RECORDS, base, dumps
@@ -147,7 +148,8 @@ def test_every_corpus_case_crosses_the_worker_processes_as_its_one_line(case, da
 def test_the_default_workers_fail_with_one_line_also_when_port_8787_is_taken(tmp_path):
     """Dask's default dashboard port taken (by another cluster, say): no warning about it."""
     case = BAD_RECORDS[0]
-    src = _write(tmp_path / "src", case.file, dumps(case.doc))
+    # past the size that runs in the command's own process: the default is then a cluster
+    src = _write(tmp_path / "src", case.file, dumps(case.doc) + b" " * IN_PROCESS_BYTES)
     with contextlib.ExitStack() as stack:
         holder = stack.enter_context(socket.socket())
         try:
@@ -189,7 +191,8 @@ def test_a_bad_detection_is_one_line_on_the_cluster(tmp_path):
 
 @pytest.fixture(scope="module")
 def large_file(coco_mini, tmp_path_factory) -> pathlib.Path:
-    """coco-mini's instances repeated with new ids: 8,000 images, ~34 MB, a few seconds of ingest."""
+    """coco-mini's instances repeated with new ids: 8,000 images, ~34 MB, a few seconds of ingest
+    (on the default cluster: padded past ``IN_PROCESS_BYTES``)."""
     images, anns, cats = [], [], None
     for name in ("instances_train2017.json", "instances_val2017.json"):
         doc = json.loads((coco_mini / "annotations" / name).read_text())
@@ -209,7 +212,9 @@ def large_file(coco_mini, tmp_path_factory) -> pathlib.Path:
                          for k, a in enumerate(by_image.get(im["id"], []))]
         copy += 1
     path = tmp_path_factory.mktemp("large") / "instances_train2017.json"
-    path.write_text(json.dumps({"images": out_images, "annotations": out_anns, "categories": cats}))
+    data = json.dumps({"images": out_images, "annotations": out_anns, "categories": cats}).encode()
+    # past the size that runs in the command's own process (trailing whitespace): a cluster starts
+    path.write_bytes(data + b" " * max(0, IN_PROCESS_BYTES + 1 - len(data)))
     return path
 
 
