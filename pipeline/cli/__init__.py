@@ -95,7 +95,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The ``cocolake`` command (and ``python -m pipeline``): ``main``, then ``exit_now``."""
+    """The ``cocolake`` command (and ``python -m pipeline``): ``main``, then ``exit_now``.
+
+    ``cocolake ingest`` runs as without pandas (``ingest.nopandas``): a run in this process
+    converts Python lists with pyarrow, which would import it first (0.2-0.5 s). Here, not
+    in ``main``: a process that calls ``main`` may go on to use pandas.
+    """
+    if _named_command(sys.argv[1:]) == "ingest":
+        from ..ingest import nopandas
+
+        nopandas.block()
     exit_now(main())
 
 

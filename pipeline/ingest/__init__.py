@@ -8,6 +8,7 @@ read ranges), ``download`` (the verified cache and the one retry loop), ``filese
 parse, flatten, write its parts), ``parse`` (a chunk's bytes → records), ``flatten``
 (records → Arrow columns, by ``records``' checks and ``encode``'s mask columns), ``graph``
 (the Dask graphs), ``validate`` (checks across files, chunks and batches), ``run``
-(scheduler, compute, commit). Imports the shared core only (errors, config, schema, jsontext,
+(scheduler, compute, commit), ``cluster`` (where the tasks run), ``warm`` and ``nopandas``
+(what a process that runs tasks has done before the first). Imports the shared core only (errors, config, schema, jsontext,
 warehouse, masks).
 """

@@ -113,3 +113,33 @@ def test_the_command_runs_a_small_input_here_and_a_large_one_on_the_default_clus
                      cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].endswith("ingested in this process"), done.stdout
+
+
+_COMMAND = """
+import atexit, sys
+atexit.register(lambda: print("pandas imported:", "pandas" in sys.modules))  # exit_now runs these
+sys.argv = ["cocolake", *sys.argv[1:]]
+from pipeline.cli import run
+run()
+"""
+
+
+def test_the_ingest_command_runs_without_pandas_and_main_leaves_it_importable(coco_mini, tmp_path):
+    """pyarrow imports pandas on its first conversion of a list (0.2-0.5 s): the command run
+    in its own process converts without it; ``main``, called in-process, blocks nothing."""
+    import importlib.util
+
+    if importlib.util.find_spec("pandas") is None:
+        pytest.skip("pandas is not installed: nothing could import it")
+    src = coco_mini / "annotations" / "instances_val2017.json"
+    done = subprocess.run([sys.executable, "-c", _COMMAND, "ingest", "--source", str(src), "--warehouse", "wh",
+                           "--dataset", "d"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith("ingested in this process") and lines[-1] == "pandas imported: False", done.stdout
+
+    from pipeline.cli import main
+
+    assert main(["ingest", "--source", str(src), "--warehouse", str(tmp_path / "wh2"), "--dataset", "d"]) == 0
+    import pandas  # noqa: F401 - a library caller's process keeps it
