@@ -377,7 +377,7 @@ def test_real_commands_on_string_image_ids(original, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     common = ["--warehouse", "wh", "--dataset", "d"]
-    done = _cocolake("ingest", "--source", str(src.parent / VAL), *common, "--no-progress", cwd=work)
+    done = _cocolake("ingest", "--source", str(src.parent / VAL), *common, "--no-progress", "--workers", "2", cwd=work)
     assert done.returncode == 0, done.stderr
     done = _cocolake("ingest-results", str(dets), "--run", "r", *common, "--no-progress", cwd=work)
     assert done.returncode == 0, done.stderr
