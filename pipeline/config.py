@@ -102,7 +102,8 @@ class Config(_Frozen):
         default=None,
         description="when set, generate the synthetic dataset there first (once per parameter set)",
     )
-    workers: int | None = Field(default=None, ge=1, description="worker processes; default: one per core (this process for up to 48 MB of documents)")
+    workers: int | None = Field(default=None, ge=1, description="worker processes; default: one per core "
+                                "(this process for up to 48 MB of documents)")
     scheduler: str | None = Field(
         default=None, pattern=r"^[a-z][a-z0-9+]*://\S+$",
         description="address of an existing Dask scheduler, e.g. tcp://host:8786",

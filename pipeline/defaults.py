@@ -18,8 +18,8 @@ DEFAULT_CHUNK_BYTES = 16 << 20
 DEFAULT_ROW_GROUP_ROWS = 8192
 DEFAULT_CACHE_DIR = ".cache/cocolake"
 # an ingest given no worker count runs in its own process, without a local cluster, when its
-# documents are known to total at most this: a cluster takes 1-1.5 s to start, more than two
-# workers save on fewer than about three chunks (val2017's instances file is 25 MB)
+# documents are known to total at most this: a cluster takes 0.5-1.5 s to start and close,
+# about what a second worker saves on three chunks (val2017's instances file is 25 MB)
 IN_PROCESS_BYTES = 3 * DEFAULT_CHUNK_BYTES
 
 OnBadRecord = Literal["error", "skip"]  # stop at the first invalid record, or skip it into rejects

@@ -23,7 +23,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                           "options given here (and COCOLAKE_WAREHOUSE, COCOLAKE_DATASET) override it")
     p.add_argument("--source", action="append", metavar="URL", help="a source URL; repeat for several")
     p.add_argument("--split", help="put every source into this split instead of the one in its file name")
-    p.add_argument("--workers", type=int, help="worker processes (default: one per core, or this process for up to 48 MB of documents; 1 = synchronous)")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core, or this process "
+                   "for up to 48 MB of documents; 1 = synchronous)")
     p.add_argument("--scheduler", metavar="ADDR", help="address of an existing Dask scheduler, tcp://host:port")
     p.add_argument("--on-bad-record", choices=("error", "skip"),
                    help="stop at the first bad record (default) or skip bad records into the rejects table")
