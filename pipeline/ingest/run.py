@@ -3,7 +3,9 @@
 The only place (with the CLI) that chooses where the graph runs (``cluster`` connects):
 ``workers=1`` → Dask's synchronous scheduler (debuggable, no processes);
 ``scheduler="tcp://host:port"`` → an existing distributed cluster;
-otherwise a local cluster of one single-threaded worker process per core. The scan runs
+otherwise a local cluster of one single-threaded worker process per core, unless the
+documents are known to total at most ``IN_PROCESS_BYTES`` (``cluster.local_workers``: then
+this process, as ``workers=1``). The scan runs
 on the workers of an existing cluster, else in this process (while a local cluster starts).
 
 A run either commits a new warehouse version or leaves the previous one as it was
