@@ -61,7 +61,7 @@ def starting_client(workers: int | None = None, scheduler: str | None = None) ->
         finally:
             client.close()
         return
-    n = workers or os.cpu_count() or 1
+    n = worker_count(workers)
     if n <= 1:
         with dask.config.set(scheduler="synchronous"):
             yield lambda: None
@@ -247,12 +247,17 @@ def local_workers(workers: int | None, scheduler: str | None, sizes: list[int | 
     return 1 if sum(sizes) <= IN_PROCESS_BYTES else None
 
 
-def local_json_sizes(urls: list[str], most_files: int = 1000) -> list[int | None] | None:
+def worker_count(workers: int | None) -> int:
+    """The local worker processes ``workers`` means: as given, else one per core; 1 is this process."""
+    return workers or os.cpu_count() or 1
+
+
+def local_json_sizes(urls: list[str], most_files: int = 1000) -> list[int] | None:
     """The sizes of the documents of ``urls`` when each is a plain local ``.json`` file or a
     local directory of such files (a command's first look, before the sources are resolved);
     None when any is not (a URL, a pattern, an archive or compressed file, a directory of
     more than ``most_files`` entries or with sub-directories deeper than one level)."""
-    sizes: list[int | None] = []
+    sizes: list[int] = []
     for url in urls:
         path = url[len("file://"):] if url.startswith("file://") else url
         if "://" in path or any(c in path for c in "*?["):
@@ -261,23 +266,23 @@ def local_json_sizes(urls: list[str], most_files: int = 1000) -> list[int | None
             if not path.endswith(".json"):
                 return None
             sizes.append(os.path.getsize(path))
-            continue
-        if not os.path.isdir(path):
+        elif not os.path.isdir(path) or (found := _folder_json_sizes(path, most_files)) is None:
             return None
-        seen = 0
-        for depth in (0, 1):
-            for entry in (os.scandir(path) if depth == 0 else
-                          (e for d in os.scandir(path) if d.is_dir() for e in os.scandir(d.path))):
-                seen += 1
-                if seen > most_files:
-                    return None
-                if entry.is_dir():
-                    if depth == 1:
-                        return None
-                elif entry.name.endswith((".gz", ".zip")):
-                    return None
-                elif entry.name.endswith(".json"):
-                    sizes.append(entry.stat().st_size)
+        else:
+            sizes += found
+    return sizes
+
+
+def _folder_json_sizes(folder: str, most_files: int) -> list[int] | None:
+    """The ``.json`` files of ``folder`` and of its sub-directories, as the sources read one."""
+    sizes, seen = [], 0
+    for top in os.scandir(folder):
+        for entry in (os.scandir(top.path) if top.is_dir() else (top,)):
+            seen += 1
+            if seen > most_files or entry.is_dir() or entry.name.endswith((".gz", ".zip")):
+                return None
+            if entry.name.endswith(".json"):
+                sizes.append(entry.stat().st_size)
     return sizes
 
 
@@ -302,7 +307,7 @@ def start_fork_server(workers: int | None = None, scheduler: str | None = None) 
     import multiprocessing
     from multiprocessing import forkserver
 
-    if scheduler or (workers or os.cpu_count() or 1) <= 1:
+    if scheduler or worker_count(workers) <= 1:
         return False
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False

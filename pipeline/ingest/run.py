@@ -31,7 +31,7 @@ from . import filesets as per_image, sources
 from ..query import summary, views
 from ..defaults import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_BYTES, DEFAULT_ROW_GROUP_ROWS, OnBadRecord
 from ..errors import ClusterError, CocolakeError, ConfigError
-from .cluster import local_workers, starting_client
+from .cluster import local_workers, starting_client, worker_count
 from .graph import ingest_graph, plan_graph
 from .plan import IngestOptions
 from .validate import check_duplicates, check_sets, check_unique_files, resolve_id_types
@@ -268,7 +268,7 @@ def run_ingest(
         file_rows=file_rows,
         counts=counts,
         ran=(f"on the Dask cluster at {scheduler}" if scheduler else "in this process"
-             if (n := workers or os.cpu_count() or 1) <= 1 else f"on {n} local workers"),
+             if (n := worker_count(workers)) <= 1 else f"on {n} local workers"),
     )
 
 
